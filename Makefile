@@ -1,0 +1,39 @@
+# Development set-up and the project's two main commands:
+#   make demo   set up, then run the offline main job (teacher fine-tuning, logit precomputation, distillation)
+#   make test   set up, then run the default test suite (tiny models, CPU, a few minutes)
+# TORCH_SPEC pins the CPU wheel that installs from this machine's disk in seconds; override it elsewhere,
+# for example `make test TORCH_SPEC=torch` on a CUDA machine. The package itself asks only for torch>=2.4.
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+BIN := $(VENV)/bin
+export HF_HUB_OFFLINE ?= 1
+export HF_DATASETS_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: install install-examples test test-slow demo lint bench
+
+$(VENV)/.installed: setup.cfg pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install -q -e ".[test]"
+	touch $@
+
+$(VENV)/.examples: $(VENV)/.installed
+	$(BIN)/python -m pip install -q -e ".[test,examples]"
+	touch $@
+
+install: $(VENV)/.installed
+
+install-examples: $(VENV)/.examples
+
+test: install
+	$(BIN)/python -m pytest -q
+
+test-slow: install-examples
+	$(BIN)/python -m pytest -q -m slow -p no:cacheprovider
+
+lint: install
+	$(BIN)/ruff check hf_distill recipes tests benchmarks
+	$(BIN)/ruff format --check hf_distill recipes tests benchmarks

@@ -1,0 +1,42 @@
+"""Align the teacher's label order with the student's, and refuse label sets that differ."""
+
+from __future__ import annotations
+
+import re
+
+from transformers import PretrainedConfig
+
+_GENERIC_LABEL = re.compile(r"LABEL_\d+")
+
+
+def label_names(config: PretrainedConfig) -> list[str]:
+    """The labels of a classification config in class-index order."""
+    id2label = {int(i): name for i, name in (config.id2label or {}).items()}
+    if len(id2label) != config.num_labels:
+        return [f"LABEL_{i}" for i in range(config.num_labels)]
+    return [id2label[i] for i in range(config.num_labels)]
+
+
+def _is_generic(labels: list[str]) -> bool:
+    return all(_GENERIC_LABEL.fullmatch(name) for name in labels)
+
+
+def teacher_to_student_permutation(teacher_labels: list[str], student_labels: list[str]) -> list[int] | None:
+    """Indices that reorder teacher logits into the student's label order, or ``None`` when no reordering is needed.
+
+    Unnamed labels (transformers' default ``LABEL_i``) on either side are taken as aligned by index; only the class
+    counts must then agree. Named labels must be the same set, in any order.
+    """
+    if len(teacher_labels) != len(student_labels):
+        raise ValueError(
+            f"The teacher has {len(teacher_labels)} classes {teacher_labels} but the student has "
+            f"{len(student_labels)} {student_labels}. Build the student with the teacher's id2label/label2id."
+        )
+    if teacher_labels == student_labels or _is_generic(teacher_labels) or _is_generic(student_labels):
+        return None
+    if sorted(teacher_labels) != sorted(student_labels):
+        raise ValueError(
+            f"The teacher's labels {teacher_labels} and the student's labels {student_labels} are different sets. "
+            "Build the student with the teacher's id2label/label2id, or use a teacher trained on the same labels."
+        )
+    return [teacher_labels.index(name) for name in student_labels]

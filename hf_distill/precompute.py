@@ -1,0 +1,170 @@
+"""Precompute teacher logits once and store them as a `datasets` column."""
+
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+import torch
+from datasets import Dataset, DatasetDict, Features, List, Value
+from datasets.fingerprint import Hasher
+from transformers import PreTrainedModel
+
+from .data_collator import pad_features
+from .labels import label_names
+from .provenance import TeacherLogitsInfo, write_logits_info
+from .teacher import forward_input_names, load_teacher, model_fingerprint, model_name, unwrap
+
+STORAGE_DTYPES = ("float32", "float16")
+# Rows handed to one `map` call; sorting them by length before cutting batches wastes little on padding, in the
+# spirit of transformers' LengthGroupedSampler "megabatches".
+LENGTH_GROUP_BATCHES = 32
+
+
+def precompute_teacher_logits(
+    teacher: PreTrainedModel | str,
+    dataset: Dataset | DatasetDict,
+    *,
+    column: str = "teacher_logits",
+    teacher_input_prefix: str = "teacher_",
+    batch_size: int = 64,
+    dtype: str = "float32",
+    device: str | torch.device | None = None,
+    autocast: bool = True,
+    group_by_length: bool = True,
+    pad_token_id: int | None = None,
+    load_from_cache_file: bool = True,
+) -> Dataset | DatasetDict:
+    """Return ``dataset`` (or every split of a `DatasetDict`) with the teacher's logits in ``column``.
+
+    The teacher reads the ``teacher_input_prefix``-ed columns (prefix stripped) if the dataset has them, else the
+    plain ones. Batches run under ``no_grad`` (and bf16/fp16 autocast on GPU), sorted by length within groups of
+    ``LENGTH_GROUP_BATCHES`` batches and written back in the original order. Ragged token columns are right-padded
+    (``input_ids`` with ``pad_token_id``, default the teacher config's, others with 0).
+
+    Results are cached by `datasets` under a fingerprint of the dataset, the teacher's weights and these options,
+    so a second call on a dataset with cache files (loaded from files or the Hub) is instant. The column records
+    the teacher's name, label order and storage dtype; `DistillationTrainer` checks them against the student.
+    """
+    if dtype not in STORAGE_DTYPES:
+        raise ValueError(f"dtype must be one of {STORAGE_DTYPES} (bfloat16 biases small KLs), got {dtype!r}.")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+    teacher = load_teacher(teacher)
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    teacher.to(device)
+    if pad_token_id is None:
+        pad_token_id = getattr(unwrap(teacher).config, "pad_token_id", None) or 0
+    runner = _TeacherRunner(teacher, device, autocast, pad_token_id)
+
+    kwargs = dict(
+        column=column,
+        prefix=teacher_input_prefix,
+        batch_size=batch_size,
+        dtype=dtype,
+        group_by_length=group_by_length,
+        load_from_cache_file=load_from_cache_file,
+    )
+    if isinstance(dataset, DatasetDict):
+        return DatasetDict({split: _precompute_split(runner, ds, **kwargs) for split, ds in dataset.items()})
+    return _precompute_split(runner, dataset, **kwargs)
+
+
+class _TeacherRunner:
+    """Runs the teacher on numpy batches: pads, moves to the device, autocasts, returns float32 numpy logits."""
+
+    def __init__(self, teacher: torch.nn.Module, device: torch.device, autocast: bool, pad_token_id: int):
+        self.teacher = teacher
+        self.device = device
+        self.pad_token_id = pad_token_id
+        self.accepted = forward_input_names(teacher)
+        self.labels = label_names(unwrap(teacher).config)
+        self.autocast_dtype = None
+        if autocast and device.type == "cuda":
+            self.autocast_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        self.fingerprint = model_fingerprint(teacher)
+
+    def cache_key(self) -> list:
+        return [self.fingerprint, self.device.type, str(self.autocast_dtype), self.pad_token_id]
+
+    @torch.no_grad()
+    def __call__(self, features: dict[str, list]) -> np.ndarray:
+        tensors = {name: t.to(self.device) for name, t in pad_features(features, self.pad_token_id).items()}
+        amp = (
+            torch.autocast(self.device.type, dtype=self.autocast_dtype)
+            if self.autocast_dtype is not None
+            else contextlib.nullcontext()
+        )
+        with amp:
+            logits = self.teacher(**tensors).logits
+        return logits.float().cpu().numpy()
+
+
+def _input_columns(dataset: Dataset, prefix: str, accepted: list[str]) -> dict[str, str]:
+    """Map each teacher input name to its dataset column: ``prefix + name`` when any such column exists."""
+    prefixed = {name: prefix + name for name in accepted if prefix + name in dataset.column_names}
+    columns = prefixed or {name: name for name in accepted if name in dataset.column_names}
+    if not columns:
+        raise ValueError(
+            f"The dataset has none of the teacher's inputs ({', '.join(accepted)}), with or without the prefix "
+            f"{prefix!r}. Its columns are {dataset.column_names}: tokenize / preprocess it for the teacher first."
+        )
+    return columns
+
+
+def _precompute_split(
+    runner: _TeacherRunner,
+    dataset: Dataset,
+    *,
+    column: str,
+    prefix: str,
+    batch_size: int,
+    dtype: str,
+    group_by_length: bool,
+    load_from_cache_file: bool,
+) -> Dataset:
+    if column in dataset.column_names:
+        dataset = dataset.remove_columns(column)
+    columns = _input_columns(dataset, prefix, runner.accepted)
+    names, sources = list(columns), list(columns.values())
+    num_labels = len(runner.labels)
+    np_dtype = np.dtype(dtype)
+
+    def add_logits(*batch_columns: list) -> dict[str, np.ndarray]:
+        features = dict(zip(names, batch_columns, strict=True))
+        n = len(batch_columns[0])
+        order = np.arange(n)
+        if group_by_length and "input_ids" in features:
+            order = np.argsort([len(ids) for ids in features["input_ids"]], kind="stable")
+        out = np.empty((n, num_labels), dtype=np_dtype)
+        for start in range(0, n, batch_size):
+            idx = order[start : start + batch_size]
+            logits = runner({name: [values[i] for i in idx] for name, values in features.items()})
+            if not np.isfinite(logits).all():
+                raise ValueError(
+                    "The teacher produced NaN/inf logits. Run it in float32 (autocast=False) or check its weights."
+                )
+            out[idx] = logits
+        return {column: out}
+
+    fingerprint = Hasher.hash([dataset._fingerprint, runner.cache_key(), column, sources, dtype, group_by_length])
+    features = Features({**dataset.features, column: List(Value(dtype), length=num_labels)})
+    result = dataset.with_format("numpy").map(
+        add_logits,
+        batched=True,
+        batch_size=batch_size * LENGTH_GROUP_BATCHES,
+        input_columns=sources,
+        features=features,
+        new_fingerprint=fingerprint,
+        load_from_cache_file=load_from_cache_file,
+        desc=f"Teacher logits ({model_name(runner.teacher)})",
+    )
+    fmt = dataset.format
+    result = result.with_format(
+        fmt["type"], [*fmt["columns"], column], fmt["output_all_columns"], **fmt["format_kwargs"]
+    )
+    info = TeacherLogitsInfo(
+        teacher=model_name(runner.teacher), labels=runner.labels, dtype=dtype, teacher_fingerprint=runner.fingerprint
+    )
+    write_logits_info(result, column, info)
+    return result

@@ -1,0 +1,91 @@
+"""Loading, freezing and feeding a teacher model."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+import xxhash
+from transformers import (
+    AutoConfig,
+    AutoModelForAudioClassification,
+    AutoModelForImageClassification,
+    AutoModelForSequenceClassification,
+    PreTrainedModel,
+)
+
+_AUTO_CLASS_BY_INPUT = {
+    "pixel_values": AutoModelForImageClassification,
+    "input_values": AutoModelForAudioClassification,
+    "input_features": AutoModelForAudioClassification,
+}
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The transformers model under a PEFT or DDP wrapper."""
+    model = getattr(model, "module", model)
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def auto_class_for(model: torch.nn.Module) -> type:
+    """The Auto class that loads a model of the same task as ``model`` (sequence, image or audio classification)."""
+    return _AUTO_CLASS_BY_INPUT.get(getattr(unwrap(model), "main_input_name", ""), AutoModelForSequenceClassification)
+
+
+def _auto_class_from_config(name_or_path: str) -> type:
+    architectures = " ".join(AutoConfig.from_pretrained(name_or_path).architectures or [])
+    if "ImageClassification" in architectures:
+        return AutoModelForImageClassification
+    if "AudioClassification" in architectures:
+        return AutoModelForAudioClassification
+    return AutoModelForSequenceClassification
+
+
+def load_teacher(teacher: PreTrainedModel | str, like: torch.nn.Module | None = None, **from_pretrained_kwargs: Any):
+    """A frozen, eval-mode teacher from a model or a path / Hub id.
+
+    A path is loaded with the Auto class of ``like`` (the student) when given, else the one its config names.
+    """
+    if isinstance(teacher, str):
+        auto_class = auto_class_for(like) if like is not None else _auto_class_from_config(teacher)
+        teacher = auto_class.from_pretrained(teacher, **from_pretrained_kwargs)
+    if not isinstance(teacher, torch.nn.Module):
+        raise TypeError(f"teacher_model must be a model or a path / Hub id, got {type(teacher).__name__}.")
+    teacher.eval()
+    teacher.requires_grad_(False)
+    return teacher
+
+
+def forward_input_names(model: torch.nn.Module) -> list[str]:
+    """Names the model's ``forward`` accepts, label arguments excluded."""
+    params = inspect.signature(unwrap(model).forward).parameters
+    return [name for name in params if name not in ("labels", "return_dict", "kwargs")]
+
+
+def teacher_inputs(batch: Mapping[str, Any], prefix: str, accepted: list[str]) -> dict[str, Any]:
+    """The teacher's inputs from a batch: the ``prefix``-ed keys (prefix stripped) if any, else the student's keys.
+
+    Only names the teacher's ``forward`` accepts are kept, so a RoBERTa teacher never gets ``token_type_ids``.
+    """
+    prefixed = {key[len(prefix) :]: value for key, value in batch.items() if key.startswith(prefix)}
+    prefixed = {name: value for name, value in prefixed.items() if name in accepted}
+    source = prefixed or batch
+    return {name: source[name] for name in accepted if name in source}
+
+
+def model_fingerprint(model: torch.nn.Module) -> str:
+    """A hash of a model's config and weights, for cache keys and provenance."""
+    digest = xxhash.xxh64()
+    config = getattr(unwrap(model), "config", None)
+    if config is not None:
+        digest.update(config.to_json_string(use_diff=False).encode())
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().contiguous().view(-1).view(torch.uint8).cpu().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def model_name(model: torch.nn.Module) -> str:
+    return getattr(getattr(unwrap(model), "config", None), "_name_or_path", "") or type(unwrap(model)).__name__

@@ -1,0 +1,322 @@
+"""`DistillationTrainer`: a `transformers.Trainer` that trains a student on a teacher's logits."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+import datasets
+import pyarrow as pa
+import pyarrow.compute as pc
+import torch
+from transformers import PreTrainedModel, Trainer
+from transformers.utils import logging
+
+from .labels import label_names, teacher_to_student_permutation
+from .losses import IGNORE_INDEX, DistillationLossOutput, distillation_loss
+from .provenance import read_logits_info
+from .teacher import forward_input_names, load_teacher, teacher_inputs, unwrap
+from .training_args import DistillationTrainingArguments
+
+logger = logging.get_logger(__name__)
+
+_TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class DistillationTrainer(Trainer):
+    """Trains a student on ``alpha * CE(student, labels) + (1 - alpha) * distill(student, teacher)``.
+
+    Teacher logits come from the batch's ``args.teacher_logits_column`` when present (see
+    :func:`~hf_distill.precompute_teacher_logits`), else from a forward pass of ``teacher_model``: a model, or a path /
+    Hub id loaded with the student's Auto class. The teacher stays frozen in eval mode, is never part of the student's
+    checkpoints, and runs under ``no_grad`` and the accelerator's autocast, in ``args.teacher_dtype``. Batch keys
+    starting with ``args.teacher_input_prefix`` feed the teacher (prefix stripped), for a teacher that tokenizes or
+    preprocesses differently from the student.
+
+    Logs ``loss_ce`` and ``loss_kd`` beside ``loss``, and ``eval_loss_ce``, ``eval_loss_kd`` and ``eval_agreement``
+    (top-1 agreement with the teacher) in evaluation.
+    """
+
+    _tag_names = ["knowledge-distillation", "hf_distill"]
+    # `compute_loss` returns a per-micro-batch mean; let `training_step` divide it by the accumulation steps.
+    loss_is_scaled_for_ga = False
+
+    def __init__(
+        self,
+        model: PreTrainedModel | torch.nn.Module | None = None,
+        args: DistillationTrainingArguments | None = None,
+        teacher_model: PreTrainedModel | torch.nn.Module | str | None = None,
+        **kwargs: Any,
+    ):
+        if args is None:
+            args = DistillationTrainingArguments(output_dir="trainer_output")
+        if not isinstance(args, DistillationTrainingArguments):
+            raise TypeError(
+                f"DistillationTrainer needs DistillationTrainingArguments, got {type(args).__name__}. "
+                "Build them with DistillationTrainingArguments(**your_args.to_dict()) plus alpha/temperature."
+            )
+        super().__init__(model=model, args=args, **kwargs)
+        config = unwrap(self.model).config
+        if config.problem_type in ("regression", "multi_label_classification") or config.num_labels < 2:
+            raise ValueError(
+                f"DistillationTrainer distils single-label classifiers; the student is set up for "
+                f"problem_type={config.problem_type!r} with num_labels={config.num_labels}."
+            )
+        self.student_labels = label_names(config)
+        self.teacher_model = None if teacher_model is None else load_teacher(teacher_model, like=self.model)
+        self._teacher_permutation: list[int] | None = None
+        if self.teacher_model is not None:
+            self._check_teacher_is_separate()
+            teacher_labels = label_names(unwrap(self.teacher_model).config)
+            self._teacher_permutation = teacher_to_student_permutation(teacher_labels, self.student_labels)
+        self._teacher_placed = False
+        self._teacher_checked = False
+        self._column_labels: list[str] | None = None
+        self._column_permutation: list[int] | None = None
+        self._checked_datasets: set[str] = set()
+        self._index_cache: dict[tuple, torch.Tensor] = {}
+        self._metrics: dict[str, defaultdict[str, list]] = {"train": defaultdict(list), "eval": defaultdict(list)}
+
+        eval_sets = self.eval_dataset.values() if isinstance(self.eval_dataset, dict) else [self.eval_dataset]
+        for dataset in [self.train_dataset, *eval_sets]:
+            if dataset is not None:
+                self._check_dataset(dataset)
+        if hasattr(self.model, "add_model_tags"):
+            self.model.add_model_tags(self._tag_names)
+
+    # ---- the loss ----
+
+    def compute_loss(
+        self,
+        model: torch.nn.Module,
+        inputs: dict[str, Any],
+        return_outputs: bool = False,
+        num_items_in_batch: torch.Tensor | int | None = None,
+    ):
+        args = self.args
+        inputs = dict(inputs)
+        stored_logits = inputs.pop(args.teacher_logits_column, None)
+        labels = inputs.pop("labels", None)
+        student_inputs = {k: v for k, v in inputs.items() if not k.startswith(args.teacher_input_prefix)}
+        outputs = model(**student_inputs)
+        if stored_logits is not None:
+            teacher_logits = self._stored_teacher_logits(stored_logits)
+        else:
+            teacher_logits = self._teacher_forward(inputs)
+        parts = self.compute_distillation_loss(outputs.logits, teacher_logits, labels, args)
+        self._record(parts, outputs.logits, teacher_logits, train=model.training)
+        return (parts.loss, outputs) if return_outputs else parts.loss
+
+    @staticmethod
+    def compute_distillation_loss(
+        student_logits: torch.Tensor,
+        teacher_logits: torch.Tensor,
+        labels: torch.Tensor | None,
+        args: DistillationTrainingArguments,
+    ) -> DistillationLossOutput:
+        """The training objective for one batch, in float32 (see :func:`hf_distill.losses.distillation_loss`)."""
+        return distillation_loss(
+            student_logits,
+            teacher_logits,
+            labels,
+            alpha=args.alpha,
+            temperature=args.temperature,
+            loss=args.distillation_loss,
+        )
+
+    # ---- teacher logits ----
+
+    def _teacher_forward(self, inputs: dict[str, Any]) -> torch.Tensor:
+        if self.teacher_model is None:
+            raise ValueError(
+                f"The batch has no {self.args.teacher_logits_column!r} column and the trainer has no teacher_model. "
+                "Pass teacher_model=... to DistillationTrainer, or add the column with "
+                "hf_distill.precompute_teacher_logits(teacher, dataset)."
+            )
+        teacher = self._placed_teacher()
+        feed = teacher_inputs(inputs, self.args.teacher_input_prefix, forward_input_names(teacher))
+        with torch.no_grad(), self.accelerator.autocast():
+            logits = teacher(**feed).logits.float()
+        if not self._teacher_checked:
+            if not torch.isfinite(logits).all():
+                raise ValueError(
+                    "The teacher produced NaN/inf logits on the first batch. Run it in float32 "
+                    "(--teacher_dtype float32, no fp16) or check its weights."
+                )
+            self._teacher_checked = True
+        return self._reorder(logits, self._teacher_permutation)
+
+    def _placed_teacher(self) -> torch.nn.Module:
+        """Move the teacher to the training device (and ``teacher_dtype``) on first use."""
+        if not self._teacher_placed:
+            self.teacher_model.to(device=self.args.device, dtype=_TORCH_DTYPES.get(self.args.teacher_dtype))
+            self.teacher_model.eval()
+            self._teacher_placed = True
+        return self.teacher_model
+
+    def _stored_teacher_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        if logits.shape[-1] != len(self.student_labels):
+            raise ValueError(
+                f"Column {self.args.teacher_logits_column!r} holds {logits.shape[-1]} logits per example but the "
+                f"student has {len(self.student_labels)} classes {self.student_labels}."
+            )
+        return self._reorder(logits.float(), self._column_permutation)
+
+    def _reorder(self, logits: torch.Tensor, permutation: list[int] | None) -> torch.Tensor:
+        if permutation is None:
+            return logits
+        key = (tuple(permutation), logits.device)
+        if key not in self._index_cache:
+            self._index_cache[key] = torch.tensor(permutation, device=logits.device)
+        return logits.index_select(-1, self._index_cache[key])
+
+    def _check_teacher_is_separate(self) -> None:
+        student_params = {id(p) for p in self.model.parameters()}
+        if any(id(p) in student_params for p in self.teacher_model.parameters()):
+            raise ValueError(
+                "The teacher shares parameters with the student, so it would be trained and saved with it. "
+                "Pass a separate teacher (for example copy.deepcopy(model))."
+            )
+
+    # ---- input checks ----
+
+    def _check_dataset(self, dataset: Any) -> None:
+        """Refuse a dataset whose teacher logits or labels do not fit the student, before any training step."""
+        if not isinstance(dataset, datasets.Dataset) or dataset._fingerprint in self._checked_datasets:
+            return
+        column = self.args.teacher_logits_column
+        if column in dataset.column_names:
+            self._check_logits_column(dataset, column)
+        elif self.teacher_model is None:
+            raise ValueError(
+                f"The dataset has no {column!r} column (its columns: {dataset.column_names}) and the trainer has no "
+                "teacher_model. Pass teacher_model=..., or add the column with "
+                "hf_distill.precompute_teacher_logits(teacher, dataset)."
+            )
+        for name in ("labels", "label"):
+            if name in dataset.column_names and pa.types.is_integer(dataset.data.column(name).type):
+                self._check_labels(dataset.data.column(name), name)
+        self._checked_datasets.add(dataset._fingerprint)
+
+    def _check_logits_column(self, dataset: datasets.Dataset, column: str) -> None:
+        num_classes = len(self.student_labels)
+        width = getattr(dataset.features[column], "length", -1)
+        if width == -1 and len(dataset):
+            width = len(dataset[0][column])
+        if width != num_classes:
+            raise ValueError(
+                f"Column {column!r} holds {width} logits per example but the student has {num_classes} classes "
+                f"{self.student_labels}. Precompute the logits with a teacher of the same labels."
+            )
+        values = pc.list_flatten(dataset.data.column(column)).cast(pa.float32())
+        if not pc.all(pc.is_finite(values)).as_py():
+            raise ValueError(
+                f"Column {column!r} contains NaN or inf teacher logits; precompute them again in float32."
+            )
+        info = read_logits_info(dataset, column)
+        if info is None:
+            logger.warning(
+                f"Column {column!r} carries no provenance (it was not made by precompute_teacher_logits); "
+                "its logits are assumed to follow the student's label order."
+            )
+            return
+        if self._column_labels is not None and info.labels != self._column_labels:
+            raise ValueError(
+                f"The datasets' {column!r} columns follow different label orders: {self._column_labels} and "
+                f"{info.labels}. Precompute all splits with the same teacher."
+            )
+        self._column_permutation = teacher_to_student_permutation(info.labels, self.student_labels)
+        self._column_labels = info.labels
+
+    def _check_labels(self, labels: pa.ChunkedArray, name: str) -> None:
+        num_classes = len(self.student_labels)
+        out_of_range = pc.or_(
+            pc.greater_equal(labels, num_classes), pc.and_(pc.less(labels, 0), pc.not_equal(labels, IGNORE_INDEX))
+        )
+        if pc.any(out_of_range).as_py():
+            bounds = pc.min_max(labels).as_py()
+            raise ValueError(
+                f"Column {name!r} has labels from {bounds['min']} to {bounds['max']}, but the student has "
+                f"{num_classes} classes {self.student_labels}: labels must be in [0, {num_classes}) or -100. "
+                "Build the student with num_labels / id2label matching the data."
+            )
+
+    def _remove_unused_columns(self, dataset: datasets.Dataset, description: str | None = None) -> datasets.Dataset:
+        self._check_dataset(dataset)
+        return super()._remove_unused_columns(dataset, description)
+
+    def _set_signature_columns_if_needed(self) -> None:
+        """Keep the logits column and the teacher-prefixed inputs through ``remove_unused_columns``."""
+        if self._signature_columns is None:
+            super()._set_signature_columns_if_needed()
+            prefix = self.args.teacher_input_prefix
+            teacher_names = forward_input_names(self.teacher_model or self.model)
+            self._signature_columns += [self.args.teacher_logits_column, *(prefix + n for n in teacher_names)]
+
+    # ---- evaluation ----
+
+    def prediction_step(
+        self,
+        model: torch.nn.Module,
+        inputs: dict[str, Any],
+        prediction_loss_only: bool,
+        ignore_keys: list[str] | None = None,
+    ):
+        """Unlabelled batches: the distillation loss when ``alpha=0``, else plain predictions of the student."""
+        if self.label_names and all(inputs.get(name) is not None for name in self.label_names):
+            return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys)
+        inputs = self._prepare_inputs(inputs)
+        with torch.no_grad(), self.compute_loss_context_manager():
+            if self.args.alpha > 0:
+                student_inputs = {k: v for k, v in inputs.items() if not self._is_teacher_key(k)}
+                loss, logits = None, model(**student_inputs).logits
+            else:
+                loss, outputs = self.compute_loss(model, inputs, return_outputs=True)
+                loss, logits = loss.detach(), outputs.logits
+        return loss, (None if prediction_loss_only else logits.detach()), None
+
+    def _is_teacher_key(self, key: str) -> bool:
+        return key == self.args.teacher_logits_column or key.startswith(self.args.teacher_input_prefix)
+
+    def evaluation_loop(
+        self,
+        dataloader,
+        description: str,
+        prediction_loss_only: bool | None = None,
+        ignore_keys: list[str] | None = None,
+        metric_key_prefix: str = "eval",
+    ):
+        output = super().evaluation_loop(dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix)
+        output.metrics.update({f"{metric_key_prefix}_{k}": v for k, v in self._pop_metrics("eval").items()})
+        return output
+
+    # ---- logging ----
+
+    def _record(
+        self, parts: DistillationLossOutput, student_logits: torch.Tensor, teacher_logits: torch.Tensor, train: bool
+    ) -> None:
+        n = student_logits.shape[0]
+        metrics = self._metrics["train" if train else "eval"]
+        metrics["loss_kd"].append((parts.kd.detach() * n, n))
+        if parts.ce is not None:
+            metrics["loss_ce"].append((parts.ce.detach() * n, n))
+        if not train:
+            agree = (student_logits.argmax(-1) == teacher_logits.argmax(-1)).sum()
+            metrics["agreement"].append((agree, n))
+
+    def _pop_metrics(self, mode: str) -> dict[str, float]:
+        """Example-weighted means of the recorded values, averaged over processes; clears them."""
+        recorded = self._metrics[mode]
+        if not recorded:
+            return {}
+        names = sorted(recorded)
+        sums = torch.stack([torch.stack([value for value, _ in recorded[name]]).sum().float() for name in names])
+        counts = torch.tensor([float(sum(n for _, n in recorded[name])) for name in names], device=sums.device)
+        sums, counts = self.accelerator.reduce(torch.stack([sums, counts]), reduction="sum").tolist()
+        recorded.clear()
+        return {name: total / count for name, total, count in zip(names, sums, counts, strict=True)}
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if "loss" in logs:
+            logs = {**logs, **self._pop_metrics("train")}
+        super().log(logs, start_time)

@@ -1,0 +1,70 @@
+"""`DistillationTrainingArguments`: `TrainingArguments` plus the distillation knobs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from transformers import TrainingArguments
+
+from .losses import available_losses, get_loss
+
+TEACHER_DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+@dataclass
+class DistillationTrainingArguments(TrainingArguments):
+    """Arguments for :class:`~hf_distill.DistillationTrainer`.
+
+    The student is trained on ``alpha * CE(student, labels) + (1 - alpha) * distillation_loss(student, teacher)``.
+    Note the convention: **alpha weighs the hard labels**, ``1 - alpha`` the teacher. ``alpha=0`` is pure
+    distillation (no labels needed), ``alpha=1`` plain fine-tuning.
+    """
+
+    alpha: float = field(
+        default=0.5,
+        metadata={
+            "help": "Weight of the hard-label cross-entropy in [0, 1]; the distillation term gets 1 - alpha. "
+            "0 = pure distillation (labels not needed), 1 = plain fine-tuning."
+        },
+    )
+    temperature: float = field(
+        default=2.0,
+        metadata={"help": "Softmax temperature T (> 0) of the distillation term; the KL is scaled by T^2."},
+    )
+    distillation_loss: str = field(
+        default="kl", metadata={"help": f"Distillation loss, one of: {', '.join(available_losses())}."}
+    )
+    teacher_logits_column: str = field(
+        default="teacher_logits",
+        metadata={"help": "Dataset column with precomputed teacher logits; used instead of a teacher forward pass."},
+    )
+    teacher_input_prefix: str = field(
+        default="teacher_",
+        metadata={
+            "help": "Batch keys with this prefix (teacher_input_ids, teacher_pixel_values, ...) are fed to the teacher "
+            "with the prefix stripped; without them the teacher gets the student's inputs."
+        },
+    )
+    teacher_dtype: str = field(
+        default="auto",
+        metadata={
+            "help": "dtype of the in-batch teacher's weights: auto (keep), float32, bfloat16 or float16. "
+            "Half precision roughly halves the teacher's cost on GPU; logits are upcast to float32."
+        },
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ValueError(
+                f"alpha must be in [0, 1] (it weighs the hard-label CE; the teacher gets 1 - alpha), got {self.alpha}."
+            )
+        if not self.temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}. Typical values are 1 to 8.")
+        get_loss(self.distillation_loss)
+        if self.teacher_dtype not in TEACHER_DTYPES:
+            raise ValueError(f"teacher_dtype must be one of {', '.join(TEACHER_DTYPES)}, got {self.teacher_dtype!r}.")
+        if not self.teacher_logits_column:
+            raise ValueError("teacher_logits_column must be a non-empty column name.")
+        if not self.teacher_input_prefix:
+            raise ValueError("teacher_input_prefix must be a non-empty prefix such as 'teacher_'.")

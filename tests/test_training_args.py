@@ -1,0 +1,66 @@
+import json
+
+import pytest
+from transformers import HfArgumentParser, TrainingArguments
+
+from hf_distill import DistillationTrainingArguments
+
+
+def test_cli_flags_parse_and_serialise(tmp_path):
+    parser = HfArgumentParser(DistillationTrainingArguments)
+    (args,) = parser.parse_args_into_dataclasses(
+        [
+            "--output_dir",
+            str(tmp_path),
+            "--alpha",
+            "0.2",
+            "--temperature",
+            "4",
+            "--distillation_loss",
+            "mse",
+            "--teacher_logits_column",
+            "t_logits",
+            "--learning_rate",
+            "3e-5",
+            "--report_to",
+            "none",
+        ]
+    )
+    assert (args.alpha, args.temperature, args.distillation_loss, args.teacher_logits_column) == (
+        0.2,
+        4.0,
+        "mse",
+        "t_logits",
+    )
+    assert args.learning_rate == 3e-5  # an ordinary Trainer flag still works
+    as_dict = json.loads(args.to_json_string())
+    assert as_dict["alpha"] == 0.2 and as_dict["temperature"] == 4.0 and as_dict["teacher_input_prefix"] == "teacher_"
+    assert isinstance(args, TrainingArguments)
+
+
+def test_parses_from_json_file(tmp_path):
+    path = tmp_path / "args.json"
+    path.write_text(json.dumps({"output_dir": str(tmp_path), "alpha": 0.0, "temperature": 1.5, "report_to": "none"}))
+    (args,) = HfArgumentParser(DistillationTrainingArguments).parse_json_file(str(path))
+    assert args.alpha == 0.0 and args.temperature == 1.5
+
+
+def test_help_renders():
+    assert "--temperature" in HfArgumentParser(DistillationTrainingArguments).format_help()
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"alpha": 1.5}, r"alpha must be in \[0, 1\].*got 1.5"),
+        ({"alpha": -0.1}, r"alpha must be in \[0, 1\]"),
+        ({"temperature": 0.0}, "temperature must be > 0"),
+        ({"temperature": -2.0}, "temperature must be > 0"),
+        ({"distillation_loss": "kld"}, "Unknown distillation_loss 'kld'. Known losses: kl, mse"),
+        ({"teacher_dtype": "int8"}, "teacher_dtype must be one of"),
+        ({"teacher_logits_column": ""}, "teacher_logits_column must be a non-empty"),
+    ],
+)
+def test_bad_values_raise_clear_errors(tmp_path, overrides, message):
+    with pytest.raises(ValueError, match=message):
+        DistillationTrainingArguments(output_dir=str(tmp_path), report_to=[], **overrides)
