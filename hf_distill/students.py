@@ -1,0 +1,157 @@
+"""Building students: DistilBERT-style copies of teacher layers, or random initialisation from a config."""
+
+from __future__ import annotations
+
+import copy
+import re
+
+import torch
+from transformers import AutoModelForSequenceClassification, PretrainedConfig, PreTrainedModel
+
+STUDENT_INITS = ("teacher_layers", "random", "pretrained")
+
+# A layer of a BERT-family encoder stack: bert/roberta/electra/xlm-roberta/mpnet `*.encoder.layer.N.*`,
+# distilbert `distilbert.transformer.layer.N.*`.
+_LAYER_KEY = re.compile(r"^(?P<stack>(?:.+\.)?(?:encoder|transformer)\.layer)\.(?P<index>\d+)\.(?P<rest>.+)$")
+_LAYER_COUNT_ATTRS = ("num_hidden_layers", "n_layers")
+
+
+def spread_layers(num_teacher_layers: int, num_student_layers: int) -> list[int]:
+    """Evenly spaced teacher layers, first and last included: 6 of 12 gives DistilBERT's [0, 2, 4, 7, 9, 11]."""
+    if not 1 <= num_student_layers <= num_teacher_layers:
+        raise ValueError(
+            f"A student needs 1 to {num_teacher_layers} layers of this teacher, got {num_student_layers}."
+        )
+    if num_student_layers == 1:
+        return [num_teacher_layers - 1]
+    step = (num_teacher_layers - 1) / (num_student_layers - 1)
+    return [int(i * step + 0.5) for i in range(num_student_layers)]
+
+
+def _layer_count_attr(config: PretrainedConfig) -> str:
+    for attr in _LAYER_COUNT_ATTRS:
+        if hasattr(config, attr):
+            return attr
+    raise ValueError(f"Cannot find the layer count of {type(config).__name__}; expected one of {_LAYER_COUNT_ATTRS}.")
+
+
+def student_from_teacher(
+    teacher: PreTrainedModel, layers: list[int] | None = None, num_layers: int | None = None
+) -> PreTrainedModel:
+    """A shallower copy of ``teacher`` that keeps its embeddings, the chosen encoder ``layers``, pooler and head.
+
+    Sanh et al., "DistilBERT, a distilled version of BERT" (2019): initialising the student from every other
+    teacher layer is crucial. ``layers`` defaults to ``spread_layers(N, num_layers or N // 2)``. Works for the BERT
+    family (BERT, RoBERTa, XLM-R, ELECTRA, MPNet, MiniLM-style BERT, DistilBERT); other layouts raise ``ValueError``.
+    """
+    config = teacher.config
+    attr = _layer_count_attr(config)
+    num_teacher_layers = getattr(config, attr)
+    if layers is None:
+        layers = spread_layers(num_teacher_layers, num_layers or max(1, num_teacher_layers // 2))
+    layers = list(layers)
+    if not layers or any(not 0 <= i < num_teacher_layers for i in layers):
+        raise ValueError(f"Student layers must index the teacher's {num_teacher_layers} layers, got {layers}.")
+
+    teacher_state = teacher.state_dict()
+    layer_keys = [k for k in teacher_state if _LAYER_KEY.match(k)]
+    if not layer_keys or getattr(config, "num_hidden_groups", 1) != 1:
+        raise ValueError(
+            f"student_from_teacher copies layers of BERT-family encoders (`encoder.layer.N`); "
+            f"{type(teacher).__name__} ({config.model_type}) has another layout. Build a random student with "
+            "student_from_config instead."
+        )
+    student_config = copy.deepcopy(config)
+    setattr(student_config, attr, len(layers))
+    student = type(teacher)(student_config)
+
+    student_state = {}
+    for key, value in teacher_state.items():
+        match = _LAYER_KEY.match(key)
+        if match is None:
+            student_state[key] = value
+    for target, source in enumerate(layers):
+        for key in layer_keys:
+            match = _LAYER_KEY.match(key)
+            if int(match["index"]) == source:
+                student_state[f"{match['stack']}.{target}.{match['rest']}"] = teacher_state[key]
+    missing, unexpected = student.load_state_dict(student_state, strict=False)
+    if unexpected or [k for k in missing if not k.endswith("position_ids")]:
+        raise ValueError(
+            f"Could not map teacher weights onto the student: missing {missing}, unexpected {unexpected}."
+        )
+    return student.to(next(teacher.parameters()).dtype)
+
+
+def student_from_config(
+    config: PretrainedConfig,
+    *,
+    num_layers: int | None = None,
+    hidden_size: int | None = None,
+    num_attention_heads: int | None = None,
+    intermediate_size: int | None = None,
+    seed: int | None = None,
+) -> PreTrainedModel:
+    """A randomly initialised sequence classifier from ``config`` (typically the teacher's) with size overrides.
+
+    Random-initialised students are where distillation helps most (Turc et al., "Well-Read Students Learn Better",
+    2019). When ``hidden_size`` changes and ``intermediate_size`` is not given, it is set to ``4 * hidden_size``.
+    """
+    config = copy.deepcopy(config)
+    if num_layers is not None:
+        setattr(config, _layer_count_attr(config), num_layers)
+    if hidden_size is not None:
+        config.hidden_size = hidden_size
+        config.intermediate_size = intermediate_size or 4 * hidden_size
+    elif intermediate_size is not None:
+        config.intermediate_size = intermediate_size
+    if num_attention_heads is not None:
+        config.num_attention_heads = num_attention_heads
+    if config.hidden_size % config.num_attention_heads:
+        raise ValueError(
+            f"hidden_size ({config.hidden_size}) must be divisible by num_attention_heads "
+            f"({config.num_attention_heads})."
+        )
+    if seed is not None:
+        torch.manual_seed(seed)
+    return AutoModelForSequenceClassification.from_config(config)
+
+
+def create_student(
+    init: str,
+    teacher: PreTrainedModel,
+    *,
+    name_or_path: str | None = None,
+    layers: list[int] | None = None,
+    num_layers: int | None = None,
+    hidden_size: int | None = None,
+    num_attention_heads: int | None = None,
+    intermediate_size: int | None = None,
+    labels: list[str] | None = None,
+    seed: int | None = None,
+) -> PreTrainedModel:
+    """A student by ``init``: ``teacher_layers`` (copy of chosen teacher layers), ``random`` (teacher's config with
+    size overrides) or ``pretrained`` (``name_or_path`` with a fresh head for ``labels``)."""
+    if init == "teacher_layers":
+        return student_from_teacher(teacher, layers=layers, num_layers=num_layers)
+    if init == "random":
+        return student_from_config(
+            teacher.config,
+            num_layers=num_layers,
+            hidden_size=hidden_size,
+            num_attention_heads=num_attention_heads,
+            intermediate_size=intermediate_size,
+            seed=seed,
+        )
+    if init == "pretrained":
+        if name_or_path is None:
+            raise ValueError("student_init='pretrained' needs --student_model_name_or_path.")
+        labels = labels or [teacher.config.id2label[i] for i in range(teacher.config.num_labels)]
+        return AutoModelForSequenceClassification.from_pretrained(
+            name_or_path,
+            num_labels=len(labels),
+            id2label=dict(enumerate(labels)),
+            label2id={name: i for i, name in enumerate(labels)},
+            ignore_mismatched_sizes=True,
+        )
+    raise ValueError(f"student_init must be one of {STUDENT_INITS}, got {init!r}.")

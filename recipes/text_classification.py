@@ -1,0 +1,153 @@
+#!/usr/bin/env python
+"""Distil a text classifier into a smaller student, in the shape of transformers' run_glue.py.
+
+    accelerate launch recipes/text_classification.py --teacher_model_name_or_path teacher/checkpoint-500 \
+        --dataset_name glue --dataset_config_name sst2 --text_columns sentence \
+        --student_init teacher_layers --student_num_layers 6 --precompute_teacher_logits \
+        --alpha 0.5 --temperature 2 --output_dir student --do_train --do_eval --eval_strategy epoch
+
+Students: `teacher_layers` (DistilBERT-style copy of teacher layers), `random` (teacher config, smaller), or
+`pretrained` (`--student_model_name_or_path`, with its own tokenizer; the teacher then reads `teacher_` columns).
+Teacher logits come from an in-batch teacher, or with `--precompute_teacher_logits` from a dataset column.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, HfArgumentParser, set_seed
+
+from hf_distill import (
+    DataCollatorForDistillation,
+    DistillationTrainer,
+    DistillationTrainingArguments,
+    precompute_teacher_logits,
+)
+from hf_distill.arguments import parse_arguments
+from hf_distill.metrics import compute_metrics_fn
+from hf_distill.students import STUDENT_INITS, create_student
+from hf_distill.text_data import TextDataArguments, label_list, tokenize_for_distillation
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class StudentArguments:
+    teacher_model_name_or_path: str = field(metadata={"help": "The fine-tuned teacher (or a snapshot of it)."})
+    student_init: str = field(default="teacher_layers", metadata={"help": f"One of {', '.join(STUDENT_INITS)}."})
+    student_model_name_or_path: str | None = field(default=None, metadata={"help": "For student_init=pretrained."})
+    student_layers: str | None = field(
+        default=None, metadata={"help": "Teacher layers to copy, e.g. '0,2,4,7,9,11' (default: evenly spread)."}
+    )
+    student_num_layers: int | None = field(default=None, metadata={"help": "Student depth (default: half)."})
+    student_hidden_size: int | None = field(default=None, metadata={"help": "For student_init=random."})
+    student_num_attention_heads: int | None = field(default=None, metadata={"help": "For student_init=random."})
+    student_intermediate_size: int | None = field(default=None, metadata={"help": "For student_init=random."})
+    teacher_tokenizer_name: str | None = field(default=None, metadata={"help": "Default: the teacher's own."})
+    precompute_teacher_logits: bool = field(
+        default=False, metadata={"help": "Compute teacher logits once into a dataset column instead of in-batch."}
+    )
+    teacher_logits_dtype: str = field(default="float32", metadata={"help": "Storage dtype: float32 or float16."})
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = HfArgumentParser((StudentArguments, TextDataArguments, DistillationTrainingArguments))
+    model_args, data_args, training_args = parse_arguments(parser, argv)
+    logging.basicConfig(level=logging.INFO if training_args.should_log else logging.WARNING)
+    set_seed(training_args.seed)
+
+    raw = data_args.load(seed=training_args.seed)
+    labels = label_list(raw, data_args.label_column)
+    teacher = AutoModelForSequenceClassification.from_pretrained(
+        model_args.teacher_model_name_or_path, cache_dir=data_args.cache_dir
+    )
+    teacher_tokenizer = AutoTokenizer.from_pretrained(
+        model_args.teacher_tokenizer_name or model_args.teacher_model_name_or_path
+    )
+    student = create_student(
+        model_args.student_init,
+        teacher,
+        name_or_path=model_args.student_model_name_or_path,
+        layers=[int(i) for i in model_args.student_layers.split(",")] if model_args.student_layers else None,
+        num_layers=model_args.student_num_layers,
+        hidden_size=model_args.student_hidden_size,
+        num_attention_heads=model_args.student_num_attention_heads,
+        intermediate_size=model_args.student_intermediate_size,
+        labels=labels,
+        seed=training_args.seed,
+    )
+    tokenizer = (
+        AutoTokenizer.from_pretrained(model_args.student_model_name_or_path)
+        if model_args.student_init == "pretrained"
+        else teacher_tokenizer
+    )
+    with training_args.main_process_first(desc="tokenization and teacher logits"):
+        data = tokenize_for_distillation(
+            raw,
+            tokenizer,
+            teacher_tokenizer=teacher_tokenizer,
+            teacher_input_prefix=training_args.teacher_input_prefix,
+            text_columns=data_args.text_columns.split(","),
+            labels=labels,
+            label_column=data_args.label_column,
+            max_length=data_args.max_seq_length,
+            num_proc=data_args.preprocessing_num_workers,
+        )
+        if model_args.precompute_teacher_logits:
+            data = precompute_teacher_logits(
+                teacher,
+                data,
+                column=training_args.teacher_logits_column,
+                teacher_input_prefix=training_args.teacher_input_prefix,
+                batch_size=training_args.per_device_eval_batch_size,
+                dtype=model_args.teacher_logits_dtype,
+                device=training_args.device,
+            )
+            prefixed = [c for c in data["train"].column_names if c.startswith(training_args.teacher_input_prefix)]
+            data = data.remove_columns([c for c in prefixed if c != training_args.teacher_logits_column])
+
+    trainer = DistillationTrainer(
+        model=student,
+        args=training_args,
+        teacher_model=None if model_args.precompute_teacher_logits else teacher,
+        train_dataset=data["train"] if training_args.do_train else None,
+        eval_dataset=data.get("validation"),
+        processing_class=tokenizer,
+        data_collator=DataCollatorForDistillation(
+            tokenizer=tokenizer,
+            teacher_tokenizer=teacher_tokenizer,
+            teacher_input_prefix=training_args.teacher_input_prefix,
+            teacher_logits_column=training_args.teacher_logits_column,
+        ),
+        compute_metrics=compute_metrics_fn(),
+    )
+    metrics = {}
+    if training_args.do_train:
+        result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+        trainer.save_model()
+        trainer.log_metrics("train", result.metrics)
+        trainer.save_metrics("train", result.metrics)
+        trainer.save_state()
+        metrics.update(result.metrics)
+    for split, prefix, wanted in [
+        ("validation", "eval", training_args.do_eval),
+        ("test", "test", training_args.do_predict),
+    ]:
+        if wanted and split in data:
+            split_metrics = trainer.evaluate(data[split], metric_key_prefix=prefix)
+            trainer.log_metrics(prefix, split_metrics)
+            trainer.save_metrics(prefix, split_metrics)
+            metrics.update(split_metrics)
+    card = {"finetuned_from": model_args.teacher_model_name_or_path, "tasks": "text-classification"}
+    if data_args.dataset_name:
+        card["dataset"] = data_args.dataset_name
+    if training_args.push_to_hub:
+        trainer.push_to_hub(**card)
+    elif trainer.is_world_process_zero():
+        trainer.create_model_card(**card)
+    return metrics
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,102 @@
+#!/usr/bin/env python
+"""Fine-tune a teacher with plain cross-entropy, keeping a checkpoint per epoch (early-stopped teacher snapshots).
+
+    accelerate launch recipes/train_teacher.py --model_name_or_path bert-base-uncased --dataset_name glue \
+        --dataset_config_name sst2 --text_columns sentence --output_dir teacher --do_train --do_eval \
+        --eval_strategy epoch --save_strategy epoch --num_train_epochs 3
+
+Every `checkpoint-*` folder can serve as a teacher; `snapshots.json` lists them with their validation scores.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+
+from transformers import (
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    DataCollatorWithPadding,
+    HfArgumentParser,
+    Trainer,
+    TrainingArguments,
+    set_seed,
+)
+
+from hf_distill.arguments import parse_arguments
+from hf_distill.metrics import compute_metrics_fn
+from hf_distill.snapshots import teacher_snapshots
+from hf_distill.text_data import TextDataArguments, label_list, tokenize_for_distillation
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TeacherArguments:
+    model_name_or_path: str = field(metadata={"help": "The pretrained encoder to fine-tune: a Hub id or a path."})
+    tokenizer_name: str | None = field(default=None, metadata={"help": "Tokenizer, if not the model's own."})
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = HfArgumentParser((TeacherArguments, TextDataArguments, TrainingArguments))
+    model_args, data_args, training_args = parse_arguments(parser, argv)
+    logging.basicConfig(level=logging.INFO if training_args.should_log else logging.WARNING)
+    set_seed(training_args.seed)
+
+    raw = data_args.load(seed=training_args.seed)
+    labels = label_list(raw, data_args.label_column)
+    tokenizer = AutoTokenizer.from_pretrained(model_args.tokenizer_name or model_args.model_name_or_path)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        model_args.model_name_or_path,
+        num_labels=len(labels),
+        id2label=dict(enumerate(labels)),
+        label2id={name: i for i, name in enumerate(labels)},
+        ignore_mismatched_sizes=True,
+        cache_dir=data_args.cache_dir,
+    )
+    with training_args.main_process_first(desc="tokenization"):
+        data = tokenize_for_distillation(
+            raw,
+            tokenizer,
+            text_columns=data_args.text_columns.split(","),
+            labels=labels,
+            label_column=data_args.label_column,
+            max_length=data_args.max_seq_length,
+            num_proc=data_args.preprocessing_num_workers,
+        )
+
+    trainer = Trainer(
+        model=model,
+        args=training_args,
+        train_dataset=data["train"],
+        eval_dataset=data.get("validation"),
+        processing_class=tokenizer,
+        data_collator=DataCollatorWithPadding(tokenizer),
+        compute_metrics=compute_metrics_fn(),
+    )
+    metrics = {}
+    if training_args.do_train:
+        result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+        trainer.save_model()
+        trainer.log_metrics("train", result.metrics)
+        trainer.save_metrics("train", result.metrics)
+        metrics.update(result.metrics)
+    if training_args.do_eval and "validation" in data:
+        eval_metrics = trainer.evaluate()
+        trainer.log_metrics("eval", eval_metrics)
+        trainer.save_metrics("eval", eval_metrics)
+        metrics.update(eval_metrics)
+    if trainer.is_world_process_zero():
+        snapshots = teacher_snapshots(training_args.output_dir)
+        with open(f"{training_args.output_dir}/snapshots.json", "w") as f:
+            json.dump(snapshots, f, indent=2)
+        for snapshot in snapshots:
+            logger.info("snapshot %s", snapshot)
+    if training_args.push_to_hub:
+        trainer.push_to_hub(finetuned_from=model_args.model_name_or_path, tasks="text-classification")
+    return metrics
+
+
+if __name__ == "__main__":
+    main()
