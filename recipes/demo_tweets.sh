@@ -14,7 +14,7 @@ DATA="--dataset_name tweet_sentiment --max_train_samples $TRAIN_SAMPLES --max_ev
       --learning_rate 1e-4 --warmup_steps 20 --report_to none --logging_steps 25 --seed 42 --disable_tqdm false"
 STUDENT="--teacher_model_name_or_path $OUT/teacher --student_init teacher_layers --student_num_layers 3
          --precompute_teacher_logits --temperature 2 --num_train_epochs 2 --do_train --do_eval --do_predict
-         --save_strategy no --eval_strategy epoch"
+         --save_strategy no"
 
 echo "== [1/4] Fine-tuning the MiniLM teacher (per-epoch snapshots in $OUT/teacher) =="
 $PY recipes/train_teacher.py --model_name_or_path "$MINILM" $DATA --output_dir "$OUT/teacher" \
