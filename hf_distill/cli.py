@@ -147,7 +147,10 @@ def _encode_labels(dataset: datasets.Dataset, column: str, label2id: dict[str, i
     if column != "label":
         dataset = dataset.rename_column(column, "label")
     if dataset.features["label"].dtype in ("string", "large_string"):
-        unknown = sorted(set(dataset["label"]) - set(label2id))
+        values = dataset["label"]
+        if None in values:
+            raise ValueError(f"{values.count(None)} rows have no {column!r}; drop them from the evaluation set.")
+        unknown = sorted(set(values) - set(label2id))
         if unknown:
             raise ValueError(f"Labels {unknown} are not among the student's labels {list(label2id)}.")
         names = sorted(label2id, key=label2id.get)

@@ -18,11 +18,14 @@ import numpy as np
 import torch
 from datasets import Dataset
 from transformers import PreTrainedModel
+from transformers.utils import logging
 
 from .data_collator import DataCollatorForDistillation
 from .labels import label_names, teacher_to_student_permutation
 from .metrics import classification_metrics, expected_calibration_error, teacher_student_metrics
 from .teacher import forward_input_names, load_teacher, teacher_inputs, unwrap
+
+logger = logging.get_logger(__name__)
 
 LABEL_COLUMNS = ("labels", "label")
 
@@ -138,15 +141,18 @@ class ComparisonReport:
         metric = "accuracy" if self.teacher.accuracy is not None else "agreement"
         figure = Figure(figsize=(6, 4.2), dpi=120)
         axes = figure.subplots()
+        middle = np.mean([r.latency_ms_median for r in self.results])
         for r in self.results:
             y = getattr(r, metric)
             marker, colour = ("*", "tab:red") if r.role == "teacher" else ("o", "tab:blue")
             axes.scatter(r.latency_ms_median, y, s=140 if r.role == "teacher" else 70, marker=marker, color=colour)
+            right = r.latency_ms_median > middle  # label towards the middle so it stays inside the axes
             axes.annotate(
                 f"{r.name}\n{_count(r.num_parameters)} params",
                 (r.latency_ms_median, y),
                 textcoords="offset points",
-                xytext=(6, 6),
+                xytext=(-6 if right else 6, 6),
+                ha="right" if right else "left",
                 fontsize=8,
             )
         axes.set_xlabel(
@@ -238,6 +244,12 @@ def compare_models(
 
     previous_threads = torch.get_num_threads()
     threads = num_threads or previous_threads
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    if device.type == "cpu" and load is not None and load + threads > (os.cpu_count() or 1) + 0.5:
+        logger.warning(
+            f"Load average {load:.1f} on {os.cpu_count()} CPUs: {threads} torch threads will contend with other "
+            "processes and latency will be inflated and noisy. Use fewer threads (num_threads=1) or a quiet machine."
+        )
     torch.set_num_threads(threads)
     try:
         logits, labels = _predict(models, feeds, permutations, dataset, collator, batch_size, device)
@@ -281,10 +293,9 @@ def compare_models(
         )
     settings = {
         "device": device.type,
-        "device_name": torch.cuda.get_device_name(device)
-        if device.type == "cuda"
-        else platform.processor() or platform.machine(),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name(),
         "num_threads": threads,
+        "load_average_1min": load,
         "num_examples": len(dataset),
         "labelled": labels is not None,
         "latency_runs": latency_runs,
@@ -295,6 +306,16 @@ def compare_models(
         "torch": torch.__version__,
     }
     return ComparisonReport(results, settings)
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def _prepare(model: PreTrainedModel | torch.nn.Module | str, device: torch.device) -> torch.nn.Module:

@@ -57,3 +57,22 @@ def test_expected_calibration_error_by_hand():
     assert expected_calibration_error(confident_and_right, np.zeros(3, dtype=int)) == pytest.approx(0.0, abs=1e-9)
     with pytest.raises(ValueError, match="num_bins"):
         expected_calibration_error(np.log(probabilities), labels, num_bins=0)
+
+
+def test_evaluate_module_loads_by_path_offline():
+    evaluate = pytest.importorskip("evaluate")
+    import hf_distill.evaluate_metric
+    from hf_distill.metrics import expected_calibration_error, mean_kl
+
+    rng = np.random.default_rng(0)
+    student, teacher = rng.normal(size=(12, 3)), rng.normal(size=(12, 3))
+    labels = np.arange(12) % 3
+    metric = evaluate.load(hf_distill.evaluate_metric.PATH)
+    results = metric.compute(predictions=student, references=teacher, labels=labels, num_bins=5)
+    assert results["agreement"] == pytest.approx(agreement(student, teacher))
+    assert results["mean_kl"] == pytest.approx(mean_kl(student, teacher), rel=1e-5)  # float32 features
+    assert results["accuracy"] == pytest.approx(accuracy(student.argmax(-1), labels))
+    assert results["ece"] == pytest.approx(expected_calibration_error(student, labels, 5), abs=1e-5)
+    for start in (0, 6):
+        metric.add_batch(predictions=student[start : start + 6], references=teacher[start : start + 6])
+    assert set(metric.compute()) == {"agreement", "mean_kl"}
