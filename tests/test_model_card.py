@@ -12,7 +12,7 @@ import yaml
 from huggingface_hub import ModelCard
 from huggingface_hub.utils import filter_repo_objects
 
-from hf_distill import DataCollatorForDistillation, DistillationTrainer, precompute_teacher_logits
+from hf_distill import DataCollatorForDistillation, DistillationTrainer, compare_models, precompute_teacher_logits
 from hf_distill.metrics import compute_metrics_fn
 from tests.conftest import make_args, tiny_bert, tiny_text_dataset
 
@@ -161,3 +161,26 @@ def test_card_names_the_teacher_of_precomputed_logits(tmp_path):
     meta = card_yaml((tmp_path / "out" / "README.md").read_text())
     assert meta["teacher_model"] == "me/teacher-bert"
     assert meta["distillation"]["teacher_logits_column"] == "teacher_logits"
+
+
+def test_card_shows_a_comparison_report(tmp_path):
+    teacher, student = tiny_bert(seed=1, layers=3, hidden=32), tiny_bert(seed=2)
+    data = tiny_text_dataset(8).remove_columns("text")
+    report = compare_models(
+        teacher,
+        {"distilled": student},
+        data,
+        latency_runs=2,
+        throughput_batch_size=4,
+        throughput_runs=1,
+        warmup_runs=1,
+    )
+    trainer = DistillationTrainer(
+        model=student, args=make_args(tmp_path), teacher_model=teacher, data_collator=DataCollatorForDistillation()
+    )
+    report.to_json(tmp_path / "comparison.json")
+    for comparison in (report, str(tmp_path / "comparison.json")):
+        trainer.create_model_card(comparison=comparison, reproduce_command="python recipes/text.py")
+        text = (tmp_path / "out" / "README.md").read_text()
+        assert report.to_markdown() in text
+        assert f"{report.students[0].speedup:.2f}x" in text
