@@ -203,10 +203,10 @@ def compare_models(
     Reports, per model: accuracy, macro-F1, ECE, top-1 agreement with the teacher and mean KL(teacher || model),
     parameter count, size on disk (``save_pretrained`` to safetensors), batch-1 latency (median and p95 over
     ``latency_runs`` single examples) and throughput on one batch of ``throughput_batch_size`` examples, each after
-    ``warmup_runs`` warm-up calls, models interleaved so that load drifts hit all alike. Speed is measured
-    on ``device`` (default: CUDA when available), in each model's own dtype, with ``torch.set_num_threads(num_threads)`` (default: the current
-    setting), restored afterwards. Models are put in eval mode and moved to ``device``; PEFT models are measured
-    merged (``merge_and_unload`` on a copy), as they would be deployed.
+    ``warmup_runs`` warm-up calls, models interleaved so that load drifts hit all alike. Speed is measured on
+    ``device`` (default: CUDA when available), in each model's own dtype, with ``torch.set_num_threads(num_threads)``
+    (default: the current setting), restored afterwards. Models are put in eval mode and moved to ``device``; PEFT
+    models are measured merged (``merge_and_unload`` on a copy), as they would be deployed.
     """
     if not isinstance(eval_dataset, Dataset):
         raise TypeError(
@@ -222,6 +222,8 @@ def compare_models(
     ):
         if value < 1:
             raise ValueError(f"{name} must be >= 1, got {value}.")
+    if warmup_runs < 0:
+        raise ValueError(f"warmup_runs must be >= 0, got {warmup_runs}.")
     if not isinstance(students, Mapping):
         students = {"student": students}
     if not students:
@@ -271,8 +273,7 @@ def compare_models(
         quality: dict[str, float] = {}
         if labels is not None:
             quality = classification_metrics(logits[name], labels)
-            keep = labels != -100
-            quality["ece"] = expected_calibration_error(logits[name][keep], labels[keep], ece_bins)
+            quality["ece"] = expected_calibration_error(logits[name], labels, ece_bins)
         if name != teacher_name:
             quality.update(teacher_student_metrics(logits[name], logits[teacher_name]))
         results.append(

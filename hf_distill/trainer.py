@@ -349,7 +349,7 @@ class DistillationTrainer(Trainer):
         comparison: ComparisonReport | str | None = None,
         reproduce_command: str | None = None,
     ) -> None:
-        """Write ``README.md`` in ``output_dir``: a distillation card (``push_to_hub(**kwargs)`` passes its kwargs here).
+        """Write ``README.md`` in ``output_dir``: a distillation card (``push_to_hub(**kwargs)`` passes kwargs here).
 
         Takes Trainer's arguments plus ``teacher_model_name`` (default: the teacher's name or path, or the one
         recorded with precomputed logits), ``comparison`` (a :class:`~hf_distill.compare.ComparisonReport` or its JSON

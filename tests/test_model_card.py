@@ -20,7 +20,7 @@ TOKEN = "hf_SeCrEtToKeN0123456789abcdef"
 
 
 class FakeHubApi:
-    """Stands in for `transformers.utils.hub.hf_api()`: records the token it is given and copies what would be uploaded."""
+    """Stands in for `transformers.utils.hub.hf_api()`: records the tokens it gets, copies what would be uploaded."""
 
     def __init__(self, store: Path):
         self.store = store
@@ -83,8 +83,8 @@ def test_offline_push_uploads_model_tokenizer_and_card_without_the_token(tmp_pat
     student = tiny_bert(seed=2)
     student.config._name_or_path = "me/tiny-bert-base"
     trainer = trained_trainer(
-        tmp_path, student, teacher, word_tokenizer, hub_model_id="me/tiny-distilled", hub_token=TOKEN
-    )
+        tmp_path, student, teacher, word_tokenizer, push_to_hub=True, hub_model_id="me/tiny-distilled", hub_token=TOKEN
+    )  # as a recipe run with --push_to_hub --hub_model_id me/tiny-distilled --hub_token ...
     monkeypatch.setattr(
         sys, "argv", ["recipes/text.py", "--hub_token", TOKEN, "--alpha", "0.3", f"--hf_token={TOKEN}"]
     )
