@@ -116,3 +116,45 @@ def test_threads_restored_and_bad_input(models):
     with pytest.raises(ValueError, match="latency_runs"):
         compare_models(teacher, student, dataset, latency_runs=0)
     assert np.isfinite(compare_models(teacher, student, dataset, **FAST).students[0].mean_kl)
+
+
+def test_image_classifiers():
+    from datasets import Dataset
+    from transformers import ViTConfig, ViTForImageClassification
+
+    def vit(seed, layers):
+        torch.manual_seed(seed)
+        config = ViTConfig(
+            image_size=16, patch_size=4, num_channels=1, hidden_size=16, num_hidden_layers=layers,
+            num_attention_heads=2, intermediate_size=32, num_labels=3, initializer_range=1.0,
+        )  # fmt: skip
+        return ViTForImageClassification(config).eval()
+
+    pixels = np.random.default_rng(0).normal(size=(12, 1, 16, 16)).astype("float32")
+    dataset = Dataset.from_dict({"pixel_values": pixels.tolist(), "label": (np.arange(12) % 3).tolist()})
+    teacher, student = vit(0, 3), vit(1, 1)
+    report = compare_models(teacher, {"small": student}, dataset, **FAST)
+    with torch.no_grad():
+        expected = accuracy(
+            teacher(pixel_values=torch.from_numpy(pixels)).logits.argmax(-1).numpy(), np.arange(12) % 3
+        )
+    assert report.teacher.accuracy == pytest.approx(expected)
+    assert report.students[0].compression == pytest.approx(
+        sum(p.numel() for p in teacher.parameters()) / sum(p.numel() for p in student.parameters())
+    )
+
+
+def test_peft_student_is_measured_merged_on_a_copy(models):
+    peft = pytest.importorskip("peft")
+    teacher, student, _ = models
+    lora = peft.get_peft_model(
+        varied_bert(seed=3),
+        peft.LoraConfig(task_type="SEQ_CLS", r=2, target_modules=["query"], init_lora_weights=False),
+    )
+    dataset = tiny_text_dataset(8, seed=8)
+    report = compare_models(teacher, {"lora": lora}, dataset, **FAST)
+    assert any("lora_A" in name for name, _ in lora.named_parameters())  # the caller's model is not merged
+    merged = lora.merge_and_unload()
+    logits, labels = direct_logits(merged, dataset)
+    assert report.students[0].accuracy == pytest.approx(accuracy(logits.argmax(-1).numpy(), labels))
+    assert report.students[0].num_parameters == sum(p.numel() for p in merged.parameters())
