@@ -12,7 +12,7 @@ from transformers import AutoTokenizer, PreTrainedModel
 
 from .compare import compare_models
 from .data_collator import DataCollatorForDistillation
-from .teacher import load_teacher, unwrap
+from .teacher import auto_class_for, load_teacher, unwrap
 
 DATA_FILE_BUILDERS = {".csv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 PREFERRED_SPLITS = ("validation", "test")
@@ -67,7 +67,7 @@ def _add_compare_parser(commands) -> None:
 
 def _run_compare(args: argparse.Namespace) -> int:
     teacher = load_teacher(args.teacher)
-    students = dict(_load_student(spec) for spec in args.student)
+    students = dict(_load_student(spec, teacher) for spec in args.student)
     first = next(iter(students.values()))
     dataset = _load_eval_set(args)
     dataset = _encode_labels(dataset, args.label_column, unwrap(first).config.label2id)
@@ -113,13 +113,22 @@ def _paths(specs: list[str]) -> list[str]:
     return [_split_spec(spec)[1] for spec in specs]
 
 
-def _load_student(spec: str) -> tuple[str, PreTrainedModel]:
+def _load_student(spec: str, teacher: PreTrainedModel) -> tuple[str, PreTrainedModel]:
+    """A student from a path or Hub id; a PEFT adapter folder is put on its base model, built with the teacher's
+    labels (the base checkpoint may have no classification head yet)."""
     name, path = _split_spec(spec)
-    if os.path.isfile(os.path.join(path, "adapter_config.json")):
-        from peft import AutoPeftModelForSequenceClassification
+    if not os.path.isfile(os.path.join(path, "adapter_config.json")):
+        return name, load_teacher(path)
+    from peft import PeftConfig, PeftModel
 
-        return name, AutoPeftModelForSequenceClassification.from_pretrained(path)
-    return name, load_teacher(path)
+    config = unwrap(teacher).config
+    base = auto_class_for(teacher).from_pretrained(
+        PeftConfig.from_pretrained(path).base_model_name_or_path,
+        id2label=config.id2label,
+        label2id=config.label2id,
+        ignore_mismatched_sizes=True,  # the head comes from the adapter (modules_to_save)
+    )
+    return name, PeftModel.from_pretrained(base, path)
 
 
 def _load_eval_set(args: argparse.Namespace) -> datasets.Dataset:

@@ -12,14 +12,20 @@ from typing import TYPE_CHECKING, Any
 
 import datasets
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
-from transformers import TrainingArguments
+from transformers import (
+    AutoModelForAudioClassification,
+    AutoModelForImageClassification,
+    AutoModelForSequenceClassification,
+    TrainingArguments,
+)
 from transformers.modelcard import TrainingSummary, make_markdown_table
 
 from .compare import ComparisonReport
+from .labels import label_names
 from .losses import get_loss
 from .provenance import read_logits_info
+from .teacher import auto_class_for, unwrap
 from .teacher import model_name as name_of_model
-from .teacher import unwrap
 from .training_args import DistillationTrainingArguments
 
 if TYPE_CHECKING:
@@ -27,6 +33,11 @@ if TYPE_CHECKING:
 
 TEMPLATE_PATH = Path(__file__).parent / "model_cards" / "distilled_model_card.md"
 TAGS = ["knowledge-distillation", "hf_distill"]
+TASKS = {
+    AutoModelForSequenceClassification: "text-classification",
+    AutoModelForImageClassification: "image-classification",
+    AutoModelForAudioClassification: "audio-classification",
+}
 # Student metrics published in `model-index`: (key in the evaluation logs, metric type, display name).
 MODEL_INDEX_METRICS = [
     ("accuracy", "accuracy", "Accuracy"),
@@ -63,6 +74,7 @@ def distillation_model_card(
     usage, the command to reproduce (default: this process's command line with ``*token`` arguments removed),
     limitations and citations. PEFT students get ``library_name: peft`` and adapter usage.
     """
+    student = trainer.accelerator.unwrap_model(trainer.model)
     summary = TrainingSummary.from_trainer(
         trainer,
         language=language,
@@ -70,13 +82,12 @@ def distillation_model_card(
         tags=_as_list(tags),
         model_name=model_name,
         finetuned_from=finetuned_from,
-        tasks=tasks,
+        tasks=tasks or TASKS[auto_class_for(student)],
         dataset_tags=dataset_tags,
         dataset=dataset,
         dataset_args=dataset_args,
     )
     args: DistillationTrainingArguments = trainer.args
-    student = trainer.accelerator.unwrap_model(trainer.model)
     peft_type = _peft_type(student)
     teacher = teacher_model_name or _teacher_name(trainer)
     task = _first(summary.tasks)
@@ -119,7 +130,7 @@ def distillation_model_card(
         ),
         hyperparameters=summary.hyperparameters,
         training_results=make_markdown_table(summary.eval_lines) if summary.eval_lines else "",
-        usage=_usage(summary.model_name, trainer.hub_model_id, peft_type),
+        usage=_usage(summary.model_name, trainer.hub_model_id, student, summary.finetuned_from),
         reproduce_command=reproduce_command or _command_line(),
         framework_versions=_framework_versions(peft_type),
     )
@@ -209,15 +220,18 @@ def _teacher_student_table(
     return "\n".join(lines) + "\n" + note
 
 
-def _usage(model_name: str, hub_model_id: str | None, peft_type: str | None) -> str:
+def _usage(model_name: str, hub_model_id: str | None, student: Any, base_model: str | None) -> str:
     repo = hub_model_id or model_name
-    if peft_type:
-        return (
-            "from peft import AutoPeftModelForSequenceClassification\n\n"
-            f'model = AutoPeftModelForSequenceClassification.from_pretrained("{repo}")\n'
-            "model = model.merge_and_unload()  # optional: fold the adapter into the weights for speed"
-        )
-    return f'from transformers import pipeline\n\nclassifier = pipeline(model="{repo}")\nclassifier("...")'
+    if _peft_type(student) is None:
+        return f'from transformers import pipeline\n\nclassifier = pipeline(model="{repo}")\nclassifier("...")'
+    auto_class = auto_class_for(student).__name__
+    id2label = dict(enumerate(label_names(unwrap(student).config)))
+    return (
+        f"from peft import PeftModel\nfrom transformers import {auto_class}\n\n"
+        f'base = {auto_class}.from_pretrained("{base_model or "BASE_MODEL"}", id2label={id2label})\n'
+        f'model = PeftModel.from_pretrained(base, "{repo}")\n'
+        "model = model.merge_and_unload()  # optional: fold the adapter into the weights for speed"
+    )
 
 
 def _command_line() -> str:

@@ -9,7 +9,8 @@ import torch
 from transformers import BertTokenizerFast
 
 from hf_distill.cli import main
-from hf_distill.metrics import accuracy
+from hf_distill.metrics import accuracy, mean_kl
+from hf_distill.teacher import load_teacher
 from tests.conftest import LABELS, WORDS, tiny_bert, varied_bert
 
 
@@ -63,3 +64,31 @@ def test_compare_command_refuses_unknown_labels(tmp_path, word_tokenizer):
     (tmp_path / "eval.csv").write_text("text,label\ngood,happy\n")
     with pytest.raises(ValueError, match="happy"):
         main(["compare", "--teacher", model_dir, "--student", model_dir, "--dataset", str(tmp_path / "eval.csv")])
+
+
+def test_compare_command_loads_a_peft_adapter_on_its_base(tmp_path, word_tokenizer):
+    peft = pytest.importorskip("peft")
+    teacher_dir = save(varied_bert(seed=1), word_tokenizer, tmp_path / "teacher")
+    base = varied_bert(seed=3, labels=["a", "b"])  # the student's encoder with a 2-class head that must not be used
+    base_dir = save(base, word_tokenizer, tmp_path / "base")
+    student = peft.get_peft_model(
+        varied_bert(seed=3),
+        peft.LoraConfig(task_type="SEQ_CLS", r=2, target_modules=["query"], init_lora_weights=False),
+    )
+    student.peft_config["default"].base_model_name_or_path = base_dir
+    student.save_pretrained(tmp_path / "adapter")
+    word_tokenizer.save_pretrained(tmp_path / "adapter")
+    (tmp_path / "eval.jsonl").write_text('{"text": "good movie", "label": 0}\n{"text": "bad food", "label": 2}\n')
+    output = tmp_path / "cmp"
+    main(
+        ["compare", "--teacher", teacher_dir, "--student", f"lora={tmp_path / 'adapter'}",
+         "--dataset", str(tmp_path / "eval.jsonl"), "--latency_runs", "1", "--throughput_batch_size", "2",
+         "--throughput_runs", "1", "--warmup_runs", "0", "--no_plot", "--output_dir", str(output)]
+    )  # fmt: skip
+    report = json.loads((output / "comparison.json").read_text())
+    expected = student.merge_and_unload()
+    assert report["results"][1]["num_parameters"] == sum(p.numel() for p in expected.parameters())
+    encoded = word_tokenizer(["good movie", "bad food"], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        kl = mean_kl(expected(**encoded).logits.numpy(), load_teacher(teacher_dir)(**encoded).logits.numpy())
+    assert report["results"][1]["mean_kl"] == pytest.approx(kl, rel=1e-4)

@@ -138,12 +138,16 @@ def test_peft_student_gets_an_adapter_card(tmp_path, hub, word_tokenizer):
     assert "model.safetensors" not in files
     meta = card_yaml(files["README.md"].decode())
     assert meta["library_name"] == "peft"
+    assert meta["pipeline_tag"] == "text-classification"
     assert meta["base_model"] == "me/tiny-bert-base"
     assert {"peft", "lora", "knowledge-distillation"} <= set(meta["tags"])
     assert meta["teacher_model"] == "me/teacher-bert"
     assert json.loads(files["adapter_config.json"])["base_model_name_or_path"] == "me/tiny-bert-base"
     text = files["README.md"].decode()
-    assert "AutoPeftModelForSequenceClassification" in text and "LORA adapter" in text
+    assert "LORA adapter for a student" in text
+    usage = text.split("```python\n")[1].split("```")[0]
+    assert 'AutoModelForSequenceClassification.from_pretrained("me/tiny-bert-base", id2label=' in usage
+    assert 'PeftModel.from_pretrained(base, "me/tiny-lora")' in usage
     assert "python recipes/text.py --use_lora" in text
 
 
