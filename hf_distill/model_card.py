@@ -102,7 +102,7 @@ def distillation_model_card(
         language=summary.language,
         license=summary.license,
         library_name="peft" if peft_type else "transformers",
-        base_model=summary.finetuned_from,
+        base_model=_hub_id(summary.finetuned_from),
         datasets=_as_list(summary.dataset_tags) or None,
         tags=tag_list,
         pipeline_tag=task,
@@ -116,7 +116,7 @@ def distillation_model_card(
         model_name=summary.model_name,
         is_peft=bool(peft_type),
         peft_type=peft_type,
-        base_model=summary.finetuned_from,
+        base_model=_hub_link(summary.finetuned_from) if summary.finetuned_from else None,
         teacher_link=_hub_link(teacher),
         dataset_names=", ".join(str(d) for d in _as_list(summary.dataset)),
         teacher_student_table=_teacher_student_table(trainer, metrics, comparison),
@@ -269,9 +269,15 @@ def _peft_type(model: Any) -> str | None:
     return str(getattr(next(iter(config.values())).peft_type, "value", "PEFT"))
 
 
+def _hub_id(name: str | None) -> str | None:
+    """``name`` when it can be a Hub model id (not a local folder), else ``None``: the Hub rejects paths."""
+    if not name or Path(name).exists() or re.fullmatch(r"([\w.-]+/)?[\w.-]+", name) is None:
+        return None
+    return name
+
+
 def _hub_link(name: str) -> str:
-    is_hub_id = re.fullmatch(r"[\w.-]+/[\w.-]+", name) is not None and not Path(name).exists()
-    return f"[{name}](https://huggingface.co/{name})" if is_hub_id else f"`{name}`"
+    return f"[{name}](https://huggingface.co/{name})" if _hub_id(name) and "/" in name else f"`{name}`"
 
 
 def _as_list(value: str | list[str] | None) -> list[str]:

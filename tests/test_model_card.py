@@ -161,9 +161,11 @@ def test_card_names_the_teacher_of_precomputed_logits(tmp_path):
         train_dataset=data,
         data_collator=DataCollatorForDistillation(),
     )
-    trainer.create_model_card(reproduce_command="python recipes/text.py")
-    meta = card_yaml((tmp_path / "out" / "README.md").read_text())
+    trainer.create_model_card(reproduce_command="python recipes/text.py", finetuned_from=str(tmp_path))
+    text = (tmp_path / "out" / "README.md").read_text()
+    meta = card_yaml(text)
     assert meta["teacher_model"] == "me/teacher-bert"
+    assert "base_model" not in meta and f"starting from `{tmp_path}`" in text  # a local folder is no Hub id
     assert meta["distillation"]["teacher_logits_column"] == "teacher_logits"
 
 
