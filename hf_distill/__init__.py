@@ -1,5 +1,6 @@
 """hf_distill: knowledge distillation of classification transformers on the Hugging Face Trainer."""
 
+from .compare import ComparisonReport, ModelResult, compare_models
 from .data_collator import DataCollatorForDistillation
 from .labels import label_names, teacher_to_student_permutation
 from .losses import available_losses, distillation_loss, get_loss, register_loss
@@ -11,6 +12,7 @@ from .training_args import DistillationTrainingArguments
 __version__ = "0.1.0"
 
 __all__ = [
+    "ComparisonReport",
     "DataCollatorForDistillation",
     "DistillationTrainer",
     "DistillationTrainingArguments",
@@ -18,6 +20,8 @@ __all__ = [
     "available_losses",
     "distillation_loss",
     "get_loss",
+    "ModelResult",
+    "compare_models",
     "label_names",
     "precompute_teacher_logits",
     "read_logits_info",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections import defaultdict
 from typing import Any
 
@@ -9,11 +10,14 @@ import datasets
 import pyarrow as pa
 import pyarrow.compute as pc
 import torch
-from transformers import PreTrainedModel, Trainer
+from transformers import EvalPrediction, PreTrainedModel, Trainer
 from transformers.utils import logging
 
+from .compare import ComparisonReport
 from .labels import label_names, teacher_to_student_permutation
 from .losses import IGNORE_INDEX, DistillationLossOutput, distillation_loss
+from .metrics import classification_metrics
+from .model_card import distillation_model_card
 from .provenance import read_logits_info
 from .teacher import forward_input_names, load_teacher, teacher_inputs, unwrap
 from .training_args import DistillationTrainingArguments
@@ -34,7 +38,9 @@ class DistillationTrainer(Trainer):
     preprocesses differently from the student.
 
     Logs ``loss_ce`` and ``loss_kd`` beside ``loss``, and ``eval_loss_ce``, ``eval_loss_kd`` and ``eval_agreement``
-    (top-1 agreement with the teacher) in evaluation.
+    (top-1 agreement with the teacher) in evaluation, plus the teacher's own metrics (``eval_teacher_accuracy``, ...:
+    ``compute_metrics``, or accuracy and macro-F1, on the teacher logits the loss already used), computed once per
+    evaluation set. ``create_model_card`` (and so ``push_to_hub``) writes a distillation model card.
     """
 
     _tag_names = ["knowledge-distillation", "hf_distill"]
@@ -76,6 +82,9 @@ class DistillationTrainer(Trainer):
         self._checked_datasets: set[str] = set()
         self._index_cache: dict[tuple, torch.Tensor] = {}
         self._metrics: dict[str, defaultdict[str, list]] = {"train": defaultdict(list), "eval": defaultdict(list)}
+        self._teacher_eval_metrics: dict[str, dict[str, float]] = {}
+        self._eval_fingerprint: str | None = None
+        self._teacher_eval_outputs: list[tuple[torch.Tensor, torch.Tensor]] | None = None
 
         eval_sets = self.eval_dataset.values() if isinstance(self.eval_dataset, dict) else [self.eval_dataset]
         for dataset in [self.train_dataset, *eval_sets]:
@@ -105,6 +114,8 @@ class DistillationTrainer(Trainer):
             teacher_logits = self._teacher_forward(inputs)
         parts = self.compute_distillation_loss(outputs.logits, teacher_logits, labels, args)
         self._record(parts, outputs.logits, teacher_logits, train=model.training)
+        if self._teacher_eval_outputs is not None and labels is not None and not model.training:
+            self._teacher_eval_outputs.append(self.accelerator.gather_for_metrics((teacher_logits.detach(), labels)))
         return (parts.loss, outputs) if return_outputs else parts.loss
 
     @staticmethod
@@ -286,9 +297,83 @@ class DistillationTrainer(Trainer):
         ignore_keys: list[str] | None = None,
         metric_key_prefix: str = "eval",
     ):
-        output = super().evaluation_loop(dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix)
+        key, self._eval_fingerprint = self._eval_fingerprint, None
+        collect = key is not None and key not in self._teacher_eval_metrics
+        self._teacher_eval_outputs = [] if collect else None
+        try:
+            output = super().evaluation_loop(
+                dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix
+            )
+        finally:
+            teacher_outputs, self._teacher_eval_outputs = self._teacher_eval_outputs, None
+        if collect and teacher_outputs:
+            self._teacher_eval_metrics[key] = self._teacher_metrics(teacher_outputs)
         output.metrics.update({f"{metric_key_prefix}_{k}": v for k, v in self._pop_metrics("eval").items()})
+        teacher_metrics = self._teacher_eval_metrics.get(key, {})
+        output.metrics.update({f"{metric_key_prefix}_teacher_{k}": v for k, v in teacher_metrics.items()})
         return output
+
+    def get_eval_dataloader(self, eval_dataset: str | datasets.Dataset | None = None):
+        """Remembers which evaluation set runs, so that the teacher's metrics are computed once per set."""
+        dataset = eval_dataset if eval_dataset is not None else self.eval_dataset
+        if isinstance(dataset, str):
+            dataset = self.eval_dataset[dataset]
+        self._eval_fingerprint = dataset._fingerprint if isinstance(dataset, datasets.Dataset) else None
+        return super().get_eval_dataloader(eval_dataset)
+
+    def _teacher_metrics(self, outputs: list[tuple[torch.Tensor, torch.Tensor]]) -> dict[str, float]:
+        """``compute_metrics`` (or accuracy and macro-F1) of the teacher logits gathered during evaluation."""
+        logits = torch.cat([logits for logits, _ in outputs])
+        labels = torch.cat([labels for _, labels in outputs])
+        if self.compute_metrics is None or self.args.batch_eval_metrics:
+            return classification_metrics(logits.cpu().numpy(), labels.cpu().numpy())
+        if self.preprocess_logits_for_metrics is not None:
+            logits = self.preprocess_logits_for_metrics(logits, labels)
+        prediction = EvalPrediction(predictions=logits.cpu().numpy(), label_ids=labels.cpu().numpy())
+        return dict(self.compute_metrics(prediction))
+
+    # ---- model card ----
+
+    def create_model_card(
+        self,
+        language: str | None = None,
+        license: str | None = None,
+        tags: str | list[str] | None = None,
+        model_name: str | None = None,
+        finetuned_from: str | None = None,
+        tasks: str | list[str] | None = None,
+        dataset_tags: str | list[str] | None = None,
+        dataset: str | list[str] | None = None,
+        dataset_args: str | list[str] | None = None,
+        teacher_model_name: str | None = None,
+        comparison: ComparisonReport | str | None = None,
+        reproduce_command: str | None = None,
+    ) -> None:
+        """Write ``README.md`` in ``output_dir``: a distillation card (``push_to_hub(**kwargs)`` passes kwargs here).
+
+        Takes Trainer's arguments plus ``teacher_model_name`` (default: the teacher's name or path, or the one
+        recorded with precomputed logits), ``comparison`` (a :class:`~hf_distill.compare.ComparisonReport` or its JSON
+        path, for the speed and size columns) and ``reproduce_command`` (default: this command line, tokens removed).
+        See :func:`hf_distill.model_card.distillation_model_card`.
+        """
+        if not self.is_world_process_zero():
+            return
+        card = distillation_model_card(
+            self,
+            language=language,
+            license=license,
+            tags=tags,
+            model_name=model_name,
+            finetuned_from=finetuned_from,
+            tasks=tasks,
+            dataset_tags=dataset_tags,
+            dataset=dataset,
+            dataset_args=dataset_args,
+            teacher_model_name=teacher_model_name,
+            comparison=comparison,
+            reproduce_command=reproduce_command,
+        )
+        card.save(os.path.join(self.args.output_dir, "README.md"))
 
     # ---- logging ----
 

@@ -53,6 +53,14 @@ class DistillationTrainingArguments(TrainingArguments):
         },
     )
 
+    def __getstate__(self) -> dict:
+        """Pickle (``training_args.bin``, which ``push_to_hub`` uploads) without ``hub_token`` or other tokens."""
+        state = self.__dict__.copy()
+        for name in state:
+            if name.endswith("_token") and state[name] is not None:
+                state[name] = None
+        return state
+
     def __post_init__(self) -> None:
         super().__post_init__()
         if not 0.0 <= self.alpha <= 1.0:

@@ -93,4 +93,12 @@ def word_tokenizer(tmp_path) -> BertTokenizerFast:
     """A real WordPiece tokenizer over a 17-token vocabulary, written to disk (no Hub)."""
     vocab = tmp_path / "vocab.txt"
     vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]) + "\n")
-    return BertTokenizerFast(vocab_file=str(vocab), do_lower_case=True)
+    return BertTokenizerFast(vocab=str(vocab), do_lower_case=True)  # transformers 5 ignores vocab_file=
+
+
+def varied_bert(seed: int = 0, **kwargs) -> BertForSequenceClassification:
+    """A tiny BERT initialised with std 1, so that its predictions vary between inputs (``tiny_bert``'s rarely do)."""
+    config = tiny_bert(seed, **kwargs).config
+    config.initializer_range = 1.0
+    torch.manual_seed(seed)
+    return BertForSequenceClassification(config).eval()

@@ -30,5 +30,5 @@ def test_two_process_training_matches_one_process_at_equal_global_batch(tmp_path
     for a, b in zip(steps_1, steps_2, strict=True):
         for key in ("loss", "loss_ce", "loss_kd", "grad_norm"):
             assert b[key] == pytest.approx(a[key], rel=1e-4), key
-    for key in ("eval_loss", "eval_loss_ce", "eval_loss_kd", "eval_agreement"):
+    for key in ("eval_loss", "eval_loss_ce", "eval_loss_kd", "eval_agreement", "eval_teacher_accuracy"):
         assert ddp["eval"][key] == pytest.approx(single["eval"][key], rel=1e-4), key

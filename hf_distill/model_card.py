@@ -1,0 +1,295 @@
+"""Model cards for distilled students, rendered from ``model_cards/distilled_model_card.md`` with `ModelCard`."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.metadata
+import re
+import shlex
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import datasets
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+from transformers import (
+    AutoModelForAudioClassification,
+    AutoModelForImageClassification,
+    AutoModelForSequenceClassification,
+    TrainingArguments,
+)
+from transformers.modelcard import TrainingSummary, make_markdown_table
+
+from .compare import ComparisonReport
+from .labels import label_names
+from .losses import get_loss
+from .provenance import read_logits_info
+from .teacher import auto_class_for, unwrap
+from .teacher import model_name as name_of_model
+from .training_args import DistillationTrainingArguments
+
+if TYPE_CHECKING:
+    from .trainer import DistillationTrainer
+
+TEMPLATE_PATH = Path(__file__).parent / "model_cards" / "distilled_model_card.md"
+TAGS = ["knowledge-distillation", "hf_distill"]
+TASKS = {
+    AutoModelForSequenceClassification: "text-classification",
+    AutoModelForImageClassification: "image-classification",
+    AutoModelForAudioClassification: "audio-classification",
+}
+# Student metrics published in `model-index`: (key in the evaluation logs, metric type, display name).
+MODEL_INDEX_METRICS = [
+    ("accuracy", "accuracy", "Accuracy"),
+    ("macro_f1", "f1", "Macro F1"),
+    ("agreement", "agreement", "Top-1 agreement with the teacher"),
+]
+_SKIPPED_EVAL_KEYS = ("runtime", "samples_per_second", "steps_per_second", "model_preparation_time")
+_SECRET_ARG = re.compile(r"^--?[\w-]*token(=.*)?$")
+
+
+def distillation_model_card(
+    trainer: DistillationTrainer,
+    *,
+    model_name: str | None = None,
+    language: str | list[str] | None = None,
+    license: str | None = None,
+    tags: str | list[str] | None = None,
+    finetuned_from: str | None = None,
+    tasks: str | list[str] | None = None,
+    dataset_tags: str | list[str] | None = None,
+    dataset: str | list[str] | None = None,
+    dataset_args: str | list[str] | None = None,
+    teacher_model_name: str | None = None,
+    comparison: ComparisonReport | str | None = None,
+    reproduce_command: str | None = None,
+) -> ModelCard:
+    """The model card of ``trainer``'s student.
+
+    YAML metadata: ``base_model`` (the student's starting point), ``teacher_model``, a ``distillation`` mapping (loss,
+    alpha, temperature and the other distillation arguments), ``datasets``, tags with ``knowledge-distillation``, and
+    ``model-index`` results (accuracy, macro-F1, agreement of the last evaluation) when task and dataset are known.
+    Body: a teacher-vs-student table (from ``comparison``, a :class:`~hf_distill.compare.ComparisonReport` or its
+    JSON, else from the last evaluation's ``eval_*`` and ``eval_teacher_*`` metrics), the method, hyperparameters,
+    usage, the command to reproduce (default: this process's command line with ``*token`` arguments removed),
+    limitations and citations. PEFT students get ``library_name: peft`` and adapter usage.
+    """
+    student = trainer.accelerator.unwrap_model(trainer.model)
+    summary = TrainingSummary.from_trainer(
+        trainer,
+        language=language,
+        license=license,
+        tags=_as_list(tags),
+        model_name=model_name,
+        finetuned_from=finetuned_from,
+        tasks=tasks or TASKS[auto_class_for(student)],
+        dataset_tags=dataset_tags,
+        dataset=dataset,
+        dataset_args=dataset_args,
+    )
+    args: DistillationTrainingArguments = trainer.args
+    peft_type = _peft_type(student)
+    teacher = teacher_model_name or _teacher_name(trainer)
+    task = _first(summary.tasks)
+    metrics = _last_eval_metrics(trainer.state.log_history)
+    if isinstance(comparison, str):
+        comparison = ComparisonReport.from_json(comparison)
+
+    settings = _distillation_settings(args)
+    tag_list = _unique([*(_as_list(summary.tags)), *TAGS, *(["peft", peft_type.lower()] if peft_type else [])])
+    card_data = ModelCardData(
+        model_name=summary.model_name,
+        language=summary.language,
+        license=summary.license,
+        library_name="peft" if peft_type else "transformers",
+        base_model=_hub_id(summary.finetuned_from),
+        datasets=_as_list(summary.dataset_tags) or None,
+        tags=tag_list,
+        pipeline_tag=task,
+        eval_results=_eval_results(metrics, task, summary) or None,
+        teacher_model=teacher,
+        distillation={"teacher_model": teacher, **settings},
+    )
+    return ModelCard.from_template(
+        card_data,
+        template_path=str(TEMPLATE_PATH),
+        model_name=summary.model_name,
+        is_peft=bool(peft_type),
+        peft_type=peft_type,
+        base_model=_hub_link(summary.finetuned_from) if summary.finetuned_from else None,
+        teacher_link=_hub_link(teacher),
+        dataset_names=", ".join(str(d) for d in _as_list(summary.dataset)),
+        teacher_student_table=_teacher_student_table(trainer, metrics, comparison),
+        loss_name=args.distillation_loss,
+        loss_description=(get_loss(args.distillation_loss).__doc__ or "").strip().splitlines()[0],
+        distillation_settings={"teacher": teacher, **settings},
+        teacher_logits_source=(
+            "computed on the fly by the teacher"
+            if trainer.teacher_model is not None
+            else f"precomputed once and read from the dataset column `{args.teacher_logits_column}`"
+        ),
+        hyperparameters=summary.hyperparameters,
+        training_results=make_markdown_table(summary.eval_lines) if summary.eval_lines else "",
+        usage=_usage(summary.model_name, trainer.hub_model_id, student, summary.finetuned_from),
+        reproduce_command=reproduce_command or _command_line(),
+        framework_versions=_framework_versions(peft_type),
+    )
+
+
+def _distillation_settings(args: DistillationTrainingArguments) -> dict[str, Any]:
+    """The fields DistillationTrainingArguments adds to TrainingArguments (loss, alpha, temperature, ...)."""
+    base = {f.name for f in dataclasses.fields(TrainingArguments)}
+    return {
+        f.name: getattr(args, f.name)
+        for f in dataclasses.fields(args)
+        if f.name not in base and f.init and not f.name.endswith("_token")
+    }
+
+
+def _teacher_name(trainer: DistillationTrainer) -> str:
+    """The teacher's name or path; for precomputed logits, the one recorded with the column."""
+    if trainer.teacher_model is not None:
+        return name_of_model(trainer.teacher_model)
+    sets = trainer.eval_dataset.values() if isinstance(trainer.eval_dataset, dict) else [trainer.eval_dataset]
+    for dataset in [trainer.train_dataset, *sets]:
+        if isinstance(dataset, datasets.Dataset):
+            info = read_logits_info(dataset, trainer.args.teacher_logits_column)
+            if info is not None:
+                return info.teacher
+    return "unknown"
+
+
+def _last_eval_metrics(log_history: list[dict[str, Any]]) -> dict[str, float]:
+    """The most recent evaluation's metrics without their ``eval_`` prefix (the first set's, if there are several)."""
+    for log in reversed(log_history):
+        losses = [k for k in log if re.fullmatch(r"eval_(\w+_)?loss", k)]
+        if losses:
+            prefix = sorted(losses)[0][: -len("loss")]
+            return {
+                k[len(prefix) :]: v
+                for k, v in log.items()
+                if k.startswith(prefix) and not k.endswith(_SKIPPED_EVAL_KEYS) and isinstance(v, (int, float))
+            }
+    return {}
+
+
+def _eval_results(metrics: dict[str, float], task: str | None, summary: TrainingSummary) -> list[EvalResult]:
+    dataset_type, dataset_name = _first(summary.dataset_tags), _first(summary.dataset)
+    if task is None or dataset_type is None:
+        return []
+    return [
+        EvalResult(
+            task_type=task,
+            dataset_type=dataset_type,
+            dataset_name=dataset_name or dataset_type,
+            dataset_config=_first(summary.dataset_args),
+            metric_type=metric_type,
+            metric_name=display_name,
+            metric_value=float(metrics[key]),
+        )
+        for key, metric_type, display_name in MODEL_INDEX_METRICS
+        if key in metrics
+    ]
+
+
+def _teacher_student_table(
+    trainer: DistillationTrainer, metrics: dict[str, float], comparison: ComparisonReport | None
+) -> str:
+    if comparison is not None:
+        return comparison.to_markdown()
+    rows = [
+        (name.replace("_", " "), f"{metrics['teacher_' + name]:.4f}", f"{value:.4f}")
+        for name, value in metrics.items()
+        if "teacher_" + name in metrics
+    ]
+    if "agreement" in metrics:
+        rows.append(("top-1 agreement with the teacher", "1", f"{metrics['agreement']:.4f}"))
+    student_params = sum(p.numel() for p in unwrap(trainer.model).parameters())
+    teacher_params = None
+    if trainer.teacher_model is not None:
+        teacher_params = sum(p.numel() for p in trainer.teacher_model.parameters())
+    rows.append(("parameters", f"{teacher_params:,}" if teacher_params else "—", f"{student_params:,}"))
+    if teacher_params:
+        rows.append(("compression (teacher / student parameters)", "1", f"{teacher_params / student_params:.2f}x"))
+    lines = ["| | Teacher | Student |", "|:---|---:|---:|", *(f"| {a} | {b} | {c} |" for a, b, c in rows)]
+    note = (
+        "\nQuality from the last evaluation during training. For latency, throughput, speed-up, size on disk, KL and "
+        "calibration, run `hf-distill compare` and pass its report as `comparison=` to `create_model_card` / "
+        "`push_to_hub`."
+    )
+    return "\n".join(lines) + "\n" + note
+
+
+def _usage(model_name: str, hub_model_id: str | None, student: Any, base_model: str | None) -> str:
+    repo = hub_model_id or model_name
+    if _peft_type(student) is None:
+        return f'from transformers import pipeline\n\nclassifier = pipeline(model="{repo}")\nclassifier("...")'
+    auto_class = auto_class_for(student).__name__
+    id2label = dict(enumerate(label_names(unwrap(student).config)))
+    return (
+        f"from peft import PeftModel\nfrom transformers import {auto_class}\n\n"
+        f'base = {auto_class}.from_pretrained("{base_model or "BASE_MODEL"}", id2label={id2label})\n'
+        f'model = PeftModel.from_pretrained(base, "{repo}")\n'
+        "model = model.merge_and_unload()  # optional: fold the adapter into the weights for speed"
+    )
+
+
+def _command_line() -> str:
+    """This process's command line with any ``--*token`` argument (and its value) removed."""
+    kept, skip_next = [], False
+    for arg in sys.argv:
+        if skip_next:
+            skip_next = False
+            continue
+        match = _SECRET_ARG.match(arg)
+        if match:
+            skip_next = match.group(1) is None
+            continue
+        kept.append(arg)
+    return shlex.join(["python", *kept])
+
+
+def _framework_versions(peft_type: str | None) -> dict[str, str]:
+    from . import __version__
+
+    versions = {"hf_distill": __version__}
+    packages = ["transformers", "torch", "datasets", "tokenizers", *(["peft"] if peft_type else [])]
+    for package in packages:
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def _peft_type(model: Any) -> str | None:
+    config = getattr(model, "peft_config", None)
+    if not config:
+        return None
+    return str(getattr(next(iter(config.values())).peft_type, "value", "PEFT"))
+
+
+def _hub_id(name: str | None) -> str | None:
+    """``name`` when it can be a Hub model id (not a local folder), else ``None``: the Hub rejects paths."""
+    if not name or Path(name).exists() or re.fullmatch(r"([\w.-]+/)?[\w.-]+", name) is None:
+        return None
+    return name
+
+
+def _hub_link(name: str) -> str:
+    return f"[{name}](https://huggingface.co/{name})" if _hub_id(name) and "/" in name else f"`{name}`"
+
+
+def _as_list(value: str | list[str] | None) -> list[str]:
+    if value is None:
+        return []
+    return [value] if isinstance(value, str) else [v for v in value if v is not None]
+
+
+def _first(value: str | list[str] | None) -> str | None:
+    values = _as_list(value)
+    return values[0] if values else None
+
+
+def _unique(values: list[str]) -> list[str]:
+    return list(dict.fromkeys(values))

@@ -1,0 +1,94 @@
+"""`hf-distill compare` on tiny models and tokenizers saved to disk, and a CSV of raw text."""
+
+import csv
+import importlib.util
+import json
+
+import pytest
+import torch
+from transformers import BertTokenizerFast
+
+from hf_distill.cli import main
+from hf_distill.metrics import accuracy, mean_kl
+from hf_distill.teacher import load_teacher
+from tests.conftest import LABELS, WORDS, tiny_bert, varied_bert
+
+
+def save(model, tokenizer, path):
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return str(path)
+
+
+def test_compare_command_tokenizes_for_each_side(tmp_path, word_tokenizer, capsys):
+    vocab = tmp_path / "teacher_vocab.txt"
+    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *reversed(WORDS)]) + "\n")
+    teacher_tokenizer = BertTokenizerFast(vocab=str(vocab), do_lower_case=True)
+    teacher = varied_bert(seed=1, layers=3, hidden=32)
+    teacher_dir = save(teacher, teacher_tokenizer, tmp_path / "teacher")
+    student_dir = save(tiny_bert(seed=2), word_tokenizer, tmp_path / "student")
+    other_dir = save(varied_bert(seed=3), word_tokenizer, tmp_path / "other")
+
+    texts = ["good movie", "awful food", "the food was ok", "not very good", "great", "bad bad movie", "fine"] * 2
+    labels = [LABELS[i % 3] for i in range(len(texts))]
+    with open(tmp_path / "eval.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["sentence", "sentiment"])
+        writer.writerows(zip(texts, labels, strict=True))
+
+    output = tmp_path / "cmp"
+    has_matplotlib = importlib.util.find_spec("matplotlib") is not None
+    code = main(
+        ["compare", "--teacher", teacher_dir, "--student", f"distilled={student_dir}", "--student", other_dir,
+         "--dataset", str(tmp_path / "eval.csv"), "--text_column", "sentence", "--label_column", "sentiment",
+         "--num_threads", "1", "--latency_runs", "3", "--throughput_batch_size", "4", "--throughput_runs", "2",
+         "--warmup_runs", "1", "--output_dir", str(output), *([] if has_matplotlib else ["--no_plot"])]
+    )  # fmt: skip
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "| distilled |" in printed and "| other |" in printed and "torch.set_num_threads(1)" in printed
+    assert (output / "comparison.png").exists() == has_matplotlib
+    assert (output / "comparison.md").read_text() in printed
+    report = json.loads((output / "comparison.json").read_text())
+    assert [r["name"] for r in report["results"]] == ["teacher", "distilled", "other"]
+
+    encoded = teacher_tokenizer(texts, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        predictions = teacher(**encoded).logits.argmax(-1).numpy()
+    expected = accuracy(predictions, [LABELS.index(name) for name in labels])
+    assert report["results"][0]["accuracy"] == pytest.approx(expected)
+
+
+def test_compare_command_refuses_unknown_labels(tmp_path, word_tokenizer):
+    model_dir = save(tiny_bert(seed=2), word_tokenizer, tmp_path / "m")
+    (tmp_path / "eval.csv").write_text("text,label\ngood,happy\n")
+    with pytest.raises(ValueError, match="happy"):
+        main(["compare", "--teacher", model_dir, "--student", model_dir, "--dataset", str(tmp_path / "eval.csv")])
+
+
+def test_compare_command_loads_a_peft_adapter_on_its_base(tmp_path, word_tokenizer):
+    peft = pytest.importorskip("peft")
+    teacher_dir = save(varied_bert(seed=1), word_tokenizer, tmp_path / "teacher")
+    base = varied_bert(seed=3, labels=["a", "b"])  # the student's encoder with a 2-class head that must not be used
+    base_dir = save(base, word_tokenizer, tmp_path / "base")
+    student = peft.get_peft_model(
+        varied_bert(seed=3),
+        peft.LoraConfig(task_type="SEQ_CLS", r=2, target_modules=["query"], init_lora_weights=False),
+    )
+    student.peft_config["default"].base_model_name_or_path = base_dir
+    student.save_pretrained(tmp_path / "adapter")
+    word_tokenizer.save_pretrained(tmp_path / "adapter")
+    (tmp_path / "eval.jsonl").write_text('{"text": "good movie", "label": 0}\n{"text": "bad food", "label": 2}\n')
+    output = tmp_path / "cmp"
+    main(
+        ["compare", "--teacher", teacher_dir, "--student", f"lora={tmp_path / 'adapter'}",
+         "--dataset", str(tmp_path / "eval.jsonl"), "--latency_runs", "1", "--throughput_batch_size", "2",
+         "--throughput_runs", "1", "--warmup_runs", "0", "--no_plot", "--output_dir", str(output)]
+    )  # fmt: skip
+    report = json.loads((output / "comparison.json").read_text())
+    expected = student.merge_and_unload()
+    assert report["results"][1]["num_parameters"] == sum(p.numel() for p in expected.parameters())
+    encoded = word_tokenizer(["good movie", "bad food"], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        kl = mean_kl(expected(**encoded).logits.numpy(), load_teacher(teacher_dir)(**encoded).logits.numpy())
+    assert report["results"][1]["mean_kl"] == pytest.approx(kl, rel=1e-4)

@@ -1,0 +1,192 @@
+"""Distillation model cards and an offline `push_to_hub` with the Hub client replaced."""
+
+import json
+import shutil
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+import yaml
+from huggingface_hub import ModelCard
+from huggingface_hub.utils import filter_repo_objects
+
+from hf_distill import DataCollatorForDistillation, DistillationTrainer, compare_models, precompute_teacher_logits
+from hf_distill.metrics import compute_metrics_fn
+from tests.conftest import make_args, tiny_bert, tiny_text_dataset
+
+TOKEN = "hf_SeCrEtToKeN0123456789abcdef"
+
+
+class FakeHubApi:
+    """Stands in for `transformers.utils.hub.hf_api()`: records the tokens it gets, copies what would be uploaded."""
+
+    def __init__(self, store: Path):
+        self.store = store
+        self.tokens: list[str | None] = []
+
+    def create_repo(self, repo_id, token=None, private=None, exist_ok=False, **kwargs):
+        self.tokens.append(token)
+        return SimpleNamespace(repo_id=repo_id if "/" in repo_id else f"me/{repo_id}")
+
+    def upload_folder(self, *, repo_id, folder_path, token=None, ignore_patterns=None, run_as_future=False, **kwargs):
+        self.tokens.append(token)
+        folder = Path(folder_path)
+        files = [p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()]
+        for name in filter_repo_objects(files, ignore_patterns=ignore_patterns):
+            target = self.store / repo_id / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(folder / name, target)
+        return SimpleNamespace(commit_url=f"https://huggingface.co/{repo_id}/commit/0")
+
+    def uploaded(self, repo_id: str) -> dict[str, bytes]:
+        root = self.store / repo_id
+        return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+@pytest.fixture
+def hub(tmp_path, monkeypatch):
+    import transformers.utils.hub
+
+    api = FakeHubApi(tmp_path / "hub")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(transformers.utils.hub, "_hf_api", api)
+    return api
+
+
+def card_yaml(text: str) -> dict:
+    assert text.startswith("---\n")
+    return yaml.safe_load(text.split("---\n")[1])
+
+
+def trained_trainer(tmp_path, student, teacher, tokenizer, **arg_overrides):
+    data = tiny_text_dataset(16).remove_columns("text")
+    trainer = DistillationTrainer(
+        model=student,
+        args=make_args(tmp_path, alpha=0.3, temperature=4.0, **arg_overrides),
+        teacher_model=teacher,
+        train_dataset=data,
+        eval_dataset=data,
+        processing_class=tokenizer,
+        data_collator=DataCollatorForDistillation(),
+        compute_metrics=compute_metrics_fn(),
+    )
+    trainer.train()
+    trainer.evaluate()
+    return trainer
+
+
+def test_offline_push_uploads_model_tokenizer_and_card_without_the_token(tmp_path, hub, word_tokenizer, monkeypatch):
+    teacher = tiny_bert(seed=1, layers=3, hidden=32)
+    teacher.config._name_or_path = "me/teacher-bert"
+    student = tiny_bert(seed=2)
+    student.config._name_or_path = "me/tiny-bert-base"
+    trainer = trained_trainer(
+        tmp_path, student, teacher, word_tokenizer, push_to_hub=True, hub_model_id="me/tiny-distilled", hub_token=TOKEN
+    )  # as a recipe run with --push_to_hub --hub_model_id me/tiny-distilled --hub_token ...
+    monkeypatch.setattr(
+        sys, "argv", ["recipes/text.py", "--hub_token", TOKEN, "--alpha", "0.3", f"--hf_token={TOKEN}"]
+    )
+    trainer.push_to_hub(dataset_tags="tweet_eval", dataset="tweet_eval", dataset_args="sentiment")
+
+    assert TOKEN in hub.tokens  # the token reached the client, so it was there to leak
+    files = hub.uploaded("me/tiny-distilled")
+    for name in ("model.safetensors", "config.json", "tokenizer_config.json", "README.md", "training_args.bin"):
+        assert name in files, sorted(files)
+    assert "vocab.txt" in files or "tokenizer.json" in files
+    for name, content in files.items():
+        assert TOKEN.encode() not in content, f"{name} contains the Hub token"
+    args_back = torch.load(tmp_path / "hub" / "me/tiny-distilled" / "training_args.bin", weights_only=False)
+    assert args_back.hub_token is None and args_back.alpha == 0.3
+
+    text = files["README.md"].decode()
+    meta = card_yaml(text)
+    assert meta["teacher_model"] == "me/teacher-bert"
+    assert meta["distillation"]["alpha"] == 0.3
+    assert meta["distillation"]["temperature"] == 4.0
+    assert meta["distillation"]["distillation_loss"] == "kl"
+    assert meta["base_model"] == "me/tiny-bert-base"
+    assert meta["library_name"] == "transformers"
+    assert meta["datasets"] == ["tweet_eval"]
+    assert {"knowledge-distillation", "hf_distill"} <= set(meta["tags"])
+    (result,) = meta["model-index"][0]["results"]
+    assert result["task"]["type"] == "text-classification"
+    last_eval = [log for log in trainer.state.log_history if "eval_accuracy" in log][-1]
+    values = {m["type"]: m["value"] for m in result["metrics"]}
+    assert values["accuracy"] == pytest.approx(last_eval["eval_accuracy"])
+    assert values["agreement"] == pytest.approx(last_eval["eval_agreement"])
+    card = ModelCard(text)  # the Hub client's own parser accepts it
+    assert card.data.teacher_model == "me/teacher-bert"
+    assert "python recipes/text.py --alpha 0.3" in text
+    teacher_params = sum(p.numel() for p in teacher.parameters())
+    assert f"| parameters | {teacher_params:,} |" in text
+    assert f"{last_eval['eval_teacher_accuracy']:.4f}" in text
+
+
+def test_peft_student_gets_an_adapter_card(tmp_path, hub, word_tokenizer):
+    peft = pytest.importorskip("peft")
+    base = tiny_bert(seed=2)
+    base.config._name_or_path = base.name_or_path = "me/tiny-bert-base"  # as from_pretrained("me/tiny-bert-base")
+    config = peft.LoraConfig(task_type="SEQ_CLS", r=4, target_modules=["query", "value"])
+    student = peft.get_peft_model(base, config)
+    trainer = trained_trainer(tmp_path, student, tiny_bert(seed=1), word_tokenizer, hub_model_id="me/tiny-lora")
+    trainer.push_to_hub(teacher_model_name="me/teacher-bert", reproduce_command="python recipes/text.py --use_lora")
+
+    files = hub.uploaded("me/tiny-lora")
+    assert {"adapter_config.json", "adapter_model.safetensors", "README.md", "tokenizer_config.json"} <= set(files)
+    assert "model.safetensors" not in files
+    meta = card_yaml(files["README.md"].decode())
+    assert meta["library_name"] == "peft"
+    assert meta["pipeline_tag"] == "text-classification"
+    assert meta["base_model"] == "me/tiny-bert-base"
+    assert {"peft", "lora", "knowledge-distillation"} <= set(meta["tags"])
+    assert meta["teacher_model"] == "me/teacher-bert"
+    assert json.loads(files["adapter_config.json"])["base_model_name_or_path"] == "me/tiny-bert-base"
+    text = files["README.md"].decode()
+    assert "LORA adapter for a student" in text
+    usage = text.split("```python\n")[1].split("```")[0]
+    assert 'AutoModelForSequenceClassification.from_pretrained("me/tiny-bert-base", id2label=' in usage
+    assert 'PeftModel.from_pretrained(base, "me/tiny-lora")' in usage
+    assert "python recipes/text.py --use_lora" in text
+
+
+def test_card_names_the_teacher_of_precomputed_logits(tmp_path):
+    teacher = tiny_bert(seed=1)
+    teacher.config._name_or_path = "me/teacher-bert"
+    data = precompute_teacher_logits(teacher, tiny_text_dataset(8).remove_columns("text"), batch_size=4)
+    trainer = DistillationTrainer(
+        model=tiny_bert(seed=2),
+        args=make_args(tmp_path),
+        train_dataset=data,
+        data_collator=DataCollatorForDistillation(),
+    )
+    trainer.create_model_card(reproduce_command="python recipes/text.py", finetuned_from=str(tmp_path))
+    text = (tmp_path / "out" / "README.md").read_text()
+    meta = card_yaml(text)
+    assert meta["teacher_model"] == "me/teacher-bert"
+    assert "base_model" not in meta and f"starting from `{tmp_path}`" in text  # a local folder is no Hub id
+    assert meta["distillation"]["teacher_logits_column"] == "teacher_logits"
+
+
+def test_card_shows_a_comparison_report(tmp_path):
+    teacher, student = tiny_bert(seed=1, layers=3, hidden=32), tiny_bert(seed=2)
+    data = tiny_text_dataset(8).remove_columns("text")
+    report = compare_models(
+        teacher,
+        {"distilled": student},
+        data,
+        latency_runs=2,
+        throughput_batch_size=4,
+        throughput_runs=1,
+        warmup_runs=1,
+    )
+    trainer = DistillationTrainer(
+        model=student, args=make_args(tmp_path), teacher_model=teacher, data_collator=DataCollatorForDistillation()
+    )
+    report.to_json(tmp_path / "comparison.json")
+    for comparison in (report, str(tmp_path / "comparison.json")):
+        trainer.create_model_card(comparison=comparison, reproduce_command="python recipes/text.py")
+        text = (tmp_path / "out" / "README.md").read_text()
+        assert report.to_markdown() in text
+        assert f"{report.students[0].speedup:.2f}x" in text
