@@ -1,4 +1,4 @@
-"""Model cards for distilled students, rendered from ``model_cards/distilled_model_card.md`` with `ModelCard`."""
+"""Model cards for distilled students, rendered from the template in the top-level ``model_cards/`` folder."""
 
 from __future__ import annotations
 
