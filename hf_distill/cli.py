@@ -13,8 +13,8 @@ from transformers import AutoTokenizer, PreTrainedModel
 from .compare import compare_models
 from .data_collator import DataCollatorForDistillation
 from .teacher import auto_class_for, load_teacher, unwrap
+from .text_data import FILE_BUILDERS, TWEET_SENTIMENT, load_text_dataset
 
-DATA_FILE_BUILDERS = {".csv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 PREFERRED_SPLITS = ("validation", "test")
 
 
@@ -44,7 +44,8 @@ def _add_compare_parser(commands) -> None:
     parser.add_argument(
         "--dataset",
         required=True,
-        help="A folder written by save_to_disk, a .csv/.json/.jsonl/.parquet file, or a Hub dataset id.",
+        help=f"A folder written by save_to_disk, a .csv/.tsv/.json/.jsonl/.parquet file, a Hub dataset id, or "
+        f"{TWEET_SENTIMENT!r} (the built-in offline tweets).",
     )
     parser.add_argument("--dataset_config", default=None, help="Hub dataset configuration name.")
     parser.add_argument("--split", default=None, help="Split to use (default: validation, else test).")
@@ -135,10 +136,10 @@ def _load_eval_set(args: argparse.Namespace) -> datasets.Dataset:
     path = Path(args.dataset)
     if path.is_dir():
         loaded = datasets.load_from_disk(str(path))
-    elif path.suffix in DATA_FILE_BUILDERS:
-        loaded = datasets.load_dataset(DATA_FILE_BUILDERS[path.suffix], data_files=str(path), split="train")
+    elif path.suffix in FILE_BUILDERS:
+        loaded = load_text_dataset(train_file=str(path))["train"]
     else:
-        loaded = datasets.load_dataset(args.dataset, args.dataset_config)
+        loaded = load_text_dataset(args.dataset, args.dataset_config)
     if isinstance(loaded, datasets.DatasetDict):
         split = args.split or next((s for s in PREFERRED_SPLITS if s in loaded), None)
         if split not in loaded:

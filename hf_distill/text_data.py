@@ -12,7 +12,7 @@ from datasets import ClassLabel, Dataset, DatasetDict, load_dataset
 from transformers import PreTrainedTokenizerBase
 
 TWEET_SENTIMENT = "tweet_sentiment"
-_FILE_BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
+FILE_BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 
 
 @dataclass
@@ -99,10 +99,10 @@ def load_text_dataset(
     if not files:
         raise ValueError(f"Give --dataset_name (a Hub id or {TWEET_SENTIMENT!r}) or --train_file/--validation_file.")
     suffixes = {Path(f).suffix for f in files.values()}
-    if len(suffixes) != 1 or (suffix := suffixes.pop()) not in _FILE_BUILDERS:
-        raise ValueError(f"Data files must share one of the extensions {sorted(_FILE_BUILDERS)}, got {files}.")
+    if len(suffixes) != 1 or (suffix := suffixes.pop()) not in FILE_BUILDERS:
+        raise ValueError(f"Data files must share one of the extensions {sorted(FILE_BUILDERS)}, got {files}.")
     kwargs = {"delimiter": "\t"} if suffix == ".tsv" else {}
-    return load_dataset(_FILE_BUILDERS[suffix], data_files=files, cache_dir=cache_dir, **kwargs)
+    return load_dataset(FILE_BUILDERS[suffix], data_files=files, cache_dir=cache_dir, **kwargs)
 
 
 def label_list(dataset: DatasetDict, label_column: str = "label") -> list[str]:

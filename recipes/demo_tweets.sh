@@ -24,12 +24,8 @@ $PY recipes/text_classification.py $STUDENT $DATA --alpha 0.5 --output_dir "$OUT
 echo "== [3/4] Baseline: the same student trained with plain cross-entropy (alpha=1) =="
 $PY recipes/text_classification.py $STUDENT $DATA --alpha 1.0 --output_dir "$OUT/student_ce"
 echo "== [4/4] Teacher vs students on the test split =="
-$PY - "$OUT" <<'PY'
-import json, sys
-out = sys.argv[1]
-rows = {name: json.load(open(f"{out}/{path}")) for name, path in
-        [("teacher", "teacher/all_results.json"), ("distilled", "student/all_results.json"),
-         ("ce_only", "student_ce/all_results.json")]}
-for name, r in rows.items():
-    print(name, {k: round(v, 4) for k, v in r.items() if k.startswith(("eval_acc", "test_acc", "test_macro", "test_agree"))})
-PY
+$PY -m hf_distill.cli compare --teacher "$OUT/teacher" --student distilled="$OUT/student" \
+    --student ce_only="$OUT/student_ce" --dataset tweet_sentiment --split test --max_eval_samples "$EVAL_SAMPLES" \
+    --max_length 48 --num_threads 1 --output_dir "$OUT/comparison"
+cat "$OUT/comparison/comparison.md"
+echo "Distilled student (with tokenizer and model card): $OUT/student; plot: $OUT/comparison/comparison.png"

@@ -141,7 +141,9 @@ def main(argv: list[str] | None = None) -> dict:
             metrics.update(split_metrics)
     card = {"finetuned_from": model_args.teacher_model_name_or_path, "tasks": "text-classification"}
     if data_args.dataset_name:
-        card["dataset"] = data_args.dataset_name
+        card.update(dataset=data_args.dataset_name, dataset_tags=data_args.dataset_name)
+        if data_args.dataset_config_name:
+            card["dataset_args"] = data_args.dataset_config_name
     if training_args.push_to_hub:
         trainer.push_to_hub(**card)
     elif trainer.is_world_process_zero():
