@@ -57,7 +57,7 @@ def to_chw_uint8(image: Any) -> torch.Tensor:
         array = array[:, :, None]
     if array.ndim != 3 or array.shape[-1] not in (1, 3, 4):
         raise ValueError(f"Images must have shape (H, W) or (H, W, C) with C in 1, 3, 4; got {array.shape}.")
-    return torch.from_numpy(np.ascontiguousarray(array[:, :, :3])).permute(2, 0, 1)
+    return torch.from_numpy(array[:, :, :3].copy()).permute(2, 0, 1)  # a copy: datasets hands out read-only arrays
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ def precompute_teacher_views(
     *,
     teacher_spec: PixelSpec,
     augment: RandomResizedCropFlip | None,
-    num_views: int = 4,
+    num_views: int | None = None,
     image_column: str = "image",
     column: str = "teacher_logits",
     views_column: str = VIEWS_COLUMN,
@@ -45,9 +45,11 @@ def precompute_teacher_views(
     load_from_cache_file: bool = True,
 ) -> Dataset | DatasetDict:
     """``dataset`` plus ``views_column`` (``num_views`` views per image) and ``column`` (the teacher's logits of each
-    view, shape ``(num_views, num_labels)``). With ``augment=None`` the single view is the whole image (for
-    evaluation splits). Views depend only on ``seed`` and the row index; results are cached by `datasets` like
+    view, shape ``(num_views, num_labels)``); ``num_views`` defaults to 4, or 1 with ``augment=None``, where the single
+    view is the whole image (for evaluation splits). Views depend only on ``seed`` and the row index; results are cached by `datasets` like
     :func:`~hf_distill.precompute_teacher_logits`, and the column records the teacher and its label order."""
+    if num_views is None:
+        num_views = 1 if augment is None else 4
     if num_views < 1:
         raise ValueError(f"num_views must be >= 1, got {num_views}.")
     if augment is None and num_views != 1:
