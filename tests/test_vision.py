@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from datasets import Array2D, ClassLabel, Dataset, Features
 from transformers import (
+    AutoModelForImageClassification,
     DeiTConfig,
     DeiTForImageClassificationWithTeacher,
     ResNetConfig,
@@ -296,6 +297,7 @@ def test_deit_training_runs_and_the_saved_student_loads(tmp_path, teacher_views)
     assert "eval_accuracy" not in trainer.evaluate()  # no compute_metrics passed, but labels reach evaluation
     trainer.save_model(str(tmp_path / "deit"))
     loaded = DeiTForImageClassificationWithTeacher.from_pretrained(str(tmp_path / "deit")).eval()
+    assert isinstance(AutoModelForImageClassification.from_pretrained(str(tmp_path / "deit")), type(loaded))
     pixels = torch.stack(DistillationImageTransform(student=STUDENT)(image_dataset(4)[:4])["pixel_values"])
     with torch.no_grad():
         torch.testing.assert_close(loaded(pixel_values=pixels).logits, student.eval()(pixel_values=pixels).logits)
