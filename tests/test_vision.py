@@ -15,7 +15,7 @@ from transformers import (
     ViTForImageClassification,
 )
 
-from hf_distill import DataCollatorForDistillation, DistillationTrainer
+from hf_distill import DataCollatorForDistillation, DistillationTrainer, distillation_loss
 from hf_distill.vision import (
     DeiTDistillationTrainer,
     DistillationImageTransform,
@@ -268,6 +268,16 @@ def test_deit_loss_matches_a_float64_reference():
     hard = deit_distillation_loss(cls, dist, teacher, labels, alpha=0.5, temperature=2.0, loss="hard")
     expected = 0.5 * ce + 0.5 * F.cross_entropy(dist.double(), teacher.argmax(-1))
     torch.testing.assert_close(hard.loss.double(), expected)
+
+
+def test_hard_distillation_is_cross_entropy_to_the_teacher_top_class_for_any_student():
+    g = torch.Generator().manual_seed(1)
+    student, teacher = torch.randn(6, 4, generator=g), torch.randn(6, 4, generator=g)
+    labels = torch.tensor([0, 1, 2, 3, -100, 1])
+    parts = distillation_loss(student, teacher, labels, alpha=0.2, temperature=3.0, loss="hard")
+    ce = F.cross_entropy(student.double(), labels, ignore_index=-100)
+    expected = 0.2 * ce + 0.8 * F.cross_entropy(student.double(), teacher.argmax(-1))
+    torch.testing.assert_close(parts.loss.double(), expected)
 
 
 @pytest.mark.parametrize("teacher_views", [0, 2])
