@@ -85,6 +85,18 @@ def logit_mse_loss(
     return F.mse_loss(student_logits.float(), teacher_logits.float())
 
 
+@register_loss("hard")
+def hard_distillation_loss(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    temperature: float,
+    labels: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Cross-entropy to the teacher's top-1 class, "hard distillation" (Touvron et al., "Training data-efficient
+    image transformers & distillation through attention", 2021). The temperature is not used."""
+    return hard_label_cross_entropy(student_logits, teacher_logits.argmax(-1))
+
+
 def hard_label_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Float32 cross-entropy averaged over the labels that are not ``-100`` (0 when all are)."""
     labels = labels.view(-1)

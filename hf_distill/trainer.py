@@ -112,11 +112,17 @@ class DistillationTrainer(Trainer):
             teacher_logits = self._stored_teacher_logits(stored_logits)
         else:
             teacher_logits = self._teacher_forward(inputs)
-        parts = self.compute_distillation_loss(outputs.logits, teacher_logits, labels, args)
+        parts = self.loss_from_outputs(outputs, teacher_logits, labels)
         self._record(parts, outputs.logits, teacher_logits, train=model.training)
         if self._teacher_eval_outputs is not None and labels is not None and not model.training:
             self._teacher_eval_outputs.append(self.accelerator.gather_for_metrics((teacher_logits.detach(), labels)))
         return (parts.loss, outputs) if return_outputs else parts.loss
+
+    def loss_from_outputs(
+        self, outputs: Any, teacher_logits: torch.Tensor, labels: torch.Tensor | None
+    ) -> DistillationLossOutput:
+        """The loss parts from the student's outputs; subclasses override it for students with several heads."""
+        return self.compute_distillation_loss(outputs.logits, teacher_logits, labels, self.args)
 
     @staticmethod
     def compute_distillation_loss(
@@ -211,15 +217,18 @@ class DistillationTrainer(Trainer):
 
     def _check_logits_column(self, dataset: datasets.Dataset, column: str) -> None:
         num_classes = len(self.student_labels)
-        width = getattr(dataset.features[column], "length", -1)
-        if width == -1 and len(dataset):
-            width = len(dataset[0][column])
+        feature, values = dataset.features[column], dataset.data.column(column)
+        while isinstance(getattr(feature, "feature", None), datasets.List):  # K logits rows per example (K views)
+            feature, values = feature.feature, pc.list_flatten(values)
+        width = getattr(feature, "length", -1)
+        if width == -1 and len(values):
+            width = len(values[0])
         if width != num_classes:
             raise ValueError(
                 f"Column {column!r} holds {width} logits per example but the student has {num_classes} classes "
                 f"{self.student_labels}. Precompute the logits with a teacher of the same labels."
             )
-        values = pc.list_flatten(dataset.data.column(column)).cast(pa.float32())
+        values = pc.list_flatten(values).cast(pa.float32())
         if not pc.all(pc.is_finite(values)).as_py():
             raise ValueError(
                 f"Column {column!r} contains NaN or inf teacher logits; precompute them again in float32."

@@ -56,7 +56,7 @@ def test_help_renders():
         ({"alpha": -0.1}, r"alpha must be in \[0, 1\]"),
         ({"temperature": 0.0}, "temperature must be > 0"),
         ({"temperature": -2.0}, "temperature must be > 0"),
-        ({"distillation_loss": "kld"}, "Unknown distillation_loss 'kld'. Known losses: kl, mse"),
+        ({"distillation_loss": "kld"}, "Unknown distillation_loss 'kld'. Known losses: hard, kl, mse"),
         ({"teacher_dtype": "int8"}, "teacher_dtype must be one of"),
         ({"teacher_logits_column": ""}, "teacher_logits_column must be a non-empty"),
     ],

@@ -1,0 +1,73 @@
+"""Argument dataclass and data preparation shared by the image recipes (teacher training and distillation)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from datasets import DatasetDict
+
+from .augment import RandomResizedCropFlip, to_chw_uint8
+from .datasets import BUILTIN_DATASETS, class_names, eval_split, load_image_dataset
+
+
+@dataclass
+class ImageDataArguments:
+    """What data to train and evaluate on, and how to augment it (as in ``run_image_classification.py``)."""
+
+    dataset_name: str | None = field(
+        default=None,
+        metadata={
+            "help": f"A Hub dataset, 'imagefolder' (with --data_dir), or offline: {', '.join(BUILTIN_DATASETS)}."
+        },
+    )
+    dataset_config_name: str | None = field(default=None, metadata={"help": "The dataset configuration name."})
+    data_dir: str | None = field(default=None, metadata={"help": "data_dir passed to datasets.load_dataset."})
+    train_dir: str | None = field(default=None, metadata={"help": "A folder of training images, one folder a class."})
+    validation_dir: str | None = field(default=None, metadata={"help": "A folder of validation images."})
+    image_column_name: str = field(default="image", metadata={"help": "The column holding the images."})
+    label_column_name: str = field(default="label", metadata={"help": "The column holding the class labels."})
+    train_val_split: float = field(
+        default=0.15, metadata={"help": "Share of train split off for validation when there is no validation split."}
+    )
+    max_train_samples: int | None = field(default=None, metadata={"help": "Train on a random subset this large."})
+    max_eval_samples: int | None = field(
+        default=None, metadata={"help": "Evaluate on random subsets of validation and test this large."}
+    )
+    augment: bool = field(default=True, metadata={"help": "Random resized crop and horizontal flip on train images."})
+    min_crop_scale: float = field(default=0.08, metadata={"help": "Smallest crop area, as a share of the image."})
+    flip_prob: float = field(default=0.5, metadata={"help": "Probability of a horizontal flip."})
+
+    def augmentation(self) -> RandomResizedCropFlip | None:
+        return (
+            RandomResizedCropFlip(scale=(self.min_crop_scale, 1.0), flip_prob=self.flip_prob) if self.augment else None
+        )
+
+
+def prepare_image_splits(args: ImageDataArguments, seed: int) -> tuple[DatasetDict, list[str]]:
+    """``train``, ``validation`` (and ``test`` when the dataset has one) with ``image``/``label`` columns, subsampled
+    as asked, and the class names."""
+    load_kwargs = {"data_dir": args.data_dir} if args.data_dir else {}
+    dataset = load_image_dataset(
+        args.dataset_name, args.dataset_config_name, args.train_dir, args.validation_dir, **load_kwargs
+    )
+    renames = {args.image_column_name: "image", args.label_column_name: "label"}
+    for split in dataset.values():
+        for old in renames:
+            if old not in split.column_names:
+                raise ValueError(
+                    f"Column {old!r} is not in the dataset (columns: {split.column_names}). "
+                    "Pass --image_column_name / --label_column_name."
+                )
+    dataset = dataset.rename_columns({old: new for old, new in renames.items() if old != new})
+    dataset = eval_split(dataset, args.train_val_split, seed)
+    limits = {"train": args.max_train_samples, "validation": args.max_eval_samples, "test": args.max_eval_samples}
+    for split, limit in limits.items():
+        if split in dataset and limit is not None and limit < len(dataset[split]):
+            dataset[split] = dataset[split].shuffle(seed=seed).select(range(limit))
+    keep = [split for split in ("train", "validation", "test") if split in dataset]
+    return DatasetDict({split: dataset[split] for split in keep}), class_names(dataset["train"])
+
+
+def image_shape(dataset: DatasetDict) -> tuple[int, int, int]:
+    """``(channels, height, width)`` of the first training image: students from a config are sized for it."""
+    return tuple(to_chw_uint8(dataset["train"][0]["image"]).shape)

@@ -1,0 +1,168 @@
+#!/usr/bin/env python
+"""Distil an image classifier (any `AutoModelForImageClassification`) into a ViT or DeiT student.
+
+In the shape of transformers' `run_image_classification.py`. The student is built from a config (random init, sized
+for the images) or loaded from a path. Teacher and student see the same augmented view, each at its own resolution
+and normalisation. Two ways to get the teacher's logits:
+  * in the loop (default): the teacher runs on `teacher_pixel_values` every batch;
+  * `--teacher_views K`: the teacher labels K random views per training image once, and each epoch draws one.
+`--student_model_type deit` trains a DeiTForImageClassificationWithTeacher through its distillation token
+(`--distillation_loss kl` soft, `hard` hard distillation; Touvron et al., 2021).
+
+    python recipes/image_classification.py --dataset_name fashion_mnist --teacher_model_name_or_path teacher \
+        --student_config_overrides '{"patch_size": 4, "hidden_size": 64, "num_hidden_layers": 4}' \
+        --teacher_views 4 --output_dir student --do_train --do_eval
+"""
+
+import logging
+import sys
+from dataclasses import dataclass, field
+
+import transformers
+from transformers import (
+    AutoModelForImageClassification,
+    DeiTForImageClassificationWithTeacher,
+    HfArgumentParser,
+    set_seed,
+)
+
+from hf_distill import DataCollatorForDistillation, DistillationTrainer, DistillationTrainingArguments
+from hf_distill.metrics import compute_metrics_fn
+from hf_distill.teacher import load_teacher
+from hf_distill.vision import (
+    DeiTDistillationTrainer,
+    DistillationImageTransform,
+    ImageDataArguments,
+    image_model_from_config,
+    image_processor_for,
+    image_shape,
+    load_image_processor,
+    parse_config_overrides,
+    pixel_spec_for,
+    precompute_teacher_views,
+    prepare_image_splits,
+)
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ModelArguments:
+    teacher_model_name_or_path: str = field(metadata={"help": "The teacher: an image classifier path or Hub id."})
+    student_model_name_or_path: str | None = field(default=None, metadata={"help": "A pretrained student to tune."})
+    student_model_type: str = field(
+        default="vit",
+        metadata={"help": "Student built from a config: vit, or deit (trained with its distillation token)."},
+    )
+    student_config_overrides: str | None = field(default=None, metadata={"help": "JSON object of config fields."})
+    student_image_size: int | None = field(default=None, metadata={"help": "Student input side (default: images')."})
+    teacher_views: int = field(
+        default=0,
+        metadata={"help": "0: teacher in the loop. K > 0: precompute the teacher's logits of K views per image."},
+    )
+    teacher_batch_size: int = field(default=128, metadata={"help": "Batch size of the view precomputation."})
+
+
+def build_student(args: ModelArguments, labels: list[str], channels: int, side: int):
+    if args.student_model_name_or_path:
+        return AutoModelForImageClassification.from_pretrained(args.student_model_name_or_path)
+    overrides = parse_config_overrides(args.student_config_overrides)
+    return image_model_from_config(
+        args.student_model_type,
+        labels,
+        num_channels=channels,
+        image_size=args.student_image_size or side,
+        overrides=overrides,
+        with_distillation_token=args.student_model_type == "deit",
+    )
+
+
+def main():
+    parser = HfArgumentParser((ModelArguments, ImageDataArguments, DistillationTrainingArguments))
+    if len(sys.argv) == 2 and sys.argv[1].endswith((".json", ".yaml", ".yml")):
+        load = parser.parse_json_file if sys.argv[1].endswith(".json") else parser.parse_yaml_file
+        model_args, data_args, training_args = load(sys.argv[1])
+    else:
+        model_args, data_args, training_args = parser.parse_args_into_dataclasses()
+    training_args.remove_unused_columns = False  # the transform needs the raw image column
+    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
+    log_level = training_args.get_process_log_level()
+    logger.setLevel(log_level)
+    transformers.utils.logging.set_verbosity(log_level)
+    set_seed(training_args.seed)
+
+    dataset, labels = prepare_image_splits(data_args, training_args.seed)
+    channels, height, _ = image_shape(dataset)
+    teacher = load_teacher(model_args.teacher_model_name_or_path)
+    teacher_spec = pixel_spec_for(
+        teacher.config, load_image_processor(model_args.teacher_model_name_or_path), default_size=height
+    )
+    student = build_student(model_args, labels, channels, height)
+    student_processor = model_args.student_model_name_or_path and load_image_processor(
+        model_args.student_model_name_or_path
+    )
+    student_spec = pixel_spec_for(student.config, student_processor or None, default_size=height)
+    logger.info(f"Teacher inputs {teacher_spec}; student inputs {student_spec}, {student.num_parameters():,} params")
+
+    augment = data_args.augmentation()
+    in_loop = model_args.teacher_views == 0
+    if not in_loop:
+        for split in dataset:
+            dataset[split] = precompute_teacher_views(
+                teacher,
+                dataset[split],
+                teacher_spec=teacher_spec,
+                augment=augment if split == "train" else None,
+                num_views=model_args.teacher_views if split == "train" and augment else 1,
+                column=training_args.teacher_logits_column,
+                seed=training_args.seed,
+                batch_size=model_args.teacher_batch_size,
+            )
+    for split in dataset:
+        dataset[split].set_transform(
+            DistillationImageTransform(
+                student=student_spec,
+                teacher=teacher_spec if in_loop else None,
+                augment=augment if split == "train" else None,
+                teacher_input_prefix=training_args.teacher_input_prefix,
+                teacher_logits_column=training_args.teacher_logits_column,
+                seed=training_args.seed,
+            )
+        )
+
+    deit = isinstance(student, DeiTForImageClassificationWithTeacher)
+    trainer = (DeiTDistillationTrainer if deit else DistillationTrainer)(
+        model=student,
+        args=training_args,
+        teacher_model=teacher if in_loop else None,
+        train_dataset=dataset["train"] if training_args.do_train else None,
+        eval_dataset=dataset["validation"] if training_args.do_eval else None,
+        data_collator=DataCollatorForDistillation(teacher_input_prefix=training_args.teacher_input_prefix),
+        compute_metrics=compute_metrics_fn(),
+        processing_class=student_processor or image_processor_for(student_spec),
+    )
+    if training_args.do_train:
+        result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+        trainer.save_model()
+        trainer.log_metrics("train", result.metrics)
+        trainer.save_metrics("train", result.metrics)
+        trainer.save_state()
+    if training_args.do_eval:
+        for split in ("validation", "test"):
+            if split in dataset:
+                metrics = trainer.evaluate(
+                    dataset[split], metric_key_prefix="eval" if split == "validation" else split
+                )
+                trainer.log_metrics(split, metrics)
+                trainer.save_metrics(split, metrics)
+    kwargs = {"tasks": "image-classification", "tags": ["knowledge-distillation"]}
+    if data_args.dataset_name:
+        kwargs["dataset"] = data_args.dataset_name
+    if training_args.push_to_hub:
+        trainer.push_to_hub(**kwargs)
+    else:
+        trainer.create_model_card(**kwargs)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,129 @@
+#!/usr/bin/env python
+"""Train an image teacher with plain cross-entropy, keeping a snapshot per epoch.
+
+The teacher is a pretrained `AutoModelForImageClassification` (path or Hub id, fine-tuned) or one built from a config
+(`--model_type resnet|convnext|vit|...` plus `--config_overrides` JSON). Snapshots land in
+`output_dir/checkpoint-*` each epoch: an early checkpoint can teach better than the last (Cho & Hariharan, 2019).
+
+    python recipes/train_image_teacher.py --dataset_name fashion_mnist --model_type resnet \
+        --config_overrides '{"embedding_size": 32, "hidden_sizes": [32, 64, 128], "depths": [1, 1, 1]}' \
+        --output_dir teacher --num_train_epochs 2
+"""
+
+import logging
+import sys
+from dataclasses import dataclass, field
+
+import transformers
+from transformers import AutoModelForImageClassification, HfArgumentParser, Trainer, TrainingArguments, set_seed
+
+from hf_distill import DataCollatorForDistillation
+from hf_distill.metrics import compute_metrics_fn
+from hf_distill.vision import (
+    DistillationImageTransform,
+    ImageDataArguments,
+    image_model_from_config,
+    image_processor_for,
+    image_shape,
+    load_image_processor,
+    parse_config_overrides,
+    pixel_spec_for,
+    prepare_image_splits,
+)
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ModelArguments:
+    model_name_or_path: str | None = field(default=None, metadata={"help": "A pretrained model to fine-tune."})
+    model_type: str | None = field(default=None, metadata={"help": "Build from a config instead: resnet, convnext..."})
+    config_overrides: str | None = field(default=None, metadata={"help": "JSON object of config fields."})
+    image_size: int | None = field(default=None, metadata={"help": "Input side in pixels (default: the images')."})
+    ignore_mismatched_sizes: bool = field(default=True, metadata={"help": "Replace a pretrained head of other size."})
+
+
+@dataclass
+class TeacherTrainingArguments(TrainingArguments):
+    save_strategy: str = field(default="epoch", metadata={"help": "Checkpoint every epoch (a snapshot per epoch)."})
+    eval_strategy: str = field(default="epoch", metadata={"help": "Evaluate every epoch."})
+    save_total_limit: int | None = field(default=None, metadata={"help": "Keep all snapshots by default."})
+
+
+def main():
+    parser = HfArgumentParser((ModelArguments, ImageDataArguments, TeacherTrainingArguments))
+    if len(sys.argv) == 2 and sys.argv[1].endswith((".json", ".yaml", ".yml")):
+        load = parser.parse_json_file if sys.argv[1].endswith(".json") else parser.parse_yaml_file
+        model_args, data_args, training_args = load(sys.argv[1])
+    else:
+        model_args, data_args, training_args = parser.parse_args_into_dataclasses()
+    if (model_args.model_name_or_path is None) == (model_args.model_type is None):
+        raise ValueError("Pass exactly one of --model_name_or_path (fine-tune) and --model_type (from a config).")
+    training_args.remove_unused_columns = False  # the transform needs the raw image column
+    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
+    log_level = training_args.get_process_log_level()
+    logger.setLevel(log_level)
+    transformers.utils.logging.set_verbosity(log_level)
+    set_seed(training_args.seed)
+
+    dataset, labels = prepare_image_splits(data_args, training_args.seed)
+    channels, height, _ = image_shape(dataset)
+    image_size = model_args.image_size or height
+    if model_args.model_name_or_path:
+        model = AutoModelForImageClassification.from_pretrained(
+            model_args.model_name_or_path,
+            num_labels=len(labels),
+            id2label=dict(enumerate(labels)),
+            label2id={name: i for i, name in enumerate(labels)},
+            ignore_mismatched_sizes=model_args.ignore_mismatched_sizes,
+        )
+        processor = load_image_processor(model_args.model_name_or_path)
+    else:
+        overrides = parse_config_overrides(model_args.config_overrides)
+        model = image_model_from_config(
+            model_args.model_type, labels, num_channels=channels, image_size=image_size, overrides=overrides
+        )
+        processor = None
+    spec = pixel_spec_for(model.config, processor, default_size=image_size)
+    logger.info(f"Teacher inputs: {spec}; {model.num_parameters():,} parameters")
+    dataset["train"].set_transform(
+        DistillationImageTransform(student=spec, augment=data_args.augmentation(), seed=training_args.seed)
+    )
+    for split in ("validation", "test"):
+        if split in dataset:
+            dataset[split].set_transform(DistillationImageTransform(student=spec))
+
+    trainer = Trainer(
+        model=model,
+        args=training_args,
+        train_dataset=dataset["train"] if training_args.do_train else None,
+        eval_dataset=dataset["validation"] if training_args.do_eval else None,
+        data_collator=DataCollatorForDistillation(),
+        compute_metrics=compute_metrics_fn(),
+        processing_class=processor or image_processor_for(spec),
+    )
+    if training_args.do_train:
+        result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+        trainer.save_model()
+        trainer.log_metrics("train", result.metrics)
+        trainer.save_metrics("train", result.metrics)
+        trainer.save_state()
+    if training_args.do_eval:
+        for split in ("validation", "test"):
+            if split in dataset:
+                metrics = trainer.evaluate(
+                    dataset[split], metric_key_prefix="eval" if split == "validation" else split
+                )
+                trainer.log_metrics(split, metrics)
+                trainer.save_metrics(split, metrics)
+    kwargs = {"finetuned_from": model_args.model_name_or_path, "tasks": "image-classification"}
+    if data_args.dataset_name:
+        kwargs["dataset"] = data_args.dataset_name
+    if training_args.push_to_hub:
+        trainer.push_to_hub(**kwargs)
+    else:
+        trainer.create_model_card(**kwargs)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,320 @@
+"""Image distillation on tiny models and tiny in-memory image sets."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from datasets import Array2D, ClassLabel, Dataset, Features
+from transformers import (
+    AutoModelForImageClassification,
+    DeiTConfig,
+    DeiTForImageClassificationWithTeacher,
+    ResNetConfig,
+    ResNetForImageClassification,
+    ViTConfig,
+    ViTForImageClassification,
+)
+
+from hf_distill import DataCollatorForDistillation, DistillationTrainer, distillation_loss
+from hf_distill.vision import (
+    DeiTDistillationTrainer,
+    DistillationImageTransform,
+    PixelSpec,
+    RandomResizedCropFlip,
+    deit_distillation_loss,
+    identity_view,
+    precompute_teacher_views,
+    render_view,
+    to_chw_uint8,
+)
+from tests.conftest import make_args
+
+CLASSES = ["a", "b", "c"]
+SIDE = 12
+STUDENT = PixelSpec((8, 8), num_channels=1)
+TEACHER = PixelSpec((8, 8), num_channels=3, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+AUGMENT = RandomResizedCropFlip(scale=(0.3, 1.0))
+
+
+def smooth_images(n: int, seed: int = 0, side: int = SIDE) -> np.ndarray:
+    """Low-frequency grey images: resampling them at two resolutions gives nearly the same picture."""
+    g = torch.Generator().manual_seed(seed)
+    coarse = torch.rand(n, 1, 4, 4, generator=g)
+    fine = F.interpolate(coarse, size=(side, side), mode="bicubic", align_corners=True).clamp(0, 1)
+    return (fine[:, 0] * 255).round().to(torch.uint8).numpy()
+
+
+def image_dataset(n: int = 10, seed: int = 0) -> Dataset:
+    features = Features({"image": Array2D((SIDE, SIDE), "uint8"), "label": ClassLabel(names=CLASSES)})
+    labels = np.arange(n) % len(CLASSES)
+    return Dataset.from_dict({"image": smooth_images(n, seed), "label": labels}, features=features)
+
+
+def label_kwargs() -> dict:
+    return dict(
+        num_labels=len(CLASSES), id2label=dict(enumerate(CLASSES)), label2id={c: i for i, c in enumerate(CLASSES)}
+    )
+
+
+def tiny_vit(seed: int = 0, channels: int = 1) -> ViTForImageClassification:
+    torch.manual_seed(seed)
+    config = ViTConfig(
+        image_size=8, patch_size=4, num_channels=channels, hidden_size=16, num_hidden_layers=1,
+        num_attention_heads=2, intermediate_size=32, hidden_dropout_prob=0.0, **label_kwargs(),
+    )  # fmt: skip
+    return ViTForImageClassification(config)
+
+
+def tiny_resnet(seed: int = 1) -> ResNetForImageClassification:
+    torch.manual_seed(seed)
+    config = ResNetConfig(
+        num_channels=3, embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], layer_type="basic", **label_kwargs()
+    )
+    return ResNetForImageClassification(config).eval()
+
+
+def tiny_deit(seed: int = 0) -> DeiTForImageClassificationWithTeacher:
+    torch.manual_seed(seed)
+    config = DeiTConfig(
+        image_size=8, patch_size=4, num_channels=1, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+        intermediate_size=32, hidden_dropout_prob=0.0, **label_kwargs(),
+    )  # fmt: skip
+    return DeiTForImageClassificationWithTeacher(config)
+
+
+def unnormalise(pixels: torch.Tensor, spec: PixelSpec) -> torch.Tensor:
+    return pixels * torch.tensor(spec.std)[:, None, None] + torch.tensor(spec.mean)[:, None, None]
+
+
+# ---- views ----
+
+
+def test_views_are_seeded_and_fit_the_image():
+    draw = [AUGMENT.sample(SIDE, 20, torch.Generator().manual_seed(s)) for s in range(50)]
+    assert draw == [AUGMENT.sample(SIDE, 20, torch.Generator().manual_seed(s)) for s in range(50)]
+    for top, left, height, width, flip in draw:
+        assert 0 <= top and top + height <= SIDE and 0 <= left and left + width <= 20 and flip in (0, 1)
+        assert 0.3 * SIDE * 20 * 0.5 <= height * width <= SIDE * 20  # rounding can shave a little off the area
+    assert len({tuple(v) for v in draw}) > 40 and {v[4] for v in draw} == {0, 1}
+
+
+def test_render_crops_flips_converts_and_normalises():
+    image = to_chw_uint8(smooth_images(1)[0])
+    whole = render_view(image, identity_view(SIDE, SIDE), PixelSpec((SIDE, SIDE), 1))
+    torch.testing.assert_close(whole, image.float() / 255 * 2 - 1)
+    view = [2, 3, 8, 8, 1]
+    crop = render_view(image, view, PixelSpec((8, 8), 3, mean=(0.0,), std=(1.0,)))
+    expected = (image[:, 2:10, 3:11].float() / 255).flip(-1).expand(3, -1, -1)
+    torch.testing.assert_close(crop, expected)
+    rgb = torch.stack([image[0], image[0] // 2, image[0] // 3])
+    grey = render_view(rgb, view, PixelSpec((8, 8), 1, mean=(0.0,), std=(1.0,)))
+    luma = 0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2]
+    torch.testing.assert_close(grey[0], (luma[2:10, 3:11] / 255).flip(-1), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "make, error, message",
+    [
+        (lambda: RandomResizedCropFlip(scale=(0.5, 1.5)), ValueError, "scale must satisfy"),
+        (lambda: PixelSpec((8, 8), num_channels=2), ValueError, "num_channels must be 1 or 3"),
+        (lambda: PixelSpec((8, 8), 3, mean=(0.1, 0.2)), ValueError, "mean needs 1 or 3 values"),
+        (lambda: to_chw_uint8(np.zeros((4, 4), np.float32)), TypeError, "values in 0-255"),
+        (lambda: render_view(torch.zeros(1, 4, 4, dtype=torch.uint8), [2, 2, 3, 3, 0], STUDENT), ValueError, "fit"),
+    ],
+)
+def test_bad_views_and_specs_are_refused(make, error, message):
+    with pytest.raises(error, match=message):
+        make()
+
+
+def test_teacher_and_student_inputs_show_the_same_view_at_their_own_resolution():
+    """The teacher renders each random view at 16x16 RGB, the student at 8x8 grey: they agree once pooled."""
+    teacher_spec = PixelSpec((16, 16), 3, mean=TEACHER.mean, std=TEACHER.std)
+    transform = DistillationImageTransform(student=STUDENT, teacher=teacher_spec, augment=AUGMENT, seed=3)
+    out = transform({"image": list(image_dataset(32)["image"]), "label": [0] * 32})
+    student = torch.stack([unnormalise(x, STUDENT)[0] for x in out["pixel_values"]])
+    teacher = torch.stack([unnormalise(x, teacher_spec) for x in out["teacher_pixel_values"]])
+    assert torch.allclose(teacher[:, 0], teacher[:, 2], atol=1e-5)  # grey made RGB
+    pooled = F.avg_pool2d(teacher[:, :1], 2)[:, 0]
+    same = (pooled - student).abs().mean((1, 2))
+    shifted = (pooled - student.roll(1, 0)).abs().mean((1, 2))
+    assert same.max() < 0.03 < shifted.mean()
+    assert out["labels"] == [0] * 32
+
+
+def test_eval_transform_renders_the_whole_image_and_refuses_clean_logits_under_augmentation():
+    images = list(image_dataset(4)["image"])
+    out = DistillationImageTransform(student=STUDENT)({"image": images})
+    for image, pixels in zip(images, out["pixel_values"], strict=True):
+        torch.testing.assert_close(pixels, render_view(to_chw_uint8(image), identity_view(SIDE, SIDE), STUDENT))
+    with pytest.raises(ValueError, match="do not match randomly augmented views"):
+        DistillationImageTransform(student=STUDENT, augment=AUGMENT)({"image": images, "teacher_logits": [[0.0] * 3]})
+
+
+def test_in_batch_teacher_receives_the_view_the_student_sees(tmp_path):
+    """Through the trainer: under random augmentation every step's teacher input is the student's view."""
+    student, teacher = tiny_vit(), tiny_resnet()
+    seen = {"student": [], "teacher": []}
+    student.register_forward_pre_hook(lambda m, a, kw: seen["student"].append(kw["pixel_values"]), with_kwargs=True)
+    teacher.register_forward_pre_hook(lambda m, a, kw: seen["teacher"].append(kw["pixel_values"]), with_kwargs=True)
+    data = image_dataset(16)
+    data.set_transform(DistillationImageTransform(student=STUDENT, teacher=TEACHER, augment=AUGMENT, seed=0))
+    trainer = DistillationTrainer(
+        model=student,
+        args=make_args(tmp_path, max_steps=4, remove_unused_columns=False),
+        teacher_model=teacher,
+        train_dataset=data,
+        data_collator=DataCollatorForDistillation(),
+    )
+    trainer.train()
+    assert len(seen["student"]) == len(seen["teacher"]) == 4
+    for student_in, teacher_in in zip(seen["student"], seen["teacher"], strict=True):
+        assert student_in.shape == (8, 1, 8, 8) and teacher_in.shape == (8, 3, 8, 8)
+        torch.testing.assert_close(
+            unnormalise(teacher_in, TEACHER)[:, :1], unnormalise(student_in, STUDENT), rtol=0, atol=1e-5
+        )
+    clean = torch.stack(DistillationImageTransform(student=STUDENT)(data.with_format(None)[:8])["pixel_values"])
+    assert not torch.allclose(seen["student"][0], clean)  # the views really were augmented
+
+
+# ---- K-view cache ----
+
+
+def teacher_logits_of(teacher, image, view, spec=TEACHER):
+    with torch.no_grad():
+        return teacher(pixel_values=render_view(to_chw_uint8(image), view, spec)[None]).logits[0]
+
+
+def test_k_view_cache_reproduces_its_views():
+    teacher, data = tiny_resnet(), image_dataset(6)
+    cached = precompute_teacher_views(teacher, data, teacher_spec=TEACHER, augment=AUGMENT, num_views=3, batch_size=4)
+    assert cached.column_names == ["image", "label", "teacher_views", "teacher_logits"]
+    views, logits = np.asarray(cached["teacher_views"]), np.asarray(cached["teacher_logits"], dtype=np.float32)
+    assert views.shape == (6, 3, 5) and logits.shape == (6, 3, 3)
+    assert len({tuple(v) for v in views.reshape(-1, 5)}) == 18
+    for i, image in enumerate(data["image"]):
+        for j in range(3):
+            expected = teacher_logits_of(teacher, image, views[i, j])
+            torch.testing.assert_close(torch.from_numpy(logits[i, j]), expected, rtol=1e-4, atol=1e-5)
+    # The views depend on the seed and the row only, not on the batch size.
+    again = precompute_teacher_views(teacher, data, teacher_spec=TEACHER, augment=AUGMENT, num_views=3, batch_size=5)
+    assert np.array_equal(np.asarray(again["teacher_views"]), views)
+    np.testing.assert_allclose(np.asarray(again["teacher_logits"]), logits, rtol=1e-5, atol=1e-6)
+    other = precompute_teacher_views(teacher, data, teacher_spec=TEACHER, augment=AUGMENT, num_views=3, seed=1)
+    assert not np.array_equal(np.asarray(other["teacher_views"]), views)
+
+
+def test_each_read_draws_a_stored_view_and_passes_on_its_logits():
+    teacher, data = tiny_resnet(), image_dataset(4)
+    cached = precompute_teacher_views(teacher, data, teacher_spec=TEACHER, augment=AUGMENT, num_views=3)
+    views, logits = np.asarray(cached["teacher_views"]), np.asarray(cached["teacher_logits"], dtype=np.float32)
+    cached.set_transform(DistillationImageTransform(student=STUDENT, augment=AUGMENT, seed=0))
+    drawn = set()
+    for _epoch in range(30):
+        batch = cached[:4]
+        for i in range(4):
+            image = to_chw_uint8(data[i]["image"])
+            matches = [
+                j for j in range(3) if torch.equal(batch["pixel_values"][i], render_view(image, views[i, j], STUDENT))
+            ]
+            assert len(matches) == 1
+            torch.testing.assert_close(batch["teacher_logits"][i], torch.from_numpy(logits[i, matches[0]]))
+            drawn.add((i, matches[0]))
+    assert len(drawn) == 12  # every stored view of every image was drawn at some epoch
+
+
+def test_k_view_cache_trains_without_a_teacher_and_is_checked_against_the_student(tmp_path):
+    data = image_dataset(16)
+    train = precompute_teacher_views(tiny_resnet(), data, teacher_spec=TEACHER, augment=AUGMENT, num_views=2)
+    evaluation = precompute_teacher_views(tiny_resnet(), data, teacher_spec=TEACHER, augment=None)
+    train.set_transform(DistillationImageTransform(student=STUDENT, augment=AUGMENT))
+    evaluation.set_transform(DistillationImageTransform(student=STUDENT))
+    trainer = DistillationTrainer(
+        model=tiny_vit(),
+        args=make_args(tmp_path, max_steps=2, remove_unused_columns=False),
+        train_dataset=train,
+        eval_dataset=evaluation,
+        data_collator=DataCollatorForDistillation(),
+    )
+    trainer.train()
+    metrics = trainer.evaluate()
+    assert np.isfinite(trainer.state.log_history[0]["loss_kd"]) and 0 <= metrics["eval_agreement"] <= 1
+    four_classes = ViTForImageClassification(ViTConfig(**{**tiny_vit().config.to_dict(), "num_labels": 4}))
+    with pytest.raises(ValueError, match="holds 3 logits per example but the student has 4 classes"):
+        DistillationTrainer(model=four_classes, args=make_args(tmp_path), train_dataset=train)
+
+
+def test_k_view_options_are_checked():
+    with pytest.raises(ValueError, match="use num_views=1"):
+        precompute_teacher_views(tiny_resnet(), image_dataset(2), teacher_spec=TEACHER, augment=None, num_views=2)
+    with pytest.raises(ValueError, match="no image column 'img'"):
+        precompute_teacher_views(
+            tiny_resnet(), image_dataset(2), teacher_spec=TEACHER, augment=None, image_column="img"
+        )
+
+
+# ---- DeiT ----
+
+
+def test_deit_loss_matches_a_float64_reference():
+    g = torch.Generator().manual_seed(0)
+    cls, dist, teacher = (torch.randn(5, 3, generator=g) for _ in range(3))
+    labels = torch.tensor([0, 1, 2, 1, 0])
+    soft = deit_distillation_loss(cls, dist, teacher, labels, alpha=0.3, temperature=2.0)
+    ce = F.cross_entropy(cls.double(), labels)
+    p_t = F.softmax(teacher.double() / 2, -1)
+    kl = (p_t * (p_t.log() - F.log_softmax(dist.double() / 2, -1))).sum(-1).mean() * 4
+    torch.testing.assert_close(soft.loss.double(), 0.3 * ce + 0.7 * kl)
+    hard = deit_distillation_loss(cls, dist, teacher, labels, alpha=0.5, temperature=2.0, loss="hard")
+    expected = 0.5 * ce + 0.5 * F.cross_entropy(dist.double(), teacher.argmax(-1))
+    torch.testing.assert_close(hard.loss.double(), expected)
+
+
+def test_hard_distillation_is_cross_entropy_to_the_teacher_top_class_for_any_student():
+    g = torch.Generator().manual_seed(1)
+    student, teacher = torch.randn(6, 4, generator=g), torch.randn(6, 4, generator=g)
+    labels = torch.tensor([0, 1, 2, 3, -100, 1])
+    parts = distillation_loss(student, teacher, labels, alpha=0.2, temperature=3.0, loss="hard")
+    ce = F.cross_entropy(student.double(), labels, ignore_index=-100)
+    expected = 0.2 * ce + 0.8 * F.cross_entropy(student.double(), teacher.argmax(-1))
+    torch.testing.assert_close(parts.loss.double(), expected)
+
+
+@pytest.mark.parametrize("teacher_views", [0, 2])
+def test_deit_training_runs_and_the_saved_student_loads(tmp_path, teacher_views):
+    data = image_dataset(16)
+    teacher = tiny_resnet()
+    if teacher_views:
+        data = precompute_teacher_views(teacher, data, teacher_spec=TEACHER, augment=AUGMENT, num_views=2)
+    data.set_transform(
+        DistillationImageTransform(student=STUDENT, teacher=None if teacher_views else TEACHER, augment=AUGMENT)
+    )
+    student = tiny_deit()
+    before = {n: p.detach().clone() for n, p in student.named_parameters()}
+    trainer = DeiTDistillationTrainer(
+        model=student,
+        args=make_args(tmp_path, max_steps=3, remove_unused_columns=False, distillation_loss="hard"),
+        teacher_model=None if teacher_views else teacher,
+        train_dataset=data,
+        eval_dataset=data,
+        data_collator=DataCollatorForDistillation(),
+    )
+    trainer.train()
+    log = trainer.state.log_history[0]
+    assert np.isfinite(log["loss"]) and "loss_ce" in log and "loss_kd" in log
+    for head in ("cls_classifier.weight", "distillation_classifier.weight"):
+        assert not torch.equal(before[head], dict(student.named_parameters())[head])  # both heads learn
+    assert "eval_accuracy" not in trainer.evaluate()  # no compute_metrics passed, but labels reach evaluation
+    trainer.save_model(str(tmp_path / "deit"))
+    loaded = DeiTForImageClassificationWithTeacher.from_pretrained(str(tmp_path / "deit")).eval()
+    assert isinstance(AutoModelForImageClassification.from_pretrained(str(tmp_path / "deit")), type(loaded))
+    pixels = torch.stack(DistillationImageTransform(student=STUDENT)(image_dataset(4)[:4])["pixel_values"])
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(pixel_values=pixels).logits, student.eval()(pixel_values=pixels).logits)
+
+
+def test_deit_trainer_refuses_other_students_and_one_sided_alpha(tmp_path):
+    with pytest.raises(TypeError, match="DeiTForImageClassificationWithTeacher"):
+        DeiTDistillationTrainer(model=tiny_vit(), args=make_args(tmp_path), teacher_model=tiny_resnet())
+    with pytest.raises(ValueError, match="leaves one DeiT head untrained"):
+        DeiTDistillationTrainer(model=tiny_deit(), args=make_args(tmp_path, alpha=1.0), teacher_model=tiny_resnet())
