@@ -12,7 +12,7 @@ export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install install-examples test test-slow demo lint bench
+.PHONY: install install-examples install-image-data test test-slow demo lint
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,10 +28,17 @@ install: $(VENV)/.installed
 
 install-examples: $(VENV)/.examples
 
+# Fashion-MNIST for the image recipe and its slow test (Debian package, needs root).
+install-image-data:
+	test -d /usr/share/datasets/fashion-mnist || (apt-get update -q && apt-get install -y -q dataset-fashion-mnist)
+
+demo: install-examples
+	PYTHON=$(BIN)/python bash recipes/demo_tweets.sh
+
 test: install
 	$(BIN)/python -m pytest -q
 
-test-slow: install-examples
+test-slow: install-examples install-image-data
 	$(BIN)/python -m pytest -q -m slow -p no:cacheprovider
 
 lint: install
