@@ -22,3 +22,10 @@ def teacher_snapshots(output_dir: str | Path) -> list[dict]:
         metrics = {k: v for k, v in (evals[-1] if evals else {}).items() if k.startswith("eval_")}
         records.append({"path": str(checkpoint), "step": state["global_step"], "epoch": state["epoch"], **metrics})
     return sorted(records, key=lambda record: record["step"])
+
+
+def write_snapshots(output_dir: str | Path) -> list[dict]:
+    """Write :func:`teacher_snapshots` of ``output_dir`` to ``output_dir/snapshots.json`` and return them."""
+    snapshots = teacher_snapshots(output_dir)
+    (Path(output_dir) / "snapshots.json").write_text(json.dumps(snapshots, indent=2))
+    return snapshots

@@ -42,6 +42,7 @@ from hf_distill.vision import (
     precompute_teacher_views,
     prepare_image_splits,
 )
+from hf_distill.workflow import train_evaluate_publish
 
 logger = logging.getLogger(__name__)
 
@@ -141,27 +142,11 @@ def main():
         compute_metrics=compute_metrics_fn(),
         processing_class=student_processor or image_processor_for(student_spec),
     )
-    if training_args.do_train:
-        result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
-        trainer.save_model()
-        trainer.log_metrics("train", result.metrics)
-        trainer.save_metrics("train", result.metrics)
-        trainer.save_state()
-    if training_args.do_eval:
-        for split in ("validation", "test"):
-            if split in dataset:
-                metrics = trainer.evaluate(
-                    dataset[split], metric_key_prefix="eval" if split == "validation" else split
-                )
-                trainer.log_metrics(split, metrics)
-                trainer.save_metrics(split, metrics)
-    kwargs = {"tasks": "image-classification", "tags": ["knowledge-distillation"]}
+    card = {"tasks": "image-classification"}
     if data_args.dataset_name:
-        kwargs["dataset"] = data_args.dataset_name
-    if training_args.push_to_hub:
-        trainer.push_to_hub(**kwargs)
-    else:
-        trainer.create_model_card(**kwargs)
+        card["dataset"] = data_args.dataset_name
+    splits = {"eval": dataset.get("validation"), "test": dataset.get("test")} if training_args.do_eval else {}
+    train_evaluate_publish(trainer, splits, card)
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ from hf_distill.arguments import parse_arguments
 from hf_distill.metrics import compute_metrics_fn
 from hf_distill.students import STUDENT_INITS, create_student
 from hf_distill.text_data import TextDataArguments, label_list, tokenize_for_distillation
+from hf_distill.workflow import train_evaluate_publish
 
 logger = logging.getLogger(__name__)
 
@@ -122,33 +123,14 @@ def main(argv: list[str] | None = None) -> dict:
         ),
         compute_metrics=compute_metrics_fn(),
     )
-    metrics = {}
-    if training_args.do_train:
-        result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
-        trainer.save_model()
-        trainer.log_metrics("train", result.metrics)
-        trainer.save_metrics("train", result.metrics)
-        trainer.save_state()
-        metrics.update(result.metrics)
-    for split, prefix, wanted in [
-        ("validation", "eval", training_args.do_eval),
-        ("test", "test", training_args.do_predict),
-    ]:
-        if wanted and split in data:
-            split_metrics = trainer.evaluate(data[split], metric_key_prefix=prefix)
-            trainer.log_metrics(prefix, split_metrics)
-            trainer.save_metrics(prefix, split_metrics)
-            metrics.update(split_metrics)
     card = {"finetuned_from": model_args.teacher_model_name_or_path, "tasks": "text-classification"}
     if data_args.dataset_name:
         card.update(dataset=data_args.dataset_name, dataset_tags=data_args.dataset_name)
         if data_args.dataset_config_name:
             card["dataset_args"] = data_args.dataset_config_name
-    if training_args.push_to_hub:
-        trainer.push_to_hub(**card)
-    elif trainer.is_world_process_zero():
-        trainer.create_model_card(**card)
-    return metrics
+    splits = {"eval": data.get("validation") if training_args.do_eval else None}
+    splits["test"] = data.get("test") if training_args.do_predict else None
+    return train_evaluate_publish(trainer, splits, card)
 
 
 if __name__ == "__main__":

@@ -5,20 +5,21 @@ The teacher is a pretrained `AutoModelForImageClassification` (path or Hub id, f
 (`--model_type resnet|convnext|vit|...` plus `--config_overrides` JSON). Snapshots land in
 `output_dir/checkpoint-*` each epoch: an early checkpoint can teach better than the last (Cho & Hariharan, 2019).
 
-    python recipes/train_image_teacher.py --dataset_name fashion_mnist --model_type resnet \
+    python recipes/train_teacher.py --modality image --dataset_name fashion_mnist --model_type resnet \
         --config_overrides '{"embedding_size": 32, "hidden_sizes": [32, 64, 128], "depths": [1, 1, 1]}' \
         --output_dir teacher --num_train_epochs 2
 """
 
 import logging
-import sys
 from dataclasses import dataclass, field
 
 import transformers
 from transformers import AutoModelForImageClassification, HfArgumentParser, Trainer, TrainingArguments, set_seed
 
 from hf_distill import DataCollatorForDistillation
+from hf_distill.arguments import parse_arguments
 from hf_distill.metrics import compute_metrics_fn
+from hf_distill.snapshots import write_snapshots
 from hf_distill.vision import (
     DistillationImageTransform,
     ImageDataArguments,
@@ -30,6 +31,7 @@ from hf_distill.vision import (
     pixel_spec_for,
     prepare_image_splits,
 )
+from hf_distill.workflow import train_evaluate_publish
 
 logger = logging.getLogger(__name__)
 
@@ -50,13 +52,9 @@ class TeacherTrainingArguments(TrainingArguments):
     save_total_limit: int | None = field(default=None, metadata={"help": "Keep all snapshots by default."})
 
 
-def main():
+def main(argv: list[str] | None = None) -> None:
     parser = HfArgumentParser((ModelArguments, ImageDataArguments, TeacherTrainingArguments))
-    if len(sys.argv) == 2 and sys.argv[1].endswith((".json", ".yaml", ".yml")):
-        load = parser.parse_json_file if sys.argv[1].endswith(".json") else parser.parse_yaml_file
-        model_args, data_args, training_args = load(sys.argv[1])
-    else:
-        model_args, data_args, training_args = parser.parse_args_into_dataclasses()
+    model_args, data_args, training_args = parse_arguments(parser, argv)
     if (model_args.model_name_or_path is None) == (model_args.model_type is None):
         raise ValueError("Pass exactly one of --model_name_or_path (fine-tune) and --model_type (from a config).")
     training_args.remove_unused_columns = False  # the transform needs the raw image column
@@ -102,27 +100,14 @@ def main():
         compute_metrics=compute_metrics_fn(),
         processing_class=processor or image_processor_for(spec),
     )
-    if training_args.do_train:
-        result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
-        trainer.save_model()
-        trainer.log_metrics("train", result.metrics)
-        trainer.save_metrics("train", result.metrics)
-        trainer.save_state()
-    if training_args.do_eval:
-        for split in ("validation", "test"):
-            if split in dataset:
-                metrics = trainer.evaluate(
-                    dataset[split], metric_key_prefix="eval" if split == "validation" else split
-                )
-                trainer.log_metrics(split, metrics)
-                trainer.save_metrics(split, metrics)
-    kwargs = {"finetuned_from": model_args.model_name_or_path, "tasks": "image-classification"}
+    card = {"finetuned_from": model_args.model_name_or_path, "tasks": "image-classification"}
     if data_args.dataset_name:
-        kwargs["dataset"] = data_args.dataset_name
-    if training_args.push_to_hub:
-        trainer.push_to_hub(**kwargs)
-    else:
-        trainer.create_model_card(**kwargs)
+        card["dataset"] = data_args.dataset_name
+    splits = {"eval": dataset.get("validation"), "test": dataset.get("test")} if training_args.do_eval else {}
+    train_evaluate_publish(trainer, splits, card)
+    if trainer.is_world_process_zero():
+        for snapshot in write_snapshots(training_args.output_dir):
+            logger.info("snapshot %s", snapshot)
 
 
 if __name__ == "__main__":

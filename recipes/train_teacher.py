@@ -6,12 +6,14 @@
         --eval_strategy epoch --save_strategy epoch --num_train_epochs 3
 
 Every `checkpoint-*` folder can serve as a teacher; `snapshots.json` lists them with their validation scores.
+`--modality image` trains an image teacher instead (see recipes/train_image_teacher.py for its flags).
 """
 
 from __future__ import annotations
 
-import json
+import argparse
 import logging
+import sys
 from dataclasses import dataclass, field
 
 from transformers import (
@@ -26,8 +28,9 @@ from transformers import (
 
 from hf_distill.arguments import parse_arguments
 from hf_distill.metrics import compute_metrics_fn
-from hf_distill.snapshots import teacher_snapshots
+from hf_distill.snapshots import write_snapshots
 from hf_distill.text_data import TextDataArguments, label_list, tokenize_for_distillation
+from hf_distill.workflow import train_evaluate_publish
 
 logger = logging.getLogger(__name__)
 
@@ -75,28 +78,28 @@ def main(argv: list[str] | None = None) -> dict:
         data_collator=DataCollatorWithPadding(tokenizer),
         compute_metrics=compute_metrics_fn(),
     )
-    metrics = {}
-    if training_args.do_train:
-        result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
-        trainer.save_model()
-        trainer.log_metrics("train", result.metrics)
-        trainer.save_metrics("train", result.metrics)
-        metrics.update(result.metrics)
-    if training_args.do_eval and "validation" in data:
-        eval_metrics = trainer.evaluate()
-        trainer.log_metrics("eval", eval_metrics)
-        trainer.save_metrics("eval", eval_metrics)
-        metrics.update(eval_metrics)
+    card = {"finetuned_from": model_args.model_name_or_path, "tasks": "text-classification"}
+    metrics = train_evaluate_publish(
+        trainer, {"eval": data.get("validation") if training_args.do_eval else None}, card
+    )
     if trainer.is_world_process_zero():
-        snapshots = teacher_snapshots(training_args.output_dir)
-        with open(f"{training_args.output_dir}/snapshots.json", "w") as f:
-            json.dump(snapshots, f, indent=2)
-        for snapshot in snapshots:
+        for snapshot in write_snapshots(training_args.output_dir):
             logger.info("snapshot %s", snapshot)
-    if training_args.push_to_hub:
-        trainer.push_to_hub(finetuned_from=model_args.model_name_or_path, tasks="text-classification")
     return metrics
 
 
+def dispatch(argv: list[str]) -> None:
+    """``--modality text`` (default) runs :func:`main`; ``--modality image`` runs train_image_teacher.main."""
+    selector = argparse.ArgumentParser(add_help=False)
+    selector.add_argument("--modality", choices=["text", "image"], default="text")
+    known, rest = selector.parse_known_args(argv)
+    if known.modality == "image":
+        from train_image_teacher import main as image_main  # a sibling script: recipes/ is on sys.path
+
+        image_main(rest)
+    else:
+        main(rest)
+
+
 if __name__ == "__main__":
-    main()
+    dispatch(sys.argv[1:])

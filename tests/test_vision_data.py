@@ -102,7 +102,7 @@ def test_image_recipes_train_a_teacher_then_distil_it(tmp_path):
               "--num_train_epochs", "1", "--min_crop_scale", "0.5"]  # fmt: skip
     teacher = tmp_path / "teacher"
     subprocess.run(
-        [sys.executable, str(ROOT / "recipes/train_image_teacher.py"), *common, "--model_type", "resnet",
+        [sys.executable, str(ROOT / "recipes/train_teacher.py"), "--modality", "image", *common, "--model_type", "resnet",
          "--config_overrides", '{"embedding_size": 8, "hidden_sizes": [8, 16], "depths": [1, 1]}',
          "--image_size", "16", "--output_dir", str(teacher)],
         check=True, env=env,
