@@ -18,6 +18,19 @@ from datasets import Dataset, concatenate_datasets, load_from_disk
 from .teacher import unwrap
 
 
+def process_state() -> PartialState:
+    """accelerate's `PartialState`, refused when it sees one process where the launcher started several."""
+    state = PartialState()
+    launched = int(os.environ.get("WORLD_SIZE", 1))
+    if state.num_processes == 1 and launched > 1:
+        raise RuntimeError(
+            f"The launcher started {launched} processes (WORLD_SIZE) but accelerate sees one, so each would do all "
+            "the work. On a machine without GPU, accelerate needs PartialState(cpu=True) (or "
+            "TrainingArguments(use_cpu=True)) to be created first, before any other PartialState()."
+        )
+    return state
+
+
 def map_in_shards(
     dataset: Dataset,
     function: Callable[[Dataset], Dataset],
@@ -33,26 +46,33 @@ def map_in_shards(
     (a batched ``map``) sees exactly the blocks of a single-process run and the merged result equals it. Process
     ``i`` of ``n`` writes its shard with ``save_to_disk`` to ``<dir>/hf_distill-<key>/shard-i-of-n``, where ``<dir>``
     is ``cache_dir`` or the folder of the dataset's cache files; after a barrier every process loads all shards
-    (memory-mapped) and concatenates them. Shards already on disk are reused when ``load_from_cache_file``.
+    (memory-mapped) and concatenates them. Shards already on disk are reused when ``load_from_cache_file``. An empty
+    dataset is passed to ``function`` whole.
     """
-    state = PartialState()
+    if not len(dataset):
+        return function(dataset)
+    state = process_state()
     root = [os.path.join(_shared_dir(dataset, cache_dir), f"hf_distill-{key}")]
     broadcast_object_list(root)  # every process writes where the main process says
     rank, world = state.process_index, state.num_processes
-    paths = [os.path.join(root[0], f"shard-{i:05d}-of-{world:05d}") for i in range(world)]
-    rows_per_rank = math.ceil(math.ceil(len(dataset) / block_size) / world) * block_size
-    if not (load_from_cache_file and os.path.isdir(paths[rank])):
-        start = min(rank * rows_per_rank, len(dataset))
-        shard = dataset.select(range(start, min(start + rows_per_rank, len(dataset))))
+    per_rank = math.ceil(math.ceil(len(dataset) / block_size) / world) * block_size
+    shards = {  # process -> its rows; a small dataset leaves the last processes none
+        i: range(i * per_rank, min((i + 1) * per_rank, len(dataset)))
+        for i in range(world)
+        if i * per_rank < len(dataset)
+    }
+    paths = {i: os.path.join(root[0], f"shard-{i:05d}-of-{world:05d}") for i in shards}
+    if rank in shards and not (load_from_cache_file and os.path.isdir(paths[rank])):
         with _quiet(not state.is_main_process):
-            result = function(shard)
+            result = function(dataset.select(shards[rank]))
             partial = paths[rank] + ".partial"
+            shutil.rmtree(partial, ignore_errors=True)  # left by an interrupted run
             result.save_to_disk(partial)
         shutil.rmtree(paths[rank], ignore_errors=True)
         os.replace(partial, paths[rank])  # a shard directory is complete or absent
     state.wait_for_everyone()
     with _quiet(True):
-        return concatenate_datasets([load_from_disk(path) for path in paths])
+        return concatenate_datasets([load_from_disk(paths[i]) for i in sorted(paths)])
 
 
 def _shared_dir(dataset: Dataset, cache_dir: str | None) -> str:
@@ -83,7 +103,7 @@ def _quiet(quiet: bool) -> Iterator[None]:
 def place_teacher(
     teacher: torch.nn.Module, accelerator: Accelerator, dtype: torch.dtype | None = None
 ) -> torch.nn.Module:
-    """The frozen teacher made ready for forward passes beside a student prepared by ``accelerator``.
+    """The teacher, frozen and in eval mode, made ready for forward passes beside a student prepared by ``accelerator``.
 
     - DeepSpeed ZeRO-3: an inference engine of its own (``deepspeed.initialize`` with the student's DeepSpeed config,
       no optimizer or scheduler), so its weights are partitioned like the student's; its precision follows the
@@ -95,7 +115,7 @@ def place_teacher(
     The teacher is never registered with the accelerator, so it stays out of the optimizer and of the checkpoints.
     Under ZeRO-3 and FSDP every process must run the teacher on every step (its forward gathers the weights).
     """
-    teacher.eval()
+    teacher.eval().requires_grad_(False)
     distributed_type = accelerator.distributed_type
     if distributed_type == DistributedType.DEEPSPEED and accelerator.state.deepspeed_plugin.zero_stage == 3:
         return _deepspeed_zero3_engine(teacher, accelerator.state.deepspeed_plugin.deepspeed_config)

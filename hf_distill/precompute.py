@@ -7,13 +7,12 @@ import functools
 
 import numpy as np
 import torch
-from accelerate import PartialState
 from datasets import Dataset, DatasetDict, Features, IterableDataset, IterableDatasetDict, List, Value
 from datasets.fingerprint import Hasher
 from transformers import PreTrainedModel
 
 from .data_collator import pad_features
-from .distributed import map_in_shards
+from .distributed import map_in_shards, process_state
 from .labels import label_names
 from .provenance import TeacherLogitsInfo, write_logits_info
 from .teacher import forward_input_names, load_teacher, model_fingerprint, model_name, unwrap
@@ -51,7 +50,8 @@ def precompute_teacher_logits(
     the teacher's name, label order and storage dtype; `DistillationTrainer` checks them against the student.
 
     Under several processes (``accelerate launch`` / ``torchrun``) each process runs the teacher on its own device
-    (default: ``PartialState().device``) over one contiguous shard, writes it under ``cache_dir`` (default: the
+    (default: ``PartialState().device``; on a machine without GPU create ``PartialState(cpu=True)`` first) over one
+    contiguous shard, writes it under ``cache_dir`` (default: the
     dataset's cache directory; required for in-memory datasets, and on a shared filesystem across machines), and
     every process returns the merged dataset, equal to the single-process result (see
     :func:`hf_distill.distributed.map_in_shards`). Call it on all processes at once, not inside
@@ -64,7 +64,7 @@ def precompute_teacher_logits(
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
     teacher = load_teacher(teacher)
-    state = PartialState()
+    state = process_state()
     if device is None:
         device = state.device if state.num_processes > 1 else ("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(device)

@@ -7,9 +7,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from accelerate import PartialState
 from datasets import load_from_disk
 
-from hf_distill import read_logits_info
+from hf_distill import precompute_teacher_logits, read_logits_info
+from tests.conftest import tiny_bert, tiny_text_dataset
 
 SCRIPT = Path(__file__).with_name("distributed_train.py")
 ROOT = SCRIPT.parents[1]
@@ -35,7 +37,7 @@ def assert_same_training(a: dict, b: dict) -> None:
     for step_a, step_b in zip(steps(a), steps(b), strict=True):
         for key in STEP_KEYS:
             assert step_b[key] == pytest.approx(step_a[key], rel=1e-4), key
-    for key in EVAL_KEYS:
+    for key in EVAL_KEYS if b["eval"] is not None else ():
         assert b["eval"][key] == pytest.approx(a["eval"][key], rel=1e-4), key
 
 
@@ -82,9 +84,17 @@ def test_deepspeed_zero3_teacher_is_partitioned_and_training_matches_one_process
     _, single, _ = runs
     zero3 = run(tmp_path, 2, 8, "--deepspeed-stage", "3")
     # On CPU accelerate does not count DeepSpeed's processes (the Trainer sees 1): every process reads the same
-    # batches, so ZeRO-3 over 2 processes must train exactly as one process at the same per-device batch.
+    # batches, so ZeRO-3 over 2 processes must train exactly as one process at the same per-device batch. (It cannot
+    # evaluate: gathering predictions over a group of 2 that accelerate counts as 1 fails.)
     assert zero3["processes_seen_by_trainer"] == 1 and len(zero3["processes"]) == 2
     for process in zero3["processes"]:
         teacher = process["teacher"]
         assert teacher["type"] == "DeepSpeedEngine" and teacher["local_size"] < teacher["full_size"]
     assert_same_training(single, zero3)
+
+
+def test_a_launch_that_accelerate_does_not_see_is_refused(monkeypatch):
+    PartialState()  # this test process: one process, no launcher
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(RuntimeError, match="started 2 processes.*PartialState\\(cpu=True\\)"):
+        precompute_teacher_logits(tiny_bert(), tiny_text_dataset(4))
