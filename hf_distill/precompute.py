@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 
 import numpy as np
 import torch
-from datasets import Dataset, DatasetDict, Features, List, Value
+from datasets import Dataset, DatasetDict, Features, IterableDataset, IterableDatasetDict, List, Value
 from datasets.fingerprint import Hasher
 from transformers import PreTrainedModel
 
 from .data_collator import pad_features
+from .distributed import map_in_shards, process_state
 from .labels import label_names
 from .provenance import TeacherLogitsInfo, write_logits_info
 from .teacher import forward_input_names, load_teacher, model_fingerprint, model_name, unwrap
@@ -23,7 +25,7 @@ LENGTH_GROUP_BATCHES = 32
 
 def precompute_teacher_logits(
     teacher: PreTrainedModel | str,
-    dataset: Dataset | DatasetDict,
+    dataset: Dataset | DatasetDict | IterableDataset | IterableDatasetDict,
     *,
     column: str = "teacher_logits",
     teacher_input_prefix: str = "teacher_",
@@ -34,7 +36,8 @@ def precompute_teacher_logits(
     group_by_length: bool = True,
     pad_token_id: int | None = None,
     load_from_cache_file: bool = True,
-) -> Dataset | DatasetDict:
+    cache_dir: str | None = None,
+) -> Dataset | DatasetDict | IterableDataset | IterableDatasetDict:
     """Return ``dataset`` (or every split of a `DatasetDict`) with the teacher's logits in ``column``.
 
     The teacher reads the ``teacher_input_prefix``-ed columns (prefix stripped) if the dataset has them, else the
@@ -45,13 +48,26 @@ def precompute_teacher_logits(
     Results are cached by `datasets` under a fingerprint of the dataset, the teacher's weights and these options,
     so a second call on a dataset with cache files (loaded from files or the Hub) is instant. The column records
     the teacher's name, label order and storage dtype; `DistillationTrainer` checks them against the student.
+
+    Under several processes (``accelerate launch`` / ``torchrun``) each process runs the teacher on its own device
+    (default: ``PartialState().device``; on a machine without GPU create ``PartialState(cpu=True)`` first) over one
+    contiguous shard, writes it under ``cache_dir`` (default: the
+    dataset's cache directory; required for in-memory datasets, and on a shared filesystem across machines), and
+    every process returns the merged dataset, equal to the single-process result (see
+    :func:`hf_distill.distributed.map_in_shards`). Call it on all processes at once, not inside
+    ``main_process_first``.
+
+    An `IterableDataset` (streamed data) gets a lazy ``map``: the teacher runs as the rows are read, on every pass.
     """
     if dtype not in STORAGE_DTYPES:
         raise ValueError(f"dtype must be one of {STORAGE_DTYPES} (bfloat16 biases small KLs), got {dtype!r}.")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
     teacher = load_teacher(teacher)
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    state = process_state()
+    if device is None:
+        device = state.device if state.num_processes > 1 else ("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
     teacher.to(device)
     if pad_token_id is None:
         pad_token_id = getattr(unwrap(teacher).config, "pad_token_id", None) or 0
@@ -65,9 +81,23 @@ def precompute_teacher_logits(
         group_by_length=group_by_length,
         load_from_cache_file=load_from_cache_file,
     )
-    if isinstance(dataset, DatasetDict):
-        return DatasetDict({split: _precompute_split(runner, ds, **kwargs) for split, ds in dataset.items()})
-    return _precompute_split(runner, dataset, **kwargs)
+
+    def one_split(split: Dataset | IterableDataset) -> Dataset | IterableDataset:
+        if state.num_processes == 1 or isinstance(split, IterableDataset):
+            return _precompute_split(runner, split, **kwargs)
+        options = {name: value for name, value in kwargs.items() if name != "load_from_cache_file"}
+        return map_in_shards(
+            split,
+            functools.partial(_precompute_split, runner, **kwargs),
+            key=Hasher.hash([split._fingerprint, runner.cache_key(), sorted(options.items())]),
+            block_size=batch_size * LENGTH_GROUP_BATCHES,
+            cache_dir=cache_dir,
+            load_from_cache_file=load_from_cache_file,
+        )
+
+    if isinstance(dataset, (DatasetDict, IterableDatasetDict)):
+        return type(dataset)({split: one_split(ds) for split, ds in dataset.items()})
+    return one_split(dataset)
 
 
 class _TeacherRunner:
@@ -114,7 +144,7 @@ def _input_columns(dataset: Dataset, prefix: str, accepted: list[str]) -> dict[s
 
 def _precompute_split(
     runner: _TeacherRunner,
-    dataset: Dataset,
+    dataset: Dataset | IterableDataset,
     *,
     column: str,
     prefix: str,
@@ -122,7 +152,12 @@ def _precompute_split(
     dtype: str,
     group_by_length: bool,
     load_from_cache_file: bool,
-) -> Dataset:
+) -> Dataset | IterableDataset:
+    if dataset.features is None:
+        raise ValueError(
+            "The IterableDataset's features are unknown, so its teacher inputs cannot be found. Give them when "
+            "loading (load_dataset(..., streaming=True, features=...)) or with dataset.cast(features)."
+        )
     if column in dataset.column_names:
         dataset = dataset.remove_columns(column)
     columns = _input_columns(dataset, prefix, runner.accepted)
@@ -147,22 +182,24 @@ def _precompute_split(
             out[idx] = logits
         return {column: out}
 
-    fingerprint = Hasher.hash([dataset._fingerprint, runner.cache_key(), column, sources, dtype, group_by_length])
     features = Features({**dataset.features, column: List(Value(dtype), length=num_labels)})
-    result = dataset.with_format("numpy").map(
-        add_logits,
-        batched=True,
-        batch_size=batch_size * LENGTH_GROUP_BATCHES,
-        input_columns=sources,
-        features=features,
-        new_fingerprint=fingerprint,
-        load_from_cache_file=load_from_cache_file,
-        desc=f"Teacher logits ({model_name(runner.teacher)})",
-    )
-    fmt = dataset.format
-    result = result.with_format(
-        fmt["type"], [*fmt["columns"], column], fmt["output_all_columns"], **fmt["format_kwargs"]
-    )
+    map_kwargs = dict(batched=True, batch_size=batch_size * LENGTH_GROUP_BATCHES, input_columns=sources)
+    if isinstance(dataset, IterableDataset):  # lazy: runs as the rows are read
+        result = dataset.map(add_logits, features=features, **map_kwargs)
+    else:
+        fingerprint = Hasher.hash([dataset._fingerprint, runner.cache_key(), column, sources, dtype, group_by_length])
+        result = dataset.with_format("numpy").map(
+            add_logits,
+            features=features,
+            new_fingerprint=fingerprint,
+            load_from_cache_file=load_from_cache_file,
+            desc=f"Teacher logits ({model_name(runner.teacher)})",
+            **map_kwargs,
+        )
+        fmt = dataset.format
+        result = result.with_format(
+            fmt["type"], [*fmt["columns"], column], fmt["output_all_columns"], **fmt["format_kwargs"]
+        )
     info = TeacherLogitsInfo(
         teacher=model_name(runner.teacher), labels=runner.labels, dtype=dtype, teacher_fingerprint=runner.fingerprint
     )

@@ -11,7 +11,7 @@ import json
 import re
 from dataclasses import dataclass
 
-from datasets import Dataset
+from datasets import Dataset, IterableDataset
 
 _LINE = re.compile(r"^hf_distill\.teacher_logits\[(?P<column>[^\]]+)\] = (?P<record>\{.*\})$", re.MULTILINE)
 
@@ -27,7 +27,7 @@ class TeacherLogitsInfo:
     top_k: int | None = None
 
 
-def read_logits_info(dataset: Dataset, column: str) -> TeacherLogitsInfo | None:
+def read_logits_info(dataset: Dataset | IterableDataset, column: str) -> TeacherLogitsInfo | None:
     for match in _LINE.finditer(dataset.info.description or ""):
         if match["column"] == column:
             record = json.loads(match["record"])
@@ -36,7 +36,7 @@ def read_logits_info(dataset: Dataset, column: str) -> TeacherLogitsInfo | None:
     return None
 
 
-def write_logits_info(dataset: Dataset, column: str, info: TeacherLogitsInfo) -> None:
+def write_logits_info(dataset: Dataset | IterableDataset, column: str, info: TeacherLogitsInfo) -> None:
     """Record ``info`` for ``column`` in place, replacing an earlier record and keeping the user's description."""
     kept = [m for m in (dataset.info.description or "").splitlines() if not _is_record_of(m, column)]
     record = json.dumps(dataclasses.asdict(info), sort_keys=True)

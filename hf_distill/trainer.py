@@ -14,16 +14,20 @@ from transformers import EvalPrediction, PreTrainedModel, Trainer
 from transformers.utils import logging
 
 from .compare import ComparisonReport
+from .distributed import place_teacher
 from .labels import label_names, teacher_to_student_permutation
 from .losses import IGNORE_INDEX, DistillationLossOutput, distillation_loss
 from .metrics import classification_metrics
 from .model_card import distillation_model_card
 from .provenance import read_logits_info
+from .streaming import first_rows
 from .teacher import forward_input_names, load_teacher, teacher_inputs, unwrap
 from .training_args import DistillationTrainingArguments
 
 logger = logging.get_logger(__name__)
 
+# Rows of a streamed dataset read (and, for a lazily precomputed column, run through the teacher) to check it.
+STREAM_CHECK_ROWS = 64
 _TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -164,10 +168,10 @@ class DistillationTrainer(Trainer):
         return self._reorder(logits, self._teacher_permutation)
 
     def _placed_teacher(self) -> torch.nn.Module:
-        """Move the teacher to the training device (and ``teacher_dtype``) on first use."""
+        """Place the teacher beside the student on first use (see :func:`hf_distill.distributed.place_teacher`)."""
         if not self._teacher_placed:
-            self.teacher_model.to(device=self.args.device, dtype=_TORCH_DTYPES.get(self.args.teacher_dtype))
-            self.teacher_model.eval()
+            dtype = _TORCH_DTYPES.get(self.args.teacher_dtype)
+            self.teacher_model = place_teacher(self.teacher_model, self.accelerator, dtype)
             self._teacher_placed = True
         return self.teacher_model
 
@@ -198,7 +202,12 @@ class DistillationTrainer(Trainer):
     # ---- input checks ----
 
     def _check_dataset(self, dataset: Any) -> None:
-        """Refuse a dataset whose teacher logits or labels do not fit the student, before any training step."""
+        """Refuse a dataset whose teacher logits or labels do not fit the student, before any training step.
+
+        A stream (`datasets.IterableDataset`) is judged by its first ``STREAM_CHECK_ROWS`` rows.
+        """
+        if isinstance(dataset, datasets.IterableDataset):
+            dataset = first_rows(dataset, STREAM_CHECK_ROWS)
         if not isinstance(dataset, datasets.Dataset) or dataset._fingerprint in self._checked_datasets:
             return
         column = self.args.teacher_logits_column

@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> dict:
         if model_args.student_init == "pretrained"
         else teacher_tokenizer
     )
-    with training_args.main_process_first(desc="tokenization and teacher logits"):
+    with training_args.main_process_first(desc="tokenization"):
         data = tokenize_for_distillation(
             raw,
             tokenizer,
@@ -95,18 +95,18 @@ def main(argv: list[str] | None = None) -> dict:
             max_length=data_args.max_seq_length,
             num_proc=data_args.preprocessing_num_workers,
         )
-        if model_args.precompute_teacher_logits:
-            data = precompute_teacher_logits(
-                teacher,
-                data,
-                column=training_args.teacher_logits_column,
-                teacher_input_prefix=training_args.teacher_input_prefix,
-                batch_size=training_args.per_device_eval_batch_size,
-                dtype=model_args.teacher_logits_dtype,
-                device=training_args.device,
-            )
-            prefixed = [c for c in data["train"].column_names if c.startswith(training_args.teacher_input_prefix)]
-            data = data.remove_columns([c for c in prefixed if c != training_args.teacher_logits_column])
+    if model_args.precompute_teacher_logits:  # every process at once: each computes one shard
+        data = precompute_teacher_logits(
+            teacher,
+            data,
+            column=training_args.teacher_logits_column,
+            teacher_input_prefix=training_args.teacher_input_prefix,
+            batch_size=training_args.per_device_eval_batch_size,
+            dtype=model_args.teacher_logits_dtype,
+            device=training_args.device,
+        )
+        prefixed = [c for c in data["train"].column_names if c.startswith(training_args.teacher_input_prefix)]
+        data = data.remove_columns([c for c in prefixed if c != training_args.teacher_logits_column])
 
     trainer = DistillationTrainer(
         model=student,

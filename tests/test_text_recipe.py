@@ -152,6 +152,7 @@ def test_recipe_reads_a_yaml_config(assets):
 
 def test_two_process_recipe_run(assets):
     flags = common_flags(assets, "ddp") + ["--student_num_layers", "1", "--per_device_train_batch_size", "4"]
+    flags += ["--precompute_teacher_logits", "--cache_dir", str(assets / "cache")]
     cmd = [
         sys.executable,
         "-m",
@@ -167,3 +168,6 @@ def test_two_process_recipe_run(assets):
     assert proc.returncode == 0, proc.stderr[-4000:]
     results = json.loads((assets / "ddp" / "all_results.json").read_text())
     assert "eval_agreement" in results and "eval_loss_kd" in results
+    # 24 and 12 rows, blocks of 32 batches: process 0 computes both splits, process 1 gets no rows and waits
+    assert len(list((assets / "cache").glob("**/hf_distill-*/shard-00000-of-00002"))) == 2
+    assert not list((assets / "cache").glob("**/hf_distill-*/shard-00001-of-00002"))
