@@ -111,11 +111,12 @@ class DistillationTrainer(Trainer):
         stored_indices = inputs.pop(self._indices_column, None)
         labels = inputs.pop("labels", None)
         student_inputs = {k: v for k, v in inputs.items() if not k.startswith(args.teacher_input_prefix)}
-        outputs = model(**student_inputs)
+        # The teacher runs first: its activations are freed before the student's autograd graph is built.
         if stored_logits is not None:
             teacher_logits = self._stored_teacher_logits(stored_logits, stored_indices)
         else:
             teacher_logits = self._teacher_forward(inputs)
+        outputs = model(**student_inputs)
         parts = self.loss_from_outputs(outputs, teacher_logits, labels)
         self._record(parts, outputs.logits, teacher_logits, train=model.training)
         if self._teacher_eval_outputs is not None and labels is not None and not model.training:
