@@ -36,7 +36,8 @@ class DistillationTrainer(Trainer):
     Hub id loaded with the student's Auto class. The teacher stays frozen in eval mode, is never part of the student's
     checkpoints, and runs under ``no_grad`` and the accelerator's autocast, in ``args.teacher_dtype``. Batch keys
     starting with ``args.teacher_input_prefix`` feed the teacher (prefix stripped), for a teacher that tokenizes or
-    preprocesses differently from the student.
+    preprocesses differently from the student. A top-k column (``precompute_teacher_logits(..., top_k=K)``) is read with
+    its ``<column>_indices`` column and trained with :func:`~hf_distill.losses.top_k_kl_loss`.
 
     Logs ``loss_ce`` and ``loss_kd`` beside ``loss``, and ``eval_loss_ce``, ``eval_loss_kd`` and ``eval_agreement``
     (top-1 agreement with the teacher) in evaluation, plus the teacher's own metrics (``eval_teacher_accuracy``, ...:
