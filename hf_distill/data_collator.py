@@ -9,6 +9,8 @@ import numpy as np
 import torch
 from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 
+from .top_k import indices_column
+
 
 def pad_features(columns: dict[str, list], pad_token_id: int = 0) -> dict[str, torch.Tensor]:
     """Tensors from per-example values. Ragged sequences are right-padded (``*input_ids`` with ``pad_token_id``,
@@ -42,7 +44,8 @@ class DataCollatorForDistillation:
 
     Use it when teacher and student tokenize differently: the dataset holds ``input_ids`` for the student and
     ``teacher_input_ids`` for the teacher, and each side is padded to its own longest sequence. Precomputed logits
-    and labels pass through as float32 / int64 tensors. Without a tokenizer, ragged token ids are padded with
+    and labels pass through as float32 / int64 tensors, top-k class indices (``<teacher_logits_column>_indices``) as
+    int64. Without a tokenizer, ragged token ids are padded with
     ``pad_token_id`` and other features (pixel values) are stacked.
     """
 
@@ -55,9 +58,10 @@ class DataCollatorForDistillation:
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         prefix = self.teacher_input_prefix
+        indices = indices_column(self.teacher_logits_column)
 
         def is_teacher_input(key: str) -> bool:
-            return key.startswith(prefix) and key != self.teacher_logits_column
+            return key.startswith(prefix) and key not in (self.teacher_logits_column, indices)
 
         student = [{k: v for k, v in f.items() if not is_teacher_input(k)} for f in features]
         teacher = [{k[len(prefix) :]: v for k, v in f.items() if is_teacher_input(k)} for f in features]
@@ -65,6 +69,8 @@ class DataCollatorForDistillation:
         if teacher[0]:
             teacher_batch = self._collate(teacher, self.teacher_tokenizer or self.tokenizer)
             batch.update({prefix + k: v for k, v in teacher_batch.items()})
+        if indices in batch:
+            batch[indices] = batch[indices].long()
         return batch
 
     def _collate(self, features: list[dict[str, Any]], tokenizer: PreTrainedTokenizerBase | None) -> dict:

@@ -16,6 +16,7 @@ from .distributed import map_in_shards, process_state
 from .labels import label_names
 from .provenance import TeacherLogitsInfo, write_logits_info
 from .teacher import forward_input_names, load_teacher, model_fingerprint, model_name, unwrap
+from .top_k import check_top_k_options, index_dtype, indices_column, top_k_logits
 
 STORAGE_DTYPES = ("float32", "float16")
 # Rows handed to one `map` call; sorting them by length before cutting batches wastes little on padding, in the
@@ -30,7 +31,9 @@ def precompute_teacher_logits(
     column: str = "teacher_logits",
     teacher_input_prefix: str = "teacher_",
     batch_size: int = 64,
-    dtype: str = "float32",
+    dtype: str | None = None,
+    top_k: int | None = None,
+    temperature: float | None = None,
     device: str | torch.device | None = None,
     autocast: bool = True,
     group_by_length: bool = True,
@@ -51,14 +54,19 @@ def precompute_teacher_logits(
 
     Under several processes (``accelerate launch`` / ``torchrun``) each process runs the teacher on its own device
     (default: ``PartialState().device``; on a machine without GPU create ``PartialState(cpu=True)`` first) over one
-    contiguous shard, writes it under ``cache_dir`` (default: the
-    dataset's cache directory; required for in-memory datasets, and on a shared filesystem across machines), and
-    every process returns the merged dataset, equal to the single-process result (see
-    :func:`hf_distill.distributed.map_in_shards`). Call it on all processes at once, not inside
-    ``main_process_first``.
+    contiguous shard, writes it under ``cache_dir`` (default: the dataset's cache directory; required for in-memory
+    datasets, and on a shared filesystem across machines), and every process returns the merged dataset, equal to
+    the single-process result (see :func:`hf_distill.distributed.map_in_shards`). Call it on all processes at once,
+    not inside ``main_process_first``.
 
     An `IterableDataset` (streamed data) gets a lazy ``map``: the teacher runs as the rows are read, on every pass.
+
+    ``dtype`` defaults to float32, or float16 with ``top_k``. ``top_k=K`` (for many classes) stores only the K largest
+    logits plus a rest bucket at ``temperature`` (the training temperature), with their class indices in
+    ``<column>_indices``: see :mod:`hf_distill.top_k`.
     """
+    if dtype is None:
+        dtype = "float32" if top_k is None else "float16"
     if dtype not in STORAGE_DTYPES:
         raise ValueError(f"dtype must be one of {STORAGE_DTYPES} (bfloat16 biases small KLs), got {dtype!r}.")
     if batch_size < 1:
@@ -72,12 +80,15 @@ def precompute_teacher_logits(
     if pad_token_id is None:
         pad_token_id = getattr(unwrap(teacher).config, "pad_token_id", None) or 0
     runner = _TeacherRunner(teacher, device, autocast, pad_token_id)
+    check_top_k_options(top_k, temperature, len(runner.labels))
 
     kwargs = dict(
         column=column,
         prefix=teacher_input_prefix,
         batch_size=batch_size,
         dtype=dtype,
+        top_k=top_k,
+        temperature=temperature,
         group_by_length=group_by_length,
         load_from_cache_file=load_from_cache_file,
     )
@@ -150,6 +161,8 @@ def _precompute_split(
     prefix: str,
     batch_size: int,
     dtype: str,
+    top_k: int | None,
+    temperature: float | None,
     group_by_length: bool,
     load_from_cache_file: bool,
 ) -> Dataset | IterableDataset:
@@ -158,11 +171,12 @@ def _precompute_split(
             "The IterableDataset's features are unknown, so its teacher inputs cannot be found. Give them when "
             "loading (load_dataset(..., streaming=True, features=...)) or with dataset.cast(features)."
         )
-    if column in dataset.column_names:
-        dataset = dataset.remove_columns(column)
+    index_column = indices_column(column)
+    dataset = dataset.remove_columns([c for c in (column, index_column) if c in dataset.column_names])
     columns = _input_columns(dataset, prefix, runner.accepted)
     names, sources = list(columns), list(columns.values())
     num_labels = len(runner.labels)
+    width = num_labels if top_k is None else top_k + 1
     np_dtype = np.dtype(dtype)
 
     def add_logits(*batch_columns: list) -> dict[str, np.ndarray]:
@@ -171,7 +185,8 @@ def _precompute_split(
         order = np.arange(n)
         if group_by_length and "input_ids" in features:
             order = np.argsort([len(ids) for ids in features["input_ids"]], kind="stable")
-        out = np.empty((n, num_labels), dtype=np_dtype)
+        out = np.empty((n, width), dtype=np_dtype)
+        out_indices = None if top_k is None else np.empty((n, top_k), dtype=index_dtype(num_labels))
         for start in range(0, n, batch_size):
             idx = order[start : start + batch_size]
             logits = runner({name: [values[i] for i in idx] for name, values in features.items()})
@@ -179,29 +194,43 @@ def _precompute_split(
                 raise ValueError(
                     "The teacher produced NaN/inf logits. Run it in float32 (autocast=False) or check its weights."
                 )
-            out[idx] = logits
-        return {column: out}
+            if top_k is None:
+                out[idx] = logits
+            else:
+                values, indices = top_k_logits(torch.from_numpy(logits), top_k, temperature)
+                out[idx], out_indices[idx] = values.numpy(), indices.numpy()
+        return {column: out} if top_k is None else {column: out, index_column: out_indices}
 
-    features = Features({**dataset.features, column: List(Value(dtype), length=num_labels)})
+    new_columns = {column: List(Value(dtype), length=width)}
+    if top_k is not None:
+        new_columns[index_column] = List(Value(index_dtype(num_labels)), length=top_k)
+    features = Features({**dataset.features, **new_columns})
     map_kwargs = dict(batched=True, batch_size=batch_size * LENGTH_GROUP_BATCHES, input_columns=sources)
     if isinstance(dataset, IterableDataset):  # lazy: runs as the rows are read
         result = dataset.map(add_logits, features=features, **map_kwargs)
     else:
-        fingerprint = Hasher.hash([dataset._fingerprint, runner.cache_key(), column, sources, dtype, group_by_length])
+        key = [dataset._fingerprint, runner.cache_key(), column, sources, dtype, group_by_length]
+        if top_k is not None:
+            key += [top_k, temperature]
         result = dataset.with_format("numpy").map(
             add_logits,
             features=features,
-            new_fingerprint=fingerprint,
+            new_fingerprint=Hasher.hash(key),
             load_from_cache_file=load_from_cache_file,
             desc=f"Teacher logits ({model_name(runner.teacher)})",
             **map_kwargs,
         )
         fmt = dataset.format
         result = result.with_format(
-            fmt["type"], [*fmt["columns"], column], fmt["output_all_columns"], **fmt["format_kwargs"]
+            fmt["type"], [*fmt["columns"], *new_columns], fmt["output_all_columns"], **fmt["format_kwargs"]
         )
     info = TeacherLogitsInfo(
-        teacher=model_name(runner.teacher), labels=runner.labels, dtype=dtype, teacher_fingerprint=runner.fingerprint
+        teacher=model_name(runner.teacher),
+        labels=runner.labels,
+        dtype=dtype,
+        teacher_fingerprint=runner.fingerprint,
+        top_k=top_k,
+        temperature=temperature,
     )
     write_logits_info(result, column, info)
     return result

@@ -18,13 +18,15 @@ _LINE = re.compile(r"^hf_distill\.teacher_logits\[(?P<column>[^\]]+)\] = (?P<rec
 
 @dataclass(frozen=True)
 class TeacherLogitsInfo:
-    """Provenance of a teacher-logits column."""
+    """Provenance of a teacher-logits column; ``top_k`` and ``temperature`` are set for top-k storage
+    (see :mod:`hf_distill.top_k`)."""
 
     teacher: str
     labels: list[str]
     dtype: str
     teacher_fingerprint: str
     top_k: int | None = None
+    temperature: float | None = None
 
 
 def read_logits_info(dataset: Dataset | IterableDataset, column: str) -> TeacherLogitsInfo | None:

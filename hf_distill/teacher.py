@@ -83,7 +83,7 @@ def model_fingerprint(model: torch.nn.Module) -> str:
         digest.update(config.to_json_string(use_diff=False).encode())
     for name, tensor in model.state_dict().items():
         digest.update(name.encode())
-        digest.update(tensor.detach().contiguous().view(-1).view(torch.uint8).cpu().numpy().tobytes())
+        digest.update(tensor.detach().contiguous().view(-1).view(torch.uint8).cpu().numpy())  # no bytes copy
     return digest.hexdigest()
 
 

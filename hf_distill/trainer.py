@@ -16,12 +16,13 @@ from transformers.utils import logging
 from .compare import ComparisonReport
 from .distributed import place_teacher
 from .labels import label_names, teacher_to_student_permutation
-from .losses import IGNORE_INDEX, DistillationLossOutput, distillation_loss
+from .losses import IGNORE_INDEX, DistillationLossOutput, TopKLogits, distillation_loss
 from .metrics import classification_metrics
 from .model_card import distillation_model_card
 from .provenance import read_logits_info
 from .streaming import first_rows
 from .teacher import forward_input_names, load_teacher, teacher_inputs, unwrap
+from .top_k import check_top_k_column, indices_column
 from .training_args import DistillationTrainingArguments
 
 logger = logging.get_logger(__name__)
@@ -39,7 +40,8 @@ class DistillationTrainer(Trainer):
     Hub id loaded with the student's Auto class. The teacher stays frozen in eval mode, is never part of the student's
     checkpoints, and runs under ``no_grad`` and the accelerator's autocast, in ``args.teacher_dtype``. Batch keys
     starting with ``args.teacher_input_prefix`` feed the teacher (prefix stripped), for a teacher that tokenizes or
-    preprocesses differently from the student.
+    preprocesses differently from the student. A top-k column (``precompute_teacher_logits(..., top_k=K)``) is read with
+    its ``<column>_indices`` column and trained with :func:`~hf_distill.losses.top_k_kl_loss`.
 
     Logs ``loss_ce`` and ``loss_kd`` beside ``loss``, and ``eval_loss_ce``, ``eval_loss_kd`` and ``eval_agreement``
     (top-1 agreement with the teacher) in evaluation, plus the teacher's own metrics (``eval_teacher_accuracy``, ...:
@@ -66,6 +68,8 @@ class DistillationTrainer(Trainer):
                 "Build them with DistillationTrainingArguments(**your_args.to_dict()) plus alpha/temperature."
             )
         super().__init__(model=model, args=args, **kwargs)
+        # `compute_loss` ignores `num_items_in_batch`: skip counting (and, across processes, gathering) it every step.
+        self.model_accepts_loss_kwargs = False
         config = unwrap(self.model).config
         if config.problem_type in ("regression", "multi_label_classification") or config.num_labels < 2:
             raise ValueError(
@@ -79,7 +83,7 @@ class DistillationTrainer(Trainer):
             self._check_teacher_is_separate()
             teacher_labels = label_names(unwrap(self.teacher_model).config)
             self._teacher_permutation = teacher_to_student_permutation(teacher_labels, self.student_labels)
-        self._teacher_placed = False
+        self._placed: tuple[torch.nn.Module, list[str]] | None = None
         self._teacher_checked = False
         self._column_labels: list[str] | None = None
         self._column_permutation: list[int] | None = None
@@ -109,21 +113,25 @@ class DistillationTrainer(Trainer):
         args = self.args
         inputs = dict(inputs)
         stored_logits = inputs.pop(args.teacher_logits_column, None)
+        stored_indices = inputs.pop(self._indices_column, None)
         labels = inputs.pop("labels", None)
         student_inputs = {k: v for k, v in inputs.items() if not k.startswith(args.teacher_input_prefix)}
-        outputs = model(**student_inputs)
+        # The teacher runs first: its activations are freed before the student's autograd graph is built.
         if stored_logits is not None:
-            teacher_logits = self._stored_teacher_logits(stored_logits)
+            teacher_logits = self._stored_teacher_logits(stored_logits, stored_indices)
         else:
             teacher_logits = self._teacher_forward(inputs)
+        outputs = model(**student_inputs)
         parts = self.loss_from_outputs(outputs, teacher_logits, labels)
         self._record(parts, outputs.logits, teacher_logits, train=model.training)
         if self._teacher_eval_outputs is not None and labels is not None and not model.training:
+            if isinstance(teacher_logits, TopKLogits):
+                teacher_logits = teacher_logits.dense(len(self.student_labels), args.temperature)
             self._teacher_eval_outputs.append(self.accelerator.gather_for_metrics((teacher_logits.detach(), labels)))
         return (parts.loss, outputs) if return_outputs else parts.loss
 
     def loss_from_outputs(
-        self, outputs: Any, teacher_logits: torch.Tensor, labels: torch.Tensor | None
+        self, outputs: Any, teacher_logits: torch.Tensor | TopKLogits, labels: torch.Tensor | None
     ) -> DistillationLossOutput:
         """The loss parts from the student's outputs; subclasses override it for students with several heads."""
         return self.compute_distillation_loss(outputs.logits, teacher_logits, labels, self.args)
@@ -131,7 +139,7 @@ class DistillationTrainer(Trainer):
     @staticmethod
     def compute_distillation_loss(
         student_logits: torch.Tensor,
-        teacher_logits: torch.Tensor,
+        teacher_logits: torch.Tensor | TopKLogits,
         labels: torch.Tensor | None,
         args: DistillationTrainingArguments,
     ) -> DistillationLossOutput:
@@ -154,8 +162,11 @@ class DistillationTrainer(Trainer):
                 "Pass teacher_model=... to DistillationTrainer, or add the column with "
                 "hf_distill.precompute_teacher_logits(teacher, dataset)."
             )
-        teacher = self._placed_teacher()
-        feed = teacher_inputs(inputs, self.args.teacher_input_prefix, forward_input_names(teacher))
+        teacher, input_names = self._placed_teacher()
+        feed = teacher_inputs(inputs, self.args.teacher_input_prefix, input_names)
+        dtype = _TORCH_DTYPES.get(self.args.teacher_dtype)
+        if dtype is not None:  # pixel values must match half-precision weights when there is no autocast
+            feed = {k: v.to(dtype) if v.is_floating_point() else v for k, v in feed.items()}
         with torch.no_grad(), self.accelerator.autocast():
             logits = teacher(**feed).logits.float()
         if not self._teacher_checked:
@@ -167,15 +178,29 @@ class DistillationTrainer(Trainer):
             self._teacher_checked = True
         return self._reorder(logits, self._teacher_permutation)
 
-    def _placed_teacher(self) -> torch.nn.Module:
-        """Place the teacher beside the student on first use (see :func:`hf_distill.distributed.place_teacher`)."""
-        if not self._teacher_placed:
+    def _placed_teacher(self) -> tuple[torch.nn.Module, list[str]]:
+        """The teacher placed beside the student (see :func:`hf_distill.distributed.place_teacher`), compiled with
+        ``teacher_torch_compile``, and its input names, both set up on first use."""
+        if self._placed is None:
             dtype = _TORCH_DTYPES.get(self.args.teacher_dtype)
             self.teacher_model = place_teacher(self.teacher_model, self.accelerator, dtype)
-            self._teacher_placed = True
-        return self.teacher_model
+            runner = torch.compile(self.teacher_model) if self.args.teacher_torch_compile else self.teacher_model
+            self._placed = (runner, forward_input_names(self.teacher_model))
+        return self._placed
 
-    def _stored_teacher_logits(self, logits: torch.Tensor) -> torch.Tensor:
+    @property
+    def _indices_column(self) -> str:
+        return indices_column(self.args.teacher_logits_column)
+
+    def _stored_teacher_logits(self, logits: torch.Tensor, indices: torch.Tensor | None) -> torch.Tensor | TopKLogits:
+        if indices is not None:
+            if logits.shape[-1] != indices.shape[-1] + 1:
+                raise ValueError(
+                    f"Column {self.args.teacher_logits_column!r} holds {logits.shape[-1]} values per example but "
+                    f"{self._indices_column!r} holds {indices.shape[-1]} indices: top-k storage has K + 1 values "
+                    "(the K logits and the rest bucket). Precompute them with precompute_teacher_logits(top_k=K)."
+                )
+            return TopKLogits(logits.float(), self._remap(indices.long(), self._column_permutation))
         if logits.shape[-1] != len(self.student_labels):
             raise ValueError(
                 f"Column {self.args.teacher_logits_column!r} holds {logits.shape[-1]} logits per example but the "
@@ -190,6 +215,15 @@ class DistillationTrainer(Trainer):
         if key not in self._index_cache:
             self._index_cache[key] = torch.tensor(permutation, device=logits.device)
         return logits.index_select(-1, self._index_cache[key])
+
+    def _remap(self, indices: torch.Tensor, permutation: list[int] | None) -> torch.Tensor:
+        """Teacher class indices to the student's label order (the inverse of ``permutation``)."""
+        if permutation is None:
+            return indices
+        key = ("inverse", tuple(permutation), indices.device)
+        if key not in self._index_cache:
+            self._index_cache[key] = torch.argsort(torch.tensor(permutation, device=indices.device))
+        return self._index_cache[key][indices]
 
     def _check_teacher_is_separate(self) -> None:
         student_params = {id(p) for p in self.model.parameters()}
@@ -226,13 +260,22 @@ class DistillationTrainer(Trainer):
 
     def _check_logits_column(self, dataset: datasets.Dataset, column: str) -> None:
         num_classes = len(self.student_labels)
+        info = read_logits_info(dataset, column)
+        top_k = None
+        if self._indices_column in dataset.column_names:
+            top_k = check_top_k_column(dataset, column, info, self.args.temperature)
         feature, values = dataset.features[column], dataset.data.column(column)
         while isinstance(getattr(feature, "feature", None), datasets.List):  # K logits rows per example (K views)
             feature, values = feature.feature, pc.list_flatten(values)
         width = getattr(feature, "length", -1)
         if width == -1 and len(values):
             width = len(values[0])
-        if width != num_classes:
+        if top_k is not None and width != top_k + 1:
+            raise ValueError(
+                f"Column {column!r} holds {width} values per example, but top-{top_k} storage has {top_k + 1} (the "
+                f"top-{top_k} logits and the rest bucket). Precompute it again with precompute_teacher_logits."
+            )
+        if top_k is None and width != num_classes:
             raise ValueError(
                 f"Column {column!r} holds {width} logits per example but the student has {num_classes} classes "
                 f"{self.student_labels}. Precompute the logits with a teacher of the same labels."
@@ -242,7 +285,6 @@ class DistillationTrainer(Trainer):
             raise ValueError(
                 f"Column {column!r} contains NaN or inf teacher logits; precompute them again in float32."
             )
-        info = read_logits_info(dataset, column)
         if info is None:
             logger.warning(
                 f"Column {column!r} carries no provenance (it was not made by precompute_teacher_logits); "
@@ -280,7 +322,8 @@ class DistillationTrainer(Trainer):
             super()._set_signature_columns_if_needed()
             prefix = self.args.teacher_input_prefix
             teacher_names = forward_input_names(self.teacher_model or self.model)
-            self._signature_columns += [self.args.teacher_logits_column, *(prefix + n for n in teacher_names)]
+            stored = [self.args.teacher_logits_column, self._indices_column]
+            self._signature_columns += [*stored, *(prefix + n for n in teacher_names)]
 
     # ---- evaluation ----
 
@@ -396,16 +439,21 @@ class DistillationTrainer(Trainer):
     # ---- logging ----
 
     def _record(
-        self, parts: DistillationLossOutput, student_logits: torch.Tensor, teacher_logits: torch.Tensor, train: bool
+        self,
+        parts: DistillationLossOutput,
+        student_logits: torch.Tensor,
+        teacher_logits: torch.Tensor | TopKLogits,
+        train: bool,
     ) -> None:
+        """Keep batch means and sizes; weighting them waits for ``log`` so that a training step adds no tensor op."""
         n = student_logits.shape[0]
         metrics = self._metrics["train" if train else "eval"]
-        metrics["loss_kd"].append((parts.kd.detach() * n, n))
+        metrics["loss_kd"].append((parts.kd.detach(), n))
         if parts.ce is not None:
-            metrics["loss_ce"].append((parts.ce.detach() * n, n))
+            metrics["loss_ce"].append((parts.ce.detach(), n))
         if not train:
-            agree = (student_logits.argmax(-1) == teacher_logits.argmax(-1)).sum()
-            metrics["agreement"].append((agree, n))
+            top1 = teacher_logits.top1() if isinstance(teacher_logits, TopKLogits) else teacher_logits.argmax(-1)
+            metrics["agreement"].append(((student_logits.argmax(-1) == top1).float().mean(), n))
 
     def _pop_metrics(self, mode: str) -> dict[str, float]:
         """Example-weighted means of the recorded values, averaged over processes; clears them."""
@@ -413,7 +461,7 @@ class DistillationTrainer(Trainer):
         if not recorded:
             return {}
         names = sorted(recorded)
-        sums = torch.stack([torch.stack([value for value, _ in recorded[name]]).sum().float() for name in names])
+        sums = torch.stack([sum(value.float() * n for value, n in recorded[name]) for name in names])
         counts = torch.tensor([float(sum(n for _, n in recorded[name])) for name in names], device=sums.device)
         sums, counts = self.accelerator.reduce(torch.stack([sums, counts]), reduction="sum").tolist()
         recorded.clear()

@@ -53,6 +53,14 @@ class DistillationTrainingArguments(TrainingArguments):
         },
     )
 
+    teacher_torch_compile: bool = field(
+        default=False,
+        metadata={
+            "help": "Compile the in-batch teacher with torch.compile when it is first placed on the device. "
+            "Pays off on GPU for long runs; the first steps are slower while it compiles."
+        },
+    )
+
     def __getstate__(self) -> dict:
         """Pickle (``training_args.bin``, which ``push_to_hub`` uploads) without ``hub_token`` or other tokens."""
         state = self.__dict__.copy()
@@ -72,6 +80,8 @@ class DistillationTrainingArguments(TrainingArguments):
         get_loss(self.distillation_loss)
         if self.teacher_dtype not in TEACHER_DTYPES:
             raise ValueError(f"teacher_dtype must be one of {', '.join(TEACHER_DTYPES)}, got {self.teacher_dtype!r}.")
+        if not isinstance(self.teacher_torch_compile, bool):
+            raise ValueError(f"teacher_torch_compile must be True or False, got {self.teacher_torch_compile!r}.")
         if not self.teacher_logits_column:
             raise ValueError("teacher_logits_column must be a non-empty column name.")
         if not self.teacher_input_prefix:

@@ -1,6 +1,7 @@
 import json
 
 import pytest
+import torch
 from transformers import HfArgumentParser, TrainingArguments
 
 from hf_distill import DistillationTrainingArguments
@@ -58,9 +59,28 @@ def test_help_renders():
         ({"temperature": -2.0}, "temperature must be > 0"),
         ({"distillation_loss": "kld"}, "Unknown distillation_loss 'kld'. Known losses: hard, kl, mse"),
         ({"teacher_dtype": "int8"}, "teacher_dtype must be one of"),
+        ({"teacher_torch_compile": "yes"}, "teacher_torch_compile must be True or False"),
         ({"teacher_logits_column": ""}, "teacher_logits_column must be a non-empty"),
     ],
 )
 def test_bad_values_raise_clear_errors(tmp_path, overrides, message):
     with pytest.raises(ValueError, match=message):
         DistillationTrainingArguments(output_dir=str(tmp_path), report_to=[], **overrides)
+
+
+def test_teacher_torch_compile_flag_parses_and_compiles_the_teacher_on_placement(tmp_path):
+    from hf_distill import DistillationTrainer
+    from tests.conftest import tiny_bert, tiny_text_dataset
+
+    parser = HfArgumentParser(DistillationTrainingArguments)
+    assert "--teacher_torch_compile" in parser.format_help()
+    (args,) = parser.parse_args_into_dataclasses(
+        ["--output_dir", str(tmp_path), "--teacher_torch_compile", "--use_cpu", "--report_to", "none"]
+    )
+    assert args.teacher_torch_compile is True
+    trainer = DistillationTrainer(
+        model=tiny_bert(seed=2), args=args, teacher_model=tiny_bert(seed=1), train_dataset=tiny_text_dataset(4)
+    )
+    runner, input_names = trainer._placed_teacher()
+    assert isinstance(runner, torch._dynamo.eval_frame.OptimizedModule) and runner._orig_mod is trainer.teacher_model
+    assert "input_ids" in input_names

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from transformers import DeiTForImageClassificationWithTeacher
 
-from ..losses import DistillationLossOutput, get_loss, hard_label_cross_entropy
+from ..losses import DistillationLossOutput, TopKLogits, distillation_term, hard_label_cross_entropy
 from ..teacher import unwrap
 from ..trainer import DistillationTrainer
 from ..training_args import DistillationTrainingArguments
@@ -23,7 +23,7 @@ from ..training_args import DistillationTrainingArguments
 def deit_distillation_loss(
     cls_logits: torch.Tensor,
     distillation_logits: torch.Tensor,
-    teacher_logits: torch.Tensor,
+    teacher_logits: torch.Tensor | TopKLogits,
     labels: torch.Tensor,
     *,
     alpha: float,
@@ -39,7 +39,7 @@ def deit_distillation_loss(
     if labels is None:
         raise ValueError("DeiT distillation trains the class token on labels; the batch has no `labels`.")
     ce = hard_label_cross_entropy(cls_logits, labels)
-    kd = get_loss(loss)(distillation_logits, teacher_logits, temperature, labels)
+    kd = distillation_term(loss, distillation_logits, teacher_logits, temperature, labels)
     return DistillationLossOutput(alpha * ce + (1.0 - alpha) * kd, ce, kd)
 
 
@@ -64,7 +64,7 @@ class DeiTDistillationTrainer(DistillationTrainer):
             self.label_names = ["labels"]
 
     def loss_from_outputs(
-        self, outputs: Any, teacher_logits: torch.Tensor, labels: torch.Tensor | None
+        self, outputs: Any, teacher_logits: torch.Tensor | TopKLogits, labels: torch.Tensor | None
     ) -> DistillationLossOutput:
         return deit_distillation_loss(
             outputs.cls_logits,

@@ -1,0 +1,410 @@
+"""Training throughput and peak memory of distillation against plain fine-tuning, and of logit precomputation.
+
+In one run, on the same student, data and batches, alternating the configurations over ``--rounds`` rounds and
+reporting medians:
+
+- ``ce``: the student fine-tuned on labels with a plain `transformers.Trainer`;
+- ``kd_precomputed``: `DistillationTrainer` reading teacher logits from a dataset column;
+- ``kd_in_batch``: `DistillationTrainer` running the teacher in the loop (``--teacher_dtype``, ``--teacher_compile``);
+- ``tutorial``: the common tutorial trainer (fp32 teacher moved with ``.to(device)``, ``no_grad``, no autocast,
+  ``F.kl_div(log_softmax, softmax)``);
+- ``ideal_in_batch``: ``1 / (1 / ce + teacher forward seconds per example)``, the teacher timed on the same batches;
+- on text, ``precompute_teacher_logits`` against a plain DataLoader + DataCollatorWithPadding forward loop.
+
+Throughput counts examples per second over the training steps after ``--warmup_steps``. Peak memory is CUDA's max
+allocated bytes on GPU; on CPU it is the peak resident set size (``VmHWM``, reset through ``/proc/self/clear_refs``)
+above the resident size before the run, so it includes allocator caching and is coarser.
+
+    python benchmarks/distillation_throughput.py --output benchmarks/results/cpu.json
+    python benchmarks/distillation_throughput.py --shapes gpu --device cuda --bf16 --teacher_dtype bfloat16 \\
+        --teacher_compile --output benchmarks/results/gpu.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from datasets import Dataset
+from torch.utils.data import DataLoader
+from transformers import (
+    BertConfig,
+    BertForSequenceClassification,
+    BertTokenizerFast,
+    DataCollatorWithPadding,
+    PretrainedConfig,
+    Trainer,
+    TrainerCallback,
+    TrainingArguments,
+    ViTConfig,
+    ViTForImageClassification,
+    default_data_collator,
+)
+
+from hf_distill import DistillationTrainer, DistillationTrainingArguments, precompute_teacher_logits
+
+MODES = ("ce", "kd_precomputed", "kd_in_batch", "tutorial")
+
+
+@dataclass(frozen=True)
+class Shape:
+    """One benchmark task: teacher and student configs, data size and batch size."""
+
+    name: str
+    teacher: PretrainedConfig
+    student: PretrainedConfig
+    batch_size: int
+    num_examples: int
+    max_length: int = 0  # text: token counts drawn uniformly from [8, max_length]
+
+    @property
+    def is_text(self) -> bool:
+        return isinstance(self.teacher, BertConfig)
+
+
+def bert(layers: int, hidden: int, num_labels: int, vocab_size: int, max_length: int) -> BertConfig:
+    return BertConfig(
+        vocab_size=vocab_size,
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=max(hidden // 64, 2),
+        intermediate_size=4 * hidden,
+        max_position_embeddings=max(max_length, 64),
+        num_labels=num_labels,
+    )
+
+
+def vit(layers: int, hidden: int, heads: int, num_labels: int) -> ViTConfig:
+    return ViTConfig(
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=4 * hidden,
+        image_size=224,
+        patch_size=16,
+        num_labels=num_labels,
+    )
+
+
+SHAPES: dict[str, list[Shape]] = {
+    "cpu": [
+        Shape("text-tiny", bert(4, 192, 3, 1000, 64), bert(2, 96, 3, 1000, 64), 16, 1024, max_length=64),
+    ],
+    "gpu": [
+        Shape("text-bert-base", bert(12, 768, 3, 30522, 128), bert(6, 768, 3, 30522, 128), 32, 8192, 128),
+        Shape("image-vit-b-to-ti", vit(12, 768, 12, 1000), vit(12, 192, 3, 1000), 64, 2048),
+    ],
+}
+
+
+class TutorialDistillationTrainer(Trainer):
+    """The distillation trainer of common tutorials: fp32 teacher, ``no_grad``, no autocast, softmax targets."""
+
+    def __init__(self, *args: Any, teacher_model: torch.nn.Module, alpha: float, temperature: float, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.teacher = teacher_model.to(self.args.device).eval()
+        self.alpha, self.temperature = alpha, temperature
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        outputs = model(**inputs)
+        with torch.no_grad():
+            teacher_outputs = self.teacher(**inputs)
+        t = self.temperature
+        loss_kd = F.kl_div(
+            F.log_softmax(outputs.logits / t, dim=-1),
+            F.softmax(teacher_outputs.logits / t, dim=-1),
+            reduction="batchmean",
+        ) * (t**2)
+        loss = self.alpha * outputs.loss + (1.0 - self.alpha) * loss_kd
+        return (loss, outputs) if return_outputs else loss
+
+
+class StepClock(TrainerCallback):
+    """Time stamps at the end of every optimizer step (after a device sync)."""
+
+    def __init__(self, sync: Callable[[], None]):
+        self.sync, self.stamps = sync, []
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.sync()
+        self.stamps.append(time.perf_counter())
+
+
+class PeakMemory:
+    """Peak memory above the starting point, in MiB: CUDA max allocated, or CPU peak RSS (``VmHWM``) on Linux."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+
+    def __enter__(self) -> PeakMemory:
+        self.peak_mib: float | None = None
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            self.start = torch.cuda.memory_allocated()
+        elif os.path.exists("/proc/self/clear_refs"):
+            Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
+            self.start = _proc_status_bytes("VmRSS")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.device.type == "cuda":
+            self.peak_mib = (torch.cuda.max_memory_allocated() - self.start) / 2**20
+        elif os.path.exists("/proc/self/clear_refs"):
+            self.peak_mib = (_proc_status_bytes("VmHWM") - self.start) / 2**20
+
+
+def _proc_status_bytes(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"/proc/self/status has no {field}")
+
+
+def make_data(shape: Shape, seed: int) -> Dataset | list[dict[str, torch.Tensor]]:
+    """Random token ids of uniformly drawn lengths (text) or random images, with random labels."""
+    g = np.random.default_rng(seed)
+    labels = g.integers(0, shape.student.num_labels, shape.num_examples)
+    if shape.is_text:
+        lengths = g.integers(8, shape.max_length + 1, shape.num_examples)
+        ids = [[2, *g.integers(5, shape.teacher.vocab_size, n - 2).tolist(), 3] for n in lengths]
+        return Dataset.from_dict({"input_ids": ids, "attention_mask": [[1] * n for n in lengths], "labels": labels})
+    pixels = torch.from_numpy(g.standard_normal((shape.num_examples, 3, 224, 224), dtype=np.float32))
+    return [{"pixel_values": p, "labels": torch.tensor(y)} for p, y in zip(pixels, labels, strict=True)]
+
+
+def word_tokenizer(vocab_size: int, directory: str) -> BertTokenizerFast:
+    """A WordPiece tokenizer over ``vocab_size`` made-up tokens (no Hub access needed); only its padding is used."""
+    vocab = Path(directory) / "vocab.txt"
+    vocab.write_text(
+        "\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"w{i}" for i in range(5, vocab_size)])
+    )
+    return BertTokenizerFast(vocab=str(vocab))
+
+
+def build_model(config: PretrainedConfig, seed: int) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    model_class = BertForSequenceClassification if isinstance(config, BertConfig) else ViTForImageClassification
+    return model_class(config)
+
+
+class Benchmark:
+    """Runs the four training configurations and the teacher forward pass of one task on identical batches."""
+
+    def __init__(self, shape: Shape, cli: argparse.Namespace, workdir: str):
+        self.shape, self.cli, self.workdir = shape, cli, workdir
+        self.device = torch.device(cli.device)
+        self.student = build_model(shape.student, seed=1)
+        self.teacher_fp32 = build_model(shape.teacher, seed=0).eval().to(self.device)
+        self.teacher_fp32.requires_grad_(False)
+        self.teacher = copy.deepcopy(self.teacher_fp32)  # placed and cast by DistillationTrainer on first use
+        self.data = make_data(shape, seed=0)
+        self.collator = (
+            DataCollatorWithPadding(word_tokenizer(shape.teacher.vocab_size, workdir))
+            if shape.is_text
+            else default_data_collator
+        )
+        self.data_with_logits = self._with_logits()
+
+    def _with_logits(self) -> Dataset | list[dict[str, torch.Tensor]]:
+        if self.shape.is_text:
+            return precompute_teacher_logits(self.teacher_fp32, self.data, batch_size=64, device=self.device)
+        logits = self.plain_forward_loop(self.teacher_fp32, self.data)
+        return [{**row, "teacher_logits": t} for row, t in zip(self.data, torch.from_numpy(logits), strict=True)]
+
+    def sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+
+    def training_args(self, cls: type[TrainingArguments], **extra: Any) -> TrainingArguments:
+        cli = self.cli
+        return cls(
+            output_dir=os.path.join(self.workdir, "out"),
+            report_to=[],
+            use_cpu=self.device.type == "cpu",
+            per_device_train_batch_size=self.shape.batch_size,
+            max_steps=cli.warmup_steps + cli.steps,
+            learning_rate=1e-4,
+            logging_strategy="no",
+            save_strategy="no",
+            disable_tqdm=True,
+            bf16=cli.bf16,
+            seed=0,
+            **extra,
+        )
+
+    def trainer(self, mode: str) -> Trainer:
+        student = copy.deepcopy(self.student)
+        common = dict(model=student, data_collator=self.collator)
+        kd_args = dict(
+            alpha=0.5,
+            temperature=2.0,
+            teacher_dtype=self.cli.teacher_dtype,
+            teacher_torch_compile=self.cli.teacher_compile,
+        )
+        if mode == "ce":
+            return Trainer(args=self.training_args(TrainingArguments), train_dataset=self.data, **common)
+        if mode == "kd_precomputed":
+            args = self.training_args(DistillationTrainingArguments, **kd_args)
+            return DistillationTrainer(args=args, train_dataset=self.data_with_logits, **common)
+        if mode == "kd_in_batch":
+            args = self.training_args(DistillationTrainingArguments, **kd_args)
+            return DistillationTrainer(args=args, teacher_model=self.teacher, train_dataset=self.data, **common)
+        args = self.training_args(TrainingArguments)
+        return TutorialDistillationTrainer(
+            args=args, teacher_model=self.teacher_fp32, alpha=0.5, temperature=2.0, train_dataset=self.data, **common
+        )
+
+    def train(self, mode: str) -> tuple[float, float | None]:
+        """Examples per second after warm-up, and peak memory in MiB."""
+        trainer = self.trainer(mode)
+        clock = StepClock(self.sync)
+        trainer.add_callback(clock)
+        with PeakMemory(self.device) as memory:
+            trainer.train()
+        stamps = clock.stamps[self.cli.warmup_steps - 1 :]
+        return (len(stamps) - 1) * self.shape.batch_size / (stamps[-1] - stamps[0]), memory.peak_mib
+
+    def teacher_seconds_per_example(self) -> float:
+        """The in-batch teacher's forward time per example, on the batches the trainers train on."""
+        trainer = self.trainer("kd_in_batch")
+        batches = iter(trainer.get_train_dataloader())
+        elapsed, examples = 0.0, 0
+        for step in range(self.cli.warmup_steps + self.cli.steps):
+            batch = trainer._prepare_inputs(next(batches))
+            start = time.perf_counter()
+            trainer._teacher_forward(batch)
+            self.sync()
+            if step >= self.cli.warmup_steps:
+                elapsed, examples = elapsed + time.perf_counter() - start, examples + len(batch["labels"])
+        return elapsed / examples
+
+    def plain_forward_loop(self, teacher: torch.nn.Module, data: Any) -> np.ndarray:
+        """Teacher logits the usual way: DataLoader + collator, no length grouping, in dataset order."""
+        if self.shape.is_text:
+            data = data.select_columns(["input_ids", "attention_mask"])
+        collate = self.collator if self.shape.is_text else default_data_collator
+        loader = DataLoader(data, batch_size=self.cli.precompute_batch_size, collate_fn=collate)
+        amp_dtype = torch.bfloat16 if self.device.type == "cuda" and torch.cuda.is_bf16_supported() else None
+        outputs = []
+        with torch.no_grad(), torch.autocast(self.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            for batch in loader:
+                batch = {k: v.to(self.device) for k, v in batch.items() if k != "labels"}
+                outputs.append(teacher(**batch).logits.float().cpu().numpy())
+        return np.concatenate(outputs)
+
+    def precompute_seconds(self) -> tuple[float, float]:
+        """Wall time of ``precompute_teacher_logits`` and of the plain forward loop over the same data."""
+        start = time.perf_counter()
+        precompute_teacher_logits(
+            self.teacher_fp32,
+            self.data,
+            batch_size=self.cli.precompute_batch_size,
+            device=self.device,
+            load_from_cache_file=False,
+        )
+        self.sync()
+        middle = time.perf_counter()
+        self.plain_forward_loop(self.teacher_fp32, self.data)
+        self.sync()
+        return middle - start, time.perf_counter() - middle
+
+
+def run_task(shape: Shape, cli: argparse.Namespace) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as workdir:
+        bench = Benchmark(shape, cli, workdir)
+        rounds = []
+        for r in range(cli.rounds):
+            order = MODES if r % 2 == 0 else MODES[::-1]  # alternate the order against drift
+            result = {mode: bench.train(mode) for mode in order}
+            row = {f"{mode}_examples_per_s": result[mode][0] for mode in MODES}
+            row.update({f"{mode}_peak_mib": result[mode][1] for mode in MODES})
+            row["teacher_s_per_example"] = bench.teacher_seconds_per_example()
+            row["ideal_in_batch_examples_per_s"] = 1 / (1 / row["ce_examples_per_s"] + row["teacher_s_per_example"])
+            if shape.is_text:
+                row["precompute_s"], row["plain_forward_loop_s"] = bench.precompute_seconds()
+            rounds.append(row)
+            print(
+                f"[{shape.name}] round {r + 1}/{cli.rounds}: " + ", ".join(f"{k}={v:.4g}" for k, v in row.items() if v)
+            )
+    ratios = {
+        "kd_precomputed / ce": ("kd_precomputed_examples_per_s", "ce_examples_per_s"),
+        "kd_in_batch / ideal": ("kd_in_batch_examples_per_s", "ideal_in_batch_examples_per_s"),
+        "kd_in_batch / tutorial": ("kd_in_batch_examples_per_s", "tutorial_examples_per_s"),
+    }
+    if shape.is_text:
+        ratios["precompute speed / plain loop"] = ("plain_forward_loop_s", "precompute_s")
+    median = {key: _median([row[key] for row in rounds]) for key in rounds[0]}
+    return {
+        "shape": {
+            "batch_size": shape.batch_size,
+            "num_examples": shape.num_examples,
+            "max_length": shape.max_length,
+            "teacher": shape.teacher.to_diff_dict(),
+            "student": shape.student.to_diff_dict(),
+        },
+        "median": median,
+        "ratios": {name: _median([row[a] / row[b] for row in rounds]) for name, (a, b) in ratios.items()},
+        "rounds": rounds,
+    }
+
+
+def _median(values: list[float | None]) -> float | None:
+    return None if any(v is None for v in values) else statistics.median(values)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--shapes", choices=sorted(SHAPES), default="cpu")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--teacher_dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
+    parser.add_argument("--bf16", action="store_true", help="bf16 mixed precision for all trainers")
+    parser.add_argument("--teacher_compile", action="store_true", help="torch.compile the in-batch teacher")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--warmup_steps", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--precompute_batch_size", type=int, default=64)
+    parser.add_argument("--output", type=Path, help="write the results as JSON here")
+    cli = parser.parse_args()
+    if cli.warmup_steps < 1:
+        parser.error("--warmup_steps must be >= 1 (the first timed step needs a start stamp).")
+
+    results = {
+        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(cli).items()},
+        "environment": {
+            "torch": torch.__version__,
+            "device": torch.cuda.get_device_name() if cli.device.startswith("cuda") else platform.processor(),
+            "torch_threads": torch.get_num_threads(),
+        },
+        "tasks": {shape.name: run_task(shape, cli) for shape in SHAPES[cli.shapes]},
+    }
+    print(f"\n{'task':<20} {'ratio':<32} {'median':>8}")
+    for name, task in results["tasks"].items():
+        for ratio, value in task["ratios"].items():
+            print(f"{name:<20} {ratio:<32} {value:>8.3f}")
+        for mode in MODES:
+            mib = task["median"][f"{mode}_peak_mib"]
+            speed = task["median"][f"{mode}_examples_per_s"]
+            print(
+                f"{name:<20} {mode + ' examples/s, peak MiB':<32} {speed:>8.1f} {mib if mib is None else round(mib)}"
+            )
+    if cli.output:
+        cli.output.parent.mkdir(parents=True, exist_ok=True)
+        cli.output.write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
