@@ -15,10 +15,8 @@ and normalisation. Two ways to get the teacher's logits:
 """
 
 import logging
-import sys
 from dataclasses import dataclass, field
 
-import transformers
 from transformers import (
     AutoModelForImageClassification,
     DeiTForImageClassificationWithTeacher,
@@ -27,6 +25,7 @@ from transformers import (
 )
 
 from hf_distill import DataCollatorForDistillation, DistillationTrainer, DistillationTrainingArguments
+from hf_distill.arguments import parse_arguments, setup_logging
 from hf_distill.metrics import compute_metrics_fn
 from hf_distill.teacher import load_teacher
 from hf_distill.vision import (
@@ -78,18 +77,11 @@ def build_student(args: ModelArguments, labels: list[str], channels: int, side: 
     )
 
 
-def main():
+def main(argv: list[str] | None = None) -> None:
     parser = HfArgumentParser((ModelArguments, ImageDataArguments, DistillationTrainingArguments))
-    if len(sys.argv) == 2 and sys.argv[1].endswith((".json", ".yaml", ".yml")):
-        load = parser.parse_json_file if sys.argv[1].endswith(".json") else parser.parse_yaml_file
-        model_args, data_args, training_args = load(sys.argv[1])
-    else:
-        model_args, data_args, training_args = parser.parse_args_into_dataclasses()
+    model_args, data_args, training_args = parse_arguments(parser, argv)
     training_args.remove_unused_columns = False  # the transform needs the raw image column
-    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
-    log_level = training_args.get_process_log_level()
-    logger.setLevel(log_level)
-    transformers.utils.logging.set_verbosity(log_level)
+    setup_logging(training_args)
     set_seed(training_args.seed)
 
     dataset, labels = prepare_image_splits(data_args, training_args.seed)

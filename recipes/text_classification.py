@@ -24,7 +24,7 @@ from hf_distill import (
     DistillationTrainingArguments,
     precompute_teacher_logits,
 )
-from hf_distill.arguments import parse_arguments
+from hf_distill.arguments import parse_arguments, setup_logging
 from hf_distill.metrics import compute_metrics_fn
 from hf_distill.students import STUDENT_INITS, create_student
 from hf_distill.text_data import TextDataArguments, label_list, tokenize_for_distillation
@@ -55,7 +55,7 @@ class StudentArguments:
 def main(argv: list[str] | None = None) -> dict:
     parser = HfArgumentParser((StudentArguments, TextDataArguments, DistillationTrainingArguments))
     model_args, data_args, training_args = parse_arguments(parser, argv)
-    logging.basicConfig(level=logging.INFO if training_args.should_log else logging.WARNING)
+    setup_logging(training_args)
     set_seed(training_args.seed)
 
     raw = data_args.load(seed=training_args.seed)

@@ -13,11 +13,10 @@ The teacher is a pretrained `AutoModelForImageClassification` (path or Hub id, f
 import logging
 from dataclasses import dataclass, field
 
-import transformers
 from transformers import AutoModelForImageClassification, HfArgumentParser, Trainer, TrainingArguments, set_seed
 
 from hf_distill import DataCollatorForDistillation
-from hf_distill.arguments import parse_arguments
+from hf_distill.arguments import parse_arguments, setup_logging
 from hf_distill.metrics import compute_metrics_fn
 from hf_distill.snapshots import write_snapshots
 from hf_distill.vision import (
@@ -58,10 +57,7 @@ def main(argv: list[str] | None = None) -> None:
     if (model_args.model_name_or_path is None) == (model_args.model_type is None):
         raise ValueError("Pass exactly one of --model_name_or_path (fine-tune) and --model_type (from a config).")
     training_args.remove_unused_columns = False  # the transform needs the raw image column
-    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
-    log_level = training_args.get_process_log_level()
-    logger.setLevel(log_level)
-    transformers.utils.logging.set_verbosity(log_level)
+    setup_logging(training_args)
     set_seed(training_args.seed)
 
     dataset, labels = prepare_image_splits(data_args, training_args.seed)

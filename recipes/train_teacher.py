@@ -26,7 +26,7 @@ from transformers import (
     set_seed,
 )
 
-from hf_distill.arguments import parse_arguments
+from hf_distill.arguments import parse_arguments, setup_logging
 from hf_distill.metrics import compute_metrics_fn
 from hf_distill.snapshots import write_snapshots
 from hf_distill.text_data import TextDataArguments, label_list, tokenize_for_distillation
@@ -44,7 +44,7 @@ class TeacherArguments:
 def main(argv: list[str] | None = None) -> dict:
     parser = HfArgumentParser((TeacherArguments, TextDataArguments, TrainingArguments))
     model_args, data_args, training_args = parse_arguments(parser, argv)
-    logging.basicConfig(level=logging.INFO if training_args.should_log else logging.WARNING)
+    setup_logging(training_args)
     set_seed(training_args.seed)
 
     raw = data_args.load(seed=training_args.seed)
