@@ -45,8 +45,8 @@ class DataCollatorForDistillation:
     Use it when teacher and student tokenize differently: the dataset holds ``input_ids`` for the student and
     ``teacher_input_ids`` for the teacher, and each side is padded to its own longest sequence. Precomputed logits
     and labels pass through as float32 / int64 tensors, top-k class indices (``<teacher_logits_column>_indices``) as
-    int64. Without a tokenizer, ragged token ids are padded with
-    ``pad_token_id`` and other features (pixel values) are stacked.
+    int64. Without a tokenizer, ragged token ids are padded with ``pad_token_id`` and other features (pixel values)
+    are stacked.
     """
 
     tokenizer: PreTrainedTokenizerBase | None = None

@@ -140,8 +140,9 @@ def top_k_kl_loss(
     The student's bucket probabilities are its exact softmax probabilities of the K classes and the sum over all the
     others; the teacher's are ``softmax(teacher.values / T)`` (see :class:`TopKLogits`). Storing only the teacher's
     top-k predictions follows the soft-label compression of Shen & Xing, "A Fast Knowledge Distillation Framework for
-    Visual Recognition" (ECCV 2022); the rest bucket keeps both sides proper distributions. It equals :func:`kl_divergence_loss` when the rest bucket is empty (K = C, rest logit ``-inf``). Computed in float32
-    on log-probabilities with ``log_target=True``.
+    Visual Recognition" (ECCV 2022); the rest bucket keeps both sides proper distributions. It equals
+    :func:`kl_divergence_loss` when the rest bucket is empty (K = C, rest logit ``-inf``). Computed in float32 on
+    log-probabilities with ``log_target=True``.
     """
     indices = teacher.indices.long()
     logits = student_logits.float() / temperature

@@ -67,19 +67,9 @@ def precompute_teacher_logits(
     """
     if dtype is None:
         dtype = "float32" if top_k is None else "float16"
-    if dtype not in STORAGE_DTYPES:
-        raise ValueError(f"dtype must be one of {STORAGE_DTYPES} (bfloat16 biases small KLs), got {dtype!r}.")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
-    teacher = load_teacher(teacher)
+    check_storage_options(dtype, batch_size)
     state = process_state()
-    if device is None:
-        device = state.device if state.num_processes > 1 else ("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
-    teacher.to(device)
-    if pad_token_id is None:
-        pad_token_id = getattr(unwrap(teacher).config, "pad_token_id", None) or 0
-    runner = _TeacherRunner(teacher, device, autocast, pad_token_id)
+    runner = teacher_runner(teacher, device, autocast, pad_token_id)
     check_top_k_options(top_k, temperature, len(runner.labels))
 
     kwargs = dict(
@@ -111,7 +101,31 @@ def precompute_teacher_logits(
     return one_split(dataset)
 
 
-class _TeacherRunner:
+def check_storage_options(dtype: str, batch_size: int) -> None:
+    """Refuse a logits storage dtype or batch size that precomputation cannot use."""
+    if dtype not in STORAGE_DTYPES:
+        raise ValueError(f"dtype must be one of {STORAGE_DTYPES} (bfloat16 biases small KLs), got {dtype!r}.")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+
+
+def teacher_runner(
+    teacher: PreTrainedModel | str, device: str | torch.device | None, autocast: bool, pad_token_id: int | None
+) -> TeacherRunner:
+    """The frozen teacher on ``device`` (default: this process's device under several processes, else CUDA when
+    available), ready to label batches; ``pad_token_id`` defaults to the teacher config's."""
+    teacher = load_teacher(teacher)
+    if device is None:
+        state = process_state()
+        device = state.device if state.num_processes > 1 else ("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    teacher.to(device)
+    if pad_token_id is None:
+        pad_token_id = getattr(unwrap(teacher).config, "pad_token_id", None) or 0
+    return TeacherRunner(teacher, device, autocast, pad_token_id)
+
+
+class TeacherRunner:
     """Runs the teacher on numpy batches: pads, moves to the device, autocasts, returns float32 numpy logits."""
 
     def __init__(self, teacher: torch.nn.Module, device: torch.device, autocast: bool, pad_token_id: int):
@@ -154,7 +168,7 @@ def _input_columns(dataset: Dataset, prefix: str, accepted: list[str]) -> dict[s
 
 
 def _precompute_split(
-    runner: _TeacherRunner,
+    runner: TeacherRunner,
     dataset: Dataset | IterableDataset,
     *,
     column: str,

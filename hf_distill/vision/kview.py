@@ -15,9 +15,9 @@ from datasets import Dataset, DatasetDict, Features, List, Value
 from datasets.fingerprint import Hasher
 from transformers import PreTrainedModel
 
-from ..precompute import STORAGE_DTYPES, _TeacherRunner
+from ..precompute import TeacherRunner, check_storage_options, teacher_runner
 from ..provenance import TeacherLogitsInfo, write_logits_info
-from ..teacher import load_teacher, model_name
+from ..teacher import model_name
 from .augment import VIEW_SIZE, PixelSpec, RandomResizedCropFlip, identity_view, render_view, to_chw_uint8
 from .transforms import VIEWS_COLUMN
 
@@ -46,21 +46,18 @@ def precompute_teacher_views(
 ) -> Dataset | DatasetDict:
     """``dataset`` plus ``views_column`` (``num_views`` views per image) and ``column`` (the teacher's logits of each
     view, shape ``(num_views, num_labels)``); ``num_views`` defaults to 4, or 1 with ``augment=None``, where the single
-    view is the whole image (for evaluation splits). Views depend only on ``seed`` and the row index; results are cached by `datasets` like
-    :func:`~hf_distill.precompute_teacher_logits`, and the column records the teacher and its label order."""
+    view is the whole image (for evaluation splits). Views depend only on ``seed`` and the row index; results are cached
+    by `datasets` like :func:`~hf_distill.precompute_teacher_logits`, and the column records the teacher and its label
+    order. The teacher runs on ``device`` (default as for ``precompute_teacher_logits``); under several processes
+    every process computes every view (no sharding yet)."""
     if num_views is None:
         num_views = 1 if augment is None else 4
     if num_views < 1:
         raise ValueError(f"num_views must be >= 1, got {num_views}.")
     if augment is None and num_views != 1:
         raise ValueError(f"Without augment every view is the whole image: use num_views=1, not {num_views}.")
-    if dtype not in STORAGE_DTYPES:
-        raise ValueError(f"dtype must be one of {STORAGE_DTYPES} (bfloat16 biases small KLs), got {dtype!r}.")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
-    teacher = load_teacher(teacher)
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    runner = _TeacherRunner(teacher.to(device), device, autocast, pad_token_id=0)
+    check_storage_options(dtype, batch_size)
+    runner = teacher_runner(teacher, device, autocast, pad_token_id=0)
     options = dict(
         teacher_spec=teacher_spec,
         augment=augment,
@@ -79,7 +76,7 @@ def precompute_teacher_views(
 
 
 def _precompute_split(
-    runner: _TeacherRunner,
+    runner: TeacherRunner,
     dataset: Dataset,
     *,
     teacher_spec: PixelSpec,
