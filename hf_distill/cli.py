@@ -13,7 +13,7 @@ from transformers import AutoTokenizer, PreTrainedModel
 from .compare import compare_models
 from .data_collator import DataCollatorForDistillation
 from .teacher import auto_class_for, load_teacher, unwrap
-from .text_data import FILE_BUILDERS, TWEET_SENTIMENT, load_text_dataset
+from .text.data import FILE_BUILDERS, TWEET_SENTIMENT, load_text_dataset
 
 PREFERRED_SPLITS = ("validation", "test")
 

@@ -25,7 +25,6 @@ from transformers import (
 )
 
 from hf_distill import DataCollatorForDistillation, DistillationTrainer, DistillationTrainingArguments
-from hf_distill.arguments import parse_arguments, setup_logging
 from hf_distill.metrics import compute_metrics_fn
 from hf_distill.teacher import load_teacher
 from hf_distill.vision import (
@@ -41,7 +40,8 @@ from hf_distill.vision import (
     precompute_teacher_views,
     prepare_image_splits,
 )
-from hf_distill.workflow import train_evaluate_publish
+from hf_distill.workflow.arguments import parse_arguments, setup_logging
+from hf_distill.workflow.publish import train_evaluate_publish
 
 logger = logging.getLogger(__name__)
 

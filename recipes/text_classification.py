@@ -24,11 +24,11 @@ from hf_distill import (
     DistillationTrainingArguments,
     precompute_teacher_logits,
 )
-from hf_distill.arguments import parse_arguments, setup_logging
 from hf_distill.metrics import compute_metrics_fn
-from hf_distill.students import STUDENT_INITS, create_student
-from hf_distill.text_data import TextDataArguments, label_list, tokenize_for_distillation
-from hf_distill.workflow import train_evaluate_publish
+from hf_distill.text.data import TextDataArguments, label_list, tokenize_for_distillation
+from hf_distill.text.students import STUDENT_INITS, create_student
+from hf_distill.workflow.arguments import parse_arguments, setup_logging
+from hf_distill.workflow.publish import train_evaluate_publish
 
 logger = logging.getLogger(__name__)
 

@@ -16,9 +16,7 @@ from dataclasses import dataclass, field
 from transformers import AutoModelForImageClassification, HfArgumentParser, Trainer, TrainingArguments, set_seed
 
 from hf_distill import DataCollatorForDistillation
-from hf_distill.arguments import parse_arguments, setup_logging
 from hf_distill.metrics import compute_metrics_fn
-from hf_distill.snapshots import write_snapshots
 from hf_distill.vision import (
     DistillationImageTransform,
     ImageDataArguments,
@@ -30,7 +28,9 @@ from hf_distill.vision import (
     pixel_spec_for,
     prepare_image_splits,
 )
-from hf_distill.workflow import train_evaluate_publish
+from hf_distill.workflow.arguments import parse_arguments, setup_logging
+from hf_distill.workflow.publish import train_evaluate_publish
+from hf_distill.workflow.snapshots import write_snapshots
 
 logger = logging.getLogger(__name__)
 

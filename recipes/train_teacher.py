@@ -26,11 +26,11 @@ from transformers import (
     set_seed,
 )
 
-from hf_distill.arguments import parse_arguments, setup_logging
 from hf_distill.metrics import compute_metrics_fn
-from hf_distill.snapshots import write_snapshots
-from hf_distill.text_data import TextDataArguments, label_list, tokenize_for_distillation
-from hf_distill.workflow import train_evaluate_publish
+from hf_distill.text.data import TextDataArguments, label_list, tokenize_for_distillation
+from hf_distill.workflow.arguments import parse_arguments, setup_logging
+from hf_distill.workflow.publish import train_evaluate_publish
+from hf_distill.workflow.snapshots import write_snapshots
 
 logger = logging.getLogger(__name__)
 

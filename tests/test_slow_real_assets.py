@@ -12,7 +12,7 @@ def minilm_path():
 
 
 def test_tweet_corpus_is_deduplicated_and_split_reproducibly():
-    from hf_distill.text_data import load_tweet_sentiment
+    from hf_distill.text.data import load_tweet_sentiment
 
     first, second = load_tweet_sentiment(seed=42), load_tweet_sentiment(seed=42)
     assert first["test"]["text"] == second["test"]["text"]
@@ -25,7 +25,7 @@ def test_minilm_student_copies_teacher_layers_exactly(minilm_path):
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from hf_distill.students import student_from_teacher
+    from hf_distill.text.students import student_from_teacher
 
     teacher = AutoModelForSequenceClassification.from_pretrained(minilm_path, num_labels=3).eval()
     student = student_from_teacher(teacher, num_layers=3).eval()

@@ -13,7 +13,7 @@ from transformers import (
     RobertaForSequenceClassification,
 )
 
-from hf_distill.students import create_student, spread_layers, student_from_config, student_from_teacher
+from hf_distill.text.students import create_student, spread_layers, student_from_config, student_from_teacher
 from tests.conftest import tiny_bert
 
 SMALL = dict(

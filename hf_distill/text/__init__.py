@@ -1,0 +1,1 @@
+"""Text-specific parts: datasets (files, Hub, the built-in tweets) and DistilBERT-style students."""
