@@ -57,7 +57,7 @@ def test_help_renders():
         ({"alpha": -0.1}, r"alpha must be in \[0, 1\]"),
         ({"temperature": 0.0}, "temperature must be > 0"),
         ({"temperature": -2.0}, "temperature must be > 0"),
-        ({"distillation_loss": "kld"}, "Unknown distillation_loss 'kld'. Known losses: hard, kl, mse"),
+        ({"distillation_loss": "kld"}, "Unknown distillation_loss 'kld'. Known losses: dist, dkd, hard, jsd, kl, mse"),
         ({"teacher_dtype": "int8"}, "teacher_dtype must be one of"),
         ({"teacher_torch_compile": "yes"}, "teacher_torch_compile must be True or False"),
         ({"teacher_logits_column": ""}, "teacher_logits_column must be a non-empty"),
