@@ -7,15 +7,15 @@ import torch.nn.functional as F
 
 from .registry import register_loss
 
-# Floor of the product of the two centred norms: a (near-)constant row or column has correlation 0, not 0 / 0.
+# Added to the product of the two centred norms, as in the authors' code: a constant row or column has correlation 0.
 PEARSON_EPS = 1e-8
 
 
 def pearson_correlation(a: torch.Tensor, b: torch.Tensor, dim: int) -> torch.Tensor:
-    """Pearson correlation of ``a`` and ``b`` along ``dim`` (cosine similarity of the centred vectors)."""
+    """Pearson correlation of ``a`` and ``b`` along ``dim``: ``<a', b'> / (|a'| |b'| + eps)`` for centred a', b'."""
     a = a - a.mean(dim, keepdim=True)
     b = b - b.mean(dim, keepdim=True)
-    return F.cosine_similarity(a, b, dim=dim, eps=PEARSON_EPS)
+    return (a * b).sum(dim) / (a.norm(dim=dim) * b.norm(dim=dim) + PEARSON_EPS)
 
 
 @register_loss("dist")
@@ -34,7 +34,7 @@ def dist_loss(
     teacher's predictions up to scale and shift, by Pearson correlation instead of KL. ``inter`` is one minus the mean
     correlation of the rows (each example's class distribution), ``intra`` one minus the mean correlation of the
     columns (each class's scores across the batch). In float32; a constant row or column (every example alike, or a
-    batch of one) gives correlation 0 with finite gradients (``cosine_similarity`` floors the norm product).
+    batch of one) gives correlation 0 with finite gradients (the norm product is offset by 1e-8).
     """
     y_s = F.softmax(student_logits.float() / temperature, dim=-1)
     y_t = F.softmax(teacher_logits.float() / temperature, dim=-1)
