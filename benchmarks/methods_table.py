@@ -143,17 +143,23 @@ def fmnist_setup(ns: argparse.Namespace):
     teacher = load_teacher(path)
     teacher_spec = pixel_spec_for(teacher.config, load_image_processor(path), default_size=height)
     augment = data_args.augmentation()
-    for split in dataset:
-        train = split == "train"
-        dataset[split] = precompute_teacher_views(
-            teacher,
-            dataset[split],
-            teacher_spec=teacher_spec,
-            augment=augment if train else None,
-            num_views=4 if train else 1,
-            seed=SPLIT_SEED,
-            batch_size=256,
-        )
+    cache = Path(ns.output).parent / f"{ns.dataset}_views_{Path(path).name}_{ns.train_samples}"
+    if cache.exists():  # teacher logits of the views: computed once, shared by the processes of one study
+        dataset = load_from_disk(str(cache))
+    else:
+        for split in dataset:
+            train = split == "train"
+            dataset[split] = precompute_teacher_views(
+                teacher,
+                dataset[split],
+                teacher_spec=teacher_spec,
+                augment=augment if train else None,
+                num_views=4 if train else 1,
+                seed=SPLIT_SEED,
+                batch_size=256,
+            )
+        dataset.save_to_disk(str(cache) + ".tmp")
+        Path(str(cache) + ".tmp").rename(cache)
 
     def run(args: DistillationTrainingArguments) -> dict[str, float]:
         set_seed(args.seed)
