@@ -62,7 +62,7 @@ def test_help_renders():
         ({"temperature": float("nan")}, "temperature must be finite and > 0, got nan"),
         ({"label_names": ["target"]}, "label_names=.*reads the class labels from the `labels` key"),
         ({"label_smoothing_factor": 1.0}, r"label_smoothing_factor must be in \[0, 1\)"),
-        ({"distillation_loss": "kld"}, "Unknown distillation_loss 'kld'. Known losses: hard, kl, mse"),
+        ({"distillation_loss": "kld"}, "Unknown distillation_loss 'kld'. Known losses: dist, dkd, hard, jsd, kl, mse"),
         ({"teacher_dtype": "int8"}, "teacher_dtype must be one of"),
         ({"teacher_torch_compile": "yes"}, "teacher_torch_compile must be True or False"),
         ({"teacher_logits_column": ""}, "teacher_logits_column must be a non-empty"),
