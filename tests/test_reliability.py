@@ -338,3 +338,43 @@ def test_random_datasets_and_arguments_train_right_or_fail_before_the_first_step
             assert log["loss_ce"] == pytest.approx(ce, rel=1e-5, abs=1e-6), case
         outcomes["trained"] += 1
     assert outcomes["refused"] >= 3 and outcomes["trained"] >= 3, outcomes
+
+
+def test_evaluation_and_checkpoint_selection_arguments_are_honoured(tmp_path, data):
+    """include_for_metrics, batch_eval_metrics, eval_do_concat_batches=False, prediction_loss_only and
+    load_best_model_at_end on loss_kd (lowest kept) all run through DistillationTrainer's evaluation."""
+    seen = []
+
+    def metrics(prediction, compute_result=True):
+        seen.append(prediction)  # the student's predictions first, then the teacher's logits
+        return {"rows": float(len(prediction.label_ids))}
+
+    def trainer(**overrides):
+        return DistillationTrainer(
+            model=tiny_bert(seed=2),
+            args=make_args(tmp_path, **overrides),
+            teacher_model=tiny_bert(seed=1),
+            train_dataset=data,
+            eval_dataset=data,
+            data_collator=DataCollatorForDistillation(),
+            compute_metrics=metrics,
+        )
+
+    result = trainer(include_for_metrics=["inputs", "loss"]).evaluate()
+    assert seen[0].losses is not None and seen[0].inputs is not None and result["eval_rows"] == 16
+    assert trainer(batch_eval_metrics=True).evaluate()["eval_rows"] == 8  # the last batch's result
+    assert "eval_loss_kd" in trainer(eval_do_concat_batches=False, prediction_loss_only=True).evaluate()
+    best = trainer(
+        max_steps=3,
+        learning_rate=0.05,
+        eval_strategy="steps",
+        eval_steps=1,
+        save_strategy="steps",
+        save_steps=1,
+        load_best_model_at_end=True,
+        metric_for_best_model="loss_kd",
+    )
+    best.train()
+    evals = {e["step"]: e["eval_loss_kd"] for e in best.state.log_history if "eval_loss_kd" in e}
+    assert best.state.best_metric == min(evals.values())
+    assert best.state.best_model_checkpoint.endswith(f"checkpoint-{min(evals, key=evals.get)}")
