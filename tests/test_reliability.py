@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from datasets import ClassLabel, Dataset, concatenate_datasets
+from datasets import ClassLabel, concatenate_datasets
 from PIL import Image
 from transformers import BertModel, TrainerCallback
 
 from hf_distill import DataCollatorForDistillation, DistillationTrainer, precompute_teacher_logits
 from hf_distill.teacher import load_teacher
 from hf_distill.text.data import TextDataArguments, load_text_dataset, tokenize_for_distillation
-from hf_distill.vision.datasets import check_images
+from hf_distill.vision import ImageDataArguments, prepare_image_splits
 from hf_distill.workflow.checkpoints import resolve_checkpoint
 from tests.conftest import LABELS, make_args, permuted_teacher, tiny_bert, tiny_text_dataset, varied_bert
 
@@ -214,15 +214,15 @@ def test_max_seq_length_zero_is_refused():
 def test_a_corrupt_image_is_named_when_the_dataset_is_prepared(tmp_path):
     good = io.BytesIO()
     Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8)).save(good, format="PNG")
-    (tmp_path / "good.png").write_bytes(good.getvalue())
-    (tmp_path / "broken.png").write_bytes(good.getvalue()[:40])
-    from datasets import Image as ImageFeature
-
-    paths = [str(tmp_path / "good.png"), str(tmp_path / "broken.png")]
-    dataset = Dataset.from_dict({"image": paths, "label": [0, 1]}).cast_column("image", ImageFeature())
-    check_images(dataset.select([0]))
-    with pytest.raises(ValueError, match=r"Image .*broken.png cannot be read"):
-        check_images(dataset)
+    for name in ("cat", "dog"):
+        (tmp_path / "train" / name).mkdir(parents=True)
+        for i in range(2):
+            (tmp_path / "train" / name / f"{i}.png").write_bytes(good.getvalue())
+    args = ImageDataArguments(train_dir=str(tmp_path / "train"), train_val_split=0.5)
+    prepare_image_splits(args, seed=0)
+    (tmp_path / "train" / "dog" / "broken.png").write_bytes(good.getvalue()[:40])  # truncated
+    with pytest.raises(ValueError, match=r"Image .*dog/broken.png cannot be read"):
+        prepare_image_splits(args, seed=0)
 
 
 def test_a_missing_teacher_path_is_not_found_and_a_headless_teacher_is_refused(tmp_path):
