@@ -214,9 +214,16 @@ def test_rerun_resumes_from_the_crashed_runs_last_checkpoint(assets, caplog):
     ]
     flags[flags.index("--save_strategy") + 1] = "steps"
     recipe = load_recipe("text_classification")
-    recipe.main([*flags, "--max_steps", "2"])  # the run that "crashed" after step 2
+    recipe.main([*flags, "--max_steps", "2"])
     out = assets / "rerun"
-    crashed = [e["loss"] for e in json.loads((out / "trainer_state.json").read_text())["log_history"] if "loss" in e]
+    with pytest.raises(
+        ValueError, match="holds a finished run.*--overwrite_output_dir.*--resume_from_checkpoint True"
+    ):
+        recipe.main([*flags, "--max_steps", "2"])  # the finished run's results are not overwritten
+    # The run "crashed" after step 2: it never got to write its final model and results.
+    for name in ("train_results.json", "eval_results.json", "all_results.json", "model.safetensors"):
+        (out / name).unlink()
+    crashed = [e["loss"] for e in json.loads((out / "checkpoint-2" / "trainer_state.json").read_text())["log_history"]]
     with caplog.at_level(logging.INFO):
         recipe.main([*flags, "--max_steps", "4", "--learning_rate", "0.5"])  # from scratch, step 2 would differ
     assert "Checkpoint detected, resuming training at" in caplog.text

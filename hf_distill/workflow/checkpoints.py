@@ -11,16 +11,19 @@ from transformers.trainer_utils import get_last_checkpoint
 logger = logging.getLogger(__name__)
 
 _TRUE = ("true", "True", "1")
+# Written by `train_evaluate_publish` once training has finished.
+FINISHED_MARKER = "train_results.json"
 
 
 def resolve_checkpoint(args: TrainingArguments) -> None:
     """Set ``args.resume_from_checkpoint`` for a rerun, or refuse before anything is written.
 
-    With ``--do_train`` and an ``output_dir`` holding ``checkpoint-*`` folders, training resumes from the last one (a
-    crashed run goes on; nothing it saved is deleted). ``--resume_from_checkpoint True`` asks for exactly that and
-    refuses when there is no checkpoint. A non-empty ``output_dir`` without checkpoints (the results of a finished
-    run) is refused. ``--overwrite_output_dir`` trains from scratch instead (later checkpoints then replace the old
-    ones of the same step, and ``save_total_limit`` may rotate the old ones out).
+    With ``--do_train`` and an ``output_dir`` holding ``checkpoint-*`` folders of an unfinished run, training
+    resumes from the last one (a crashed run goes on; nothing it saved is deleted). ``--resume_from_checkpoint True``
+    asks for exactly that (also to train a finished run further) and refuses when there is no checkpoint. A finished
+    run (``train_results.json``) or a non-empty ``output_dir`` without checkpoints is refused, so that its results
+    are not overwritten. ``--overwrite_output_dir`` trains from scratch instead (later checkpoints then replace the
+    old ones of the same step, and ``save_total_limit`` may rotate the old ones out).
     """
     resume = args.resume_from_checkpoint
     if isinstance(resume, str) and resume in _TRUE:
@@ -34,6 +37,12 @@ def resolve_checkpoint(args: TrainingArguments) -> None:
         args.resume_from_checkpoint = resume or None
         return
     last = get_last_checkpoint(args.output_dir)
+    if resume is None and os.path.exists(os.path.join(args.output_dir, FINISHED_MARKER)):
+        raise ValueError(
+            f"Output directory {args.output_dir} holds a finished run ({FINISHED_MARKER}). Pass --overwrite_output_dir "
+            "to train there from scratch (its files may be overwritten), --resume_from_checkpoint True to train it "
+            "further from its last checkpoint, or choose another --output_dir."
+        )
     if resume is True or resume is None:
         if last is None and resume is True:
             raise ValueError(f"--resume_from_checkpoint True, but {args.output_dir} holds no checkpoint-* folder.")
