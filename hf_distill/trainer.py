@@ -118,6 +118,11 @@ class DistillationTrainer(Trainer):
         stored_logits = inputs.pop(args.teacher_logits_column, None)
         stored_indices = inputs.pop(self._indices_column, None)
         labels = inputs.pop("labels", None)
+        if labels is not None and labels.is_floating_point():  # a dtype check: no device sync
+            raise TypeError(
+                f"The batch's labels are {labels.dtype}, but they must be integer class ids (or -100) of the student's "
+                f"classes {self.student_labels}. Convert the label column to integers."
+            )
         student_inputs = {k: v for k, v in inputs.items() if not k.startswith(args.teacher_input_prefix)}
         # The teacher runs first: its activations are freed before the student's autograd graph is built.
         if stored_logits is not None:

@@ -188,6 +188,14 @@ def test_float_or_string_label_columns_are_refused(tmp_path, data, values):
         trainer_for(tmp_path, bad, tiny_bert(seed=1))
 
 
+def test_float_labels_from_a_torch_dataset_are_refused_at_the_first_batch(tmp_path, data):
+    rows = [{**row, "label": float(row["label"])} for row in data]  # a plain list: no dataset check before training
+    trainer = trainer_for(tmp_path, rows, tiny_bert(seed=1))
+    with pytest.raises(TypeError, match="labels are torch.float32, but they must be integer class ids"):
+        trainer.train()
+    assert trainer.state.global_step == 0
+
+
 def test_empty_data_files_and_cells_are_refused(tmp_path, word_tokenizer):
     empty = tmp_path / "empty.csv"
     empty.write_text("")
