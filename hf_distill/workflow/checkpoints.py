@@ -26,36 +26,36 @@ def resolve_checkpoint(args: TrainingArguments) -> None:
     old ones of the same step, and ``save_total_limit`` may rotate the old ones out).
     """
     resume = args.resume_from_checkpoint
-    if isinstance(resume, str) and resume in _TRUE:
+    if resume in _TRUE:
         resume = True
-    if resume is not None and not isinstance(resume, bool) and not os.path.isdir(resume):
+    elif isinstance(resume, str) and not os.path.isdir(resume):
         raise ValueError(f"--resume_from_checkpoint {resume!r} is not a folder; give a checkpoint-* folder or True.")
-    overwrite = getattr(args, "overwrite_output_dir", False)
-    if not args.do_train or (overwrite and resume is None) or not os.path.isdir(args.output_dir):
-        if resume is True:
-            raise ValueError(f"--resume_from_checkpoint True, but {args.output_dir} holds no checkpoint-* folder.")
-        args.resume_from_checkpoint = resume or None
+    if not args.do_train:
         return
-    last = get_last_checkpoint(args.output_dir)
-    if resume is None and os.path.exists(os.path.join(args.output_dir, FINISHED_MARKER)):
+    output_dir = args.output_dir
+    last = get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None
+    if resume is True:
+        if last is None:
+            raise ValueError(f"--resume_from_checkpoint True, but {output_dir} holds no checkpoint-* folder.")
+        args.resume_from_checkpoint = last
+        return
+    if resume is not None or getattr(args, "overwrite_output_dir", False) or not os.path.isdir(output_dir):
+        return
+    if os.path.exists(os.path.join(output_dir, FINISHED_MARKER)):
         raise ValueError(
-            f"Output directory {args.output_dir} holds a finished run ({FINISHED_MARKER}). Pass --overwrite_output_dir "
+            f"Output directory {output_dir} holds a finished run ({FINISHED_MARKER}). Pass --overwrite_output_dir "
             "to train there from scratch (its files may be overwritten), --resume_from_checkpoint True to train it "
             "further from its last checkpoint, or choose another --output_dir."
         )
-    if resume is True or resume is None:
-        if last is None and resume is True:
-            raise ValueError(f"--resume_from_checkpoint True, but {args.output_dir} holds no checkpoint-* folder.")
-        if last is None and os.listdir(args.output_dir):
-            raise ValueError(
-                f"Output directory {args.output_dir} already exists, is not empty and holds no checkpoint to resume "
-                "from. Pass --overwrite_output_dir to train there from scratch (its files may be overwritten), or "
-                "choose another --output_dir."
-            )
-        if last is not None:
-            logger.info(
-                f"Checkpoint detected, resuming training at {last}. To start from scratch, pass "
-                "--overwrite_output_dir or choose another --output_dir."
-            )
-        resume = last
-    args.resume_from_checkpoint = resume
+    if last is None and os.listdir(output_dir):
+        raise ValueError(
+            f"Output directory {output_dir} already exists, is not empty and holds no checkpoint to resume from. Pass "
+            "--overwrite_output_dir to train there from scratch (its files may be overwritten), or choose another "
+            "--output_dir."
+        )
+    if last is not None:
+        logger.info(
+            f"Checkpoint detected, resuming training at {last}. To start from scratch, pass --overwrite_output_dir or "
+            "choose another --output_dir."
+        )
+        args.resume_from_checkpoint = last
