@@ -128,6 +128,11 @@ class DistillationTrainer(Trainer):
         stored_logits = inputs.pop(args.teacher_logits_column, None)
         stored_indices = inputs.pop(self._indices_column, None)
         labels = inputs.pop("labels", None)
+        if labels is not None and labels.is_floating_point():  # a dtype check: no device sync
+            raise TypeError(
+                f"The batch's labels are {labels.dtype}, but they must be integer class ids (or -100) of the student's "
+                f"classes {self.student_labels}. Convert the label column to integers."
+            )
         student_inputs = {k: v for k, v in inputs.items() if not k.startswith(args.teacher_input_prefix)}
         schedule = objective_schedule(args, self.state)
         teacher_logits = None
@@ -538,11 +543,12 @@ class DistillationTrainer(Trainer):
         self._raise_if_not_finite()
         return output
 
-    def _raise_if_not_finite(self) -> None:
+    def _raise_if_not_finite(self, synchronize: bool = True) -> None:
         """Stop a run whose CE, distillation term or in-batch teacher logits went NaN/inf since the last check.
 
         Called at logging and saving steps and at the end of training: the values are recorded every step anyway,
-        so a step adds no device sync; each check costs one (and one reduction across processes).
+        so a step adds no device sync; each check costs one, plus a reduction across processes when ``synchronize``
+        (saving checks this process's values only, as a user may call ``save_model`` on one process).
         """
         recorded = self._metrics["train"]
         parts = {"CE (hard-label cross-entropy)": "loss_ce", "distillation term": "loss_kd"}
@@ -555,7 +561,7 @@ class DistillationTrainer(Trainer):
         teacher = torch.stack(self._teacher_finite).all() if self._teacher_finite else torch.tensor(True)
         self._teacher_finite.clear()
         flags = torch.stack([~f.to(self.args.device) for f in [*flags, teacher]]).float()
-        bad = self.accelerator.reduce(flags, reduction="sum").tolist()
+        bad = (self.accelerator.reduce(flags, reduction="sum") if synchronize else flags).tolist()
         if not any(bad):
             return
         step = self.state.global_step
@@ -574,7 +580,7 @@ class DistillationTrainer(Trainer):
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
         """Trainer's ``save_model``, refused when a loss part went non-finite or the student holds NaN/inf weights,
         so that no checkpoint or final model is a broken student."""
-        self._raise_if_not_finite()
+        self._raise_if_not_finite(synchronize=False)
         if not all(torch.isfinite(p).all() for p in self.model.parameters() if p.is_floating_point()):
             raise FloatingPointError(
                 "The student's weights hold NaN/inf values; it is not saved. Lower --learning_rate or keep "
