@@ -105,6 +105,11 @@ class TwoStageCallback(TrainerCallback):
     """
 
     def __init__(self, model: torch.nn.Module, args: DistillationTrainingArguments):
+        if args.world_size > 1 and not args.ddp_find_unused_parameters:
+            raise ValueError(
+                "Two-stage training leaves the backbone without gradients in stage 1, which DistributedDataParallel "
+                "refuses unless told: add --ddp_find_unused_parameters true."
+            )
         self.args = args
         self.backbone = head_and_backbone(model)[1]
         self.trainable = [p.requires_grad for p in self.backbone]

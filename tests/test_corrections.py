@@ -93,3 +93,29 @@ def test_corrections_refuse_top_k_teacher_logits():
     stored = TopKLogits(torch.randn(2, 3), torch.tensor([[0, 1], [1, 2]]))
     with pytest.raises(ValueError, match="need every teacher logit"):
         DistillationObjective(teacher_correction="swap").distillation_term(torch.randn(2, 4), stored, None, 1.0)
+
+
+def test_trainer_logs_every_part_of_the_objective(tmp_path):
+    import dataclasses
+
+    from hf_distill import DataCollatorForDistillation, DistillationTrainer
+    from tests.conftest import tiny_bert, tiny_text_dataset
+
+    def logits_norm(student_outputs, teacher_outputs, labels):
+        return LossParts({"loss_norm": student_outputs.logits.float().pow(2).mean()}, {"loss_norm": 0.1})
+
+    data = tiny_text_dataset(16).remove_columns("text")
+    trainer = DistillationTrainer(
+        model=tiny_bert(seed=2),
+        args=make_args(tmp_path, eval_strategy="steps", eval_steps=2),
+        teacher_model=tiny_bert(seed=1),
+        train_dataset=data,
+        eval_dataset=data,
+        data_collator=DataCollatorForDistillation(),
+    )
+    trainer.objective = dataclasses.replace(trainer.objective, terms=(logits_norm,))
+    trainer.train()
+    train_logs = [log for log in trainer.state.log_history if "loss" in log]
+    eval_logs = [log for log in trainer.state.log_history if "eval_loss" in log]
+    assert all({"loss_ce", "loss_kd", "loss_norm", "alpha", "temperature"} <= set(log) for log in train_logs)
+    assert eval_logs and all("eval_loss_norm" in log for log in eval_logs)

@@ -234,3 +234,39 @@ def test_rerun_resumes_from_the_crashed_runs_last_checkpoint(assets, caplog):
     assert json.loads((out / "trainer_state.json").read_text())["global_step"] == 5
     with pytest.raises(ValueError, match="--resume_from_checkpoint True, but .* holds no checkpoint"):
         recipe.main([*common_flags(assets, "fresh"), "--student_num_layers", "1", "--resume_from_checkpoint", "True"])
+
+
+def test_recipe_exposes_the_methods_as_flags(assets):
+    flags = common_flags(assets, "methods") + ["--student_num_layers", "1", "--precompute_teacher_logits"]
+    flags += ["--max_steps", "6", "--distillation_loss", "dkd", "--dkd_beta", "4", "--teacher_correction", "swap"]
+    flags += ["--alpha", "0.2", "--alpha_end", "0.8", "--alpha_schedule", "cosine", "--logit_standardization"]
+    flags += ["--distillation_epochs", "1", "--two_stage_steps", "2"]  # 24 rows at batch size 8: 3 steps an epoch
+    metrics = load_recipe("text_classification").main(flags)
+    assert "eval_accuracy" in metrics
+    out = assets / "methods"
+    history = [e for e in json.loads((out / "trainer_state.json").read_text())["log_history"] if "loss" in e]
+    assert [("loss_kd" in e, e["alpha"] == 1.0) for e in history] == [(True, False)] * 3 + [(False, True)] * 3
+    assert history[0]["alpha"] == pytest.approx(0.2) and history[1]["alpha"] > history[0]["alpha"]
+    method = yaml.safe_load((out / "README.md").read_text().split("---")[1])["distillation"]
+    assert method["distillation_loss"] == "dkd" and method["dkd_beta"] == 4.0
+    assert method["alpha_schedule"] == "cosine to 0.8" and method["two_stage_steps"] == 2
+
+
+@pytest.mark.parametrize("recipe", ["text_classification", "image_classification"])
+def test_recipe_help_lists_the_method_flags(recipe):
+    from transformers import HfArgumentParser
+
+    from hf_distill import DistillationTrainingArguments
+    from hf_distill.text.data import TextDataArguments
+    from hf_distill.vision import ImageDataArguments
+
+    module = load_recipe(recipe)
+    if recipe == "text_classification":
+        parser = HfArgumentParser((module.StudentArguments, TextDataArguments, DistillationTrainingArguments))
+    else:
+        parser = HfArgumentParser((module.ModelArguments, ImageDataArguments, DistillationTrainingArguments))
+    text = parser.format_help()  # a '%' in any help string would raise here
+    for flag in ("--distillation_loss", "--dkd_beta", "--teacher_correction", "--logit_standardization"):
+        assert flag in text
+    for flag in ("--alpha_schedule", "--temperature_end", "--distillation_epochs", "--two_stage_steps"):
+        assert flag in text

@@ -28,7 +28,7 @@ def dist_loss(
     dist_beta: float = 1.0,
     dist_gamma: float = 1.0,
 ) -> torch.Tensor:
-    """``T^2 * (dist_beta * inter + dist_gamma * intra)`` on ``Y = softmax(logits / T)`` of the batch.
+    """DIST (Huang et al., NeurIPS 2022): ``T^2 * (dist_beta * inter + dist_gamma * intra)`` on ``softmax(z / T)``.
 
     Huang et al., "Knowledge Distillation from A Stronger Teacher" (DIST, NeurIPS 2022): the student matches the
     teacher's predictions up to scale and shift, by Pearson correlation instead of KL. ``inter`` is one minus the mean

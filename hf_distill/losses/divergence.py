@@ -17,7 +17,7 @@ def reverse_kl_loss(
     temperature: float,
     labels: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """``T^2 * KL(softmax(s/T) || softmax(t/T))``, averaged over the batch: the mode-seeking direction.
+    """Reverse KL (MiniLLM, GKD): ``T^2 * KL(softmax(s/T) || softmax(t/T))``, batch mean; mode-seeking.
 
     Used for distillation by Gu et al., "MiniLLM: Knowledge Distillation of Large Language Models" (ICLR 2024) and
     Agarwal et al., "On-Policy Distillation of Language Models: Learning from Self-Generated Mistakes" (GKD, ICLR 2024).
@@ -38,8 +38,10 @@ def generalized_jsd_loss(
     *,
     jsd_beta: float = 0.5,
 ) -> torch.Tensor:
-    """``T^2 * (beta * KL(P || M) + (1 - beta) * KL(Q || M))`` with ``M = beta * P + (1 - beta) * Q``, averaged over
-    the batch; ``P`` is the teacher's and ``Q`` the student's ``softmax(logits / T)``.
+    """Generalized JSD of GKD (Agarwal et al., ICLR 2024): ``T^2 * (b KL(P || M) + (1 - b) KL(Q || M))``, batch mean.
+
+    ``M = b * P + (1 - b) * Q`` with ``b = jsd_beta``; ``P`` is the teacher's and ``Q`` the student's
+    ``softmax(logits / T)``.
 
     The generalized Jensen-Shannon divergence of Agarwal et al., "On-Policy Distillation of Language Models: Learning
     from Self-Generated Mistakes" (GKD, ICLR 2024); ``jsd_beta=0.5`` is the symmetric JSD. As in TRL's

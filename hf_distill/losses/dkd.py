@@ -18,9 +18,9 @@ def dkd_loss(
     dkd_alpha: float = 1.0,
     dkd_beta: float = 8.0,
 ) -> torch.Tensor:
-    """``T^2 * (dkd_alpha * TCKD + dkd_beta * NCKD)``, averaged over the examples whose label is not ``-100``.
+    """Decoupled KD (Zhao et al., CVPR 2022): ``T^2 * (dkd_alpha * TCKD + dkd_beta * NCKD)``, batch mean.
 
-    Zhao et al., "Decoupled Knowledge Distillation" (CVPR 2022). TCKD is the KL between the teacher's and the
+    Zhao et al., "Decoupled Knowledge Distillation" (CVPR 2022); rows labelled ``-100`` are left out. TCKD is the KL between the teacher's and the
     student's binary (target class, all others) distributions; NCKD the KL between their distributions over the
     non-target classes alone, both at temperature T. Hinton's KD is ``TCKD + (1 - p_t) * NCKD`` per example, with
     ``p_t`` the teacher's target-class probability: KD couples NCKD to the teacher's confidence, DKD weighs it freely

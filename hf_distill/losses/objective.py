@@ -86,7 +86,8 @@ class DistillationObjective:
     distillation and needs no labels; the CE part is computed (and logged) whenever labels are given. The teacher
     logits first go through ``teacher_correction`` (``"swap"``, see :mod:`hf_distill.losses.corrections`), then, with
     ``logit_standardization``, teacher and student logits are both z-scored before the loss divides them by the
-    temperature. ``hyperparameters`` are passed to the loss as keyword arguments. ``teacher_logits=None`` (the CE phase
+    temperature. ``hyperparameters`` are passed to the loss as keyword arguments; ``label_smoothing`` applies to the
+    CE part (``TrainingArguments.label_smoothing_factor``). ``teacher_logits=None`` (the CE phase
     of "KD then CE", where the teacher is not run) gives the CE alone.
     """
 
@@ -94,8 +95,8 @@ class DistillationObjective:
     hyperparameters: Mapping[str, float] = field(default_factory=dict)
     teacher_correction: str | None = None
     logit_standardization: bool = False
-    terms: Sequence[ObjectiveTerm] = ()
     label_smoothing: float = 0.0
+    terms: Sequence[ObjectiveTerm] = ()
 
     @classmethod
     def from_args(
@@ -107,8 +108,8 @@ class DistillationObjective:
             hyperparameters={name: getattr(args, name) for name in loss_hyperparameters(args.distillation_loss)},
             teacher_correction=args.teacher_correction,
             logit_standardization=args.logit_standardization,
-            terms=tuple(terms),
             label_smoothing=args.label_smoothing_factor,
+            terms=tuple(terms),
         )
 
     def __post_init__(self) -> None:
@@ -173,8 +174,8 @@ class DistillationObjective:
             )
         parts, weights = {}, {}
         if labels is not None:
-            parts["loss_ce"] = hard_label_cross_entropy(student_logits, labels, self.label_smoothing)
-            weights["loss_ce"] = alpha
+            ce = hard_label_cross_entropy(student_logits, labels, self.label_smoothing)
+            parts["loss_ce"], weights["loss_ce"] = ce, alpha
         if teacher_logits is not None:
             parts["loss_kd"] = self.distillation_term(student_logits, teacher_logits, labels, temperature)
             weights["loss_kd"] = 1.0 - alpha

@@ -38,15 +38,15 @@ def deit_distillation_loss(
     DeiT's ``(1 - alpha) * CE + alpha * KD`` with this library's convention (alpha weighs the labels); hard
     distillation is ``loss="hard"`` with ``alpha=0.5``, as in the paper. The KL is averaged over the batch (DeiT's code
     divides it by the number of logits instead, which shrinks it by the class count). ``objective`` (default: ``loss``
-    without corrections) computes the distillation part; without teacher logits (the CE phase of "KD then CE") the
+    with ``label_smoothing``, without corrections) computes both parts; without teacher logits (the CE phase of "KD then CE") the
     class head alone learns.
     """
     if labels is None:
         raise ValueError("DeiT distillation trains the class token on labels; the batch has no `labels`.")
-    ce = hard_label_cross_entropy(cls_logits, labels, label_smoothing)
+    objective = objective or DistillationObjective(loss, label_smoothing=label_smoothing)
+    ce = hard_label_cross_entropy(cls_logits, labels, objective.label_smoothing)
     if teacher_logits is None:
         return LossParts({"loss_ce": ce}, {"loss_ce": 1.0})
-    objective = objective or DistillationObjective(loss)
     kd = objective.distillation_term(distillation_logits, teacher_logits, labels, temperature)
     return LossParts({"loss_ce": ce, "loss_kd": kd}, {"loss_ce": alpha, "loss_kd": 1.0 - alpha})
 
@@ -86,5 +86,4 @@ class DeiTDistillationTrainer(DistillationTrainer):
             alpha=schedule.alpha,
             temperature=schedule.temperature,
             objective=self.objective,
-            label_smoothing=self.args.label_smoothing_factor,
         )
