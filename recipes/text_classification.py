@@ -145,11 +145,7 @@ def main(argv: list[str] | None = None) -> dict:
     )
     starts_from = {"pretrained": model_args.student_model_name_or_path, "random": None}
     starts_from = starts_from.get(model_args.student_init, model_args.teacher_model_name_or_path)
-    card = {"finetuned_from": starts_from, "tasks": "text-classification"}
-    if data_args.dataset_name:
-        card.update(dataset=data_args.dataset_name, dataset_tags=data_args.dataset_name)
-        if data_args.dataset_config_name:
-            card["dataset_args"] = data_args.dataset_config_name
+    card = {"finetuned_from": starts_from, "tasks": "text-classification", **data_args.card_kwargs()}
     eval_splits = {"eval": data.get("validation") if training_args.do_eval else None}
     return train_evaluate_publish(trainer, eval_splits, card, data.get("test") if training_args.do_predict else None)
 

@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> dict:
         data_collator=DataCollatorWithPadding(tokenizer),
         compute_metrics=compute_metrics_fn(),
     )
-    card = {"finetuned_from": model_args.model_name_or_path, "tasks": "text-classification"}
+    card = {"finetuned_from": model_args.model_name_or_path, "tasks": "text-classification", **data_args.card_kwargs()}
     eval_splits = {"eval": data.get("validation") if training_args.do_eval else None}
     predict = data.get("test") if training_args.do_predict else None
     metrics = train_evaluate_publish(trainer, eval_splits, card, predict)

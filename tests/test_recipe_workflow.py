@@ -111,7 +111,9 @@ def test_peft_recipe_round_trip(assets):
     assert adapter["r"] == 4 and sorted(adapter["target_modules"]) == ["query", "value"]
     assert not (out / "model.safetensors").exists()  # only the adapter (and the new head) is saved
     card = (out / "README.md").read_text()
-    assert "library_name: peft" in card and f"{metrics['eval_teacher_accuracy']:.4f}" in card
+    assert "library_name: peft" in card and "test_accuracy" not in metrics  # the test file has no labels
+    assert f"{metrics['eval_teacher_accuracy']:.4f}" in card  # the teacher's accuracy survives the adapter
+    assert f"starting from `{assets / 'student_base'}`" in card  # the pretrained student, not the teacher
     # The card's usage snippet, run as printed, reloads the adapter and predicts what --do_predict wrote.
     snippet = re.search(r"```python\n(.*?)```", card, re.S).group(1)
     namespace: dict = {}

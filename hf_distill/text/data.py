@@ -67,6 +67,17 @@ class TextDataArguments:
                 raw[split] = raw[split].select(range(min(limit, len(raw[split]))))
         return raw
 
+    def card_kwargs(self) -> dict[str, str]:
+        """The dataset as `create_model_card` names it: the built-in corpus by name only, never as a Hub id."""
+        if not self.dataset_name:
+            return {}
+        kwargs = {"dataset": self.dataset_name}
+        if self.dataset_name != TWEET_SENTIMENT:
+            kwargs["dataset_tags"] = self.dataset_name
+            if self.dataset_config_name:
+                kwargs["dataset_args"] = self.dataset_config_name
+        return kwargs
+
     def columns(self, dataset: DatasetDict) -> list[str]:
         """``--text_columns``, or the columns :func:`detect_text_columns` finds."""
         if self.text_columns:

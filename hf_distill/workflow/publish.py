@@ -68,6 +68,7 @@ def write_predictions(trainer: Trainer, dataset: Dataset, prefix: str = "test") 
     names = label_names(unwrap(trainer.model).config)
     labelled = output.label_ids is not None and bool((np.asarray(output.label_ids) != -100).any())
     if labelled:
+        trainer.log(output.metrics)  # into the log history, where the model card finds the test split's scores
         trainer.log_metrics(prefix, output.metrics)
         trainer.save_metrics(prefix, output.metrics)
     if trainer.is_world_process_zero():
