@@ -26,7 +26,8 @@ def train_evaluate_publish(
 ) -> dict[str, float]:
     """Train (if ``--do_train``), save, evaluate each ``{metric prefix: dataset}``, predict, then card and push.
 
-    As `run_glue.py` does: metrics are logged and saved (``{prefix}_results.json``, ``all_results.json``), and
+    As `run_glue.py` does: metrics are saved (``{prefix}_results.json``, ``all_results.json``; the Trainer's own
+    log line shows them, without run_glue's extra ``***** metrics *****`` block), and
     ``predict_dataset`` (labelled or not; ``--do_predict``) is scored into ``predict_results.txt`` with label names,
     plus ``test_*`` metrics when it has labels. A trained student gets ``output_dir/README.md``; with
     ``--push_to_hub`` the upload comes last, after everything is on disk (see :func:`push_or_explain`). An untrained
@@ -37,14 +38,12 @@ def train_evaluate_publish(
     if args.do_train:
         result = trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
         trainer.save_model(_internal_call=True)  # as Trainer does internally: save without `push_to_hub`'s upload
-        trainer.log_metrics("train", result.metrics)
         trainer.save_metrics("train", result.metrics)
         trainer.save_state()
         metrics.update(result.metrics)
     for prefix, dataset in eval_splits.items():
         if dataset is not None:
             split_metrics = trainer.evaluate(dataset, metric_key_prefix=prefix)
-            trainer.log_metrics(prefix, split_metrics)
             trainer.save_metrics(prefix, split_metrics)
             metrics.update(split_metrics)
     if predict_dataset is not None:
@@ -68,8 +67,7 @@ def write_predictions(trainer: Trainer, dataset: Dataset, prefix: str = "test") 
     names = label_names(unwrap(trainer.model).config)
     labelled = output.label_ids is not None and bool((np.asarray(output.label_ids) != -100).any())
     if labelled:
-        trainer.log(output.metrics)  # into the log history, where the model card finds the test split's scores
-        trainer.log_metrics(prefix, output.metrics)
+        trainer.log(output.metrics)  # printed, and kept in the log history where the model card finds them
         trainer.save_metrics(prefix, output.metrics)
     if trainer.is_world_process_zero():
         path = os.path.join(trainer.args.output_dir, PREDICTIONS_FILE)
