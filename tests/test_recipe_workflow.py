@@ -122,3 +122,21 @@ def test_peft_recipe_round_trip(assets):
     texts = (assets / "test.csv").read_text().splitlines()[1:]
     logits = model(**tokenizer(texts, return_tensors="pt", padding=True)).logits
     assert [model.config.id2label[i] for i in logits.argmax(-1).tolist()] == predictions(out / "predict_results.txt")
+
+
+def test_train_teacher_scores_the_test_split_and_shows_modality_in_help(assets):
+    write_csv(assets / "test_labelled.csv", 9, seed=2)
+    flags = common_flags(assets, "teacher-ft")[2:]  # no --teacher_model_name_or_path
+    flags += ["--model_name_or_path", str(assets / "teacher"), "--do_predict"]
+    flags += ["--test_file", str(assets / "test_labelled.csv")]
+    metrics = load_recipe("train_teacher").main(flags)
+    assert 0.0 <= metrics["test_accuracy"] <= 1.0
+    assert len(predictions(assets / "teacher-ft" / "predict_results.txt")) == 9
+    assert "test_accuracy" in json.loads((assets / "teacher-ft" / "all_results.json").read_text())
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "recipes" / "train_teacher.py"), "--help"],
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0 and "--modality {text,image}" in proc.stdout
