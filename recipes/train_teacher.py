@@ -102,8 +102,9 @@ def main(argv: list[str] | None = None) -> dict:
     predict = data.get("test") if training_args.do_predict else None
     metrics = train_evaluate_publish(trainer, eval_splits, card, predict)
     if trainer.is_world_process_zero():
-        for snapshot in write_snapshots(training_args.output_dir):
-            logger.info("snapshot %s", snapshot)
+        snapshots = write_snapshots(training_args.output_dir)
+        scores = ", ".join(f"epoch {s['epoch']:g}: {s.get('eval_accuracy', float('nan')):.4f}" for s in snapshots)
+        logger.info("Snapshots (validation accuracy) in snapshots.json: %s", scores)
     return metrics
 
 
