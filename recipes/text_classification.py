@@ -26,7 +26,9 @@ from hf_distill import (
     DistillationTrainingArguments,
     precompute_teacher_logits,
 )
+from hf_distill.labels import encoding_order, label_names
 from hf_distill.metrics import compute_metrics_fn
+from hf_distill.teacher import load_classifier
 from hf_distill.text.data import TextDataArguments, label_list, tokenize_for_distillation
 from hf_distill.text.students import STUDENT_INITS, create_student
 from hf_distill.workflow.arguments import ModelLoadingArguments, parse_arguments, setup_logging
@@ -71,7 +73,7 @@ def main(argv: list[str] | None = None) -> dict:
     labels = label_list(raw, data_args.label_column)
     logger.info("Data: %s; labels %s", {split: len(rows) for split, rows in raw.items()}, labels)
     hub = loading.from_pretrained_kwargs()
-    teacher = AutoModelForSequenceClassification.from_pretrained(model_args.teacher_model_name_or_path, **hub)
+    teacher = load_classifier(model_args.teacher_model_name_or_path, AutoModelForSequenceClassification, **hub)
     teacher_tokenizer = AutoTokenizer.from_pretrained(
         model_args.teacher_tokenizer_name or model_args.teacher_model_name_or_path, **hub
     )
@@ -88,6 +90,7 @@ def main(argv: list[str] | None = None) -> dict:
         seed=training_args.seed,
         **(hub if model_args.student_init == "pretrained" else {}),
     )
+    labels = encoding_order(labels, label_names(student.config))  # ids follow the student's id2label, by name
     logger.info(
         "Teacher %s: %s parameters; %s student: %s",
         model_args.teacher_model_name_or_path,

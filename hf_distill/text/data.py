@@ -46,6 +46,13 @@ class TextDataArguments:
     preprocessing_num_workers: int | None = field(default=None, metadata={"help": "Processes for tokenization."})
     overwrite_cache: bool = field(default=False, metadata={"help": "Recompute cached tokenization."})
 
+    def __post_init__(self) -> None:
+        if self.max_seq_length < 1:
+            raise ValueError(
+                f"max_seq_length must be >= 1 (tokens kept per example), got {self.max_seq_length}; 0 would disable "
+                "truncation rather than mean no limit."
+            )
+
     def load(self, seed: int = 42, cache_dir: str | None = None, token: str | None = None) -> DatasetDict:
         """Load every split, truncated to ``max_train_samples`` / ``max_eval_samples`` / ``max_predict_samples``."""
         raw = load_text_dataset(
@@ -151,6 +158,8 @@ def load_text_dataset(
     suffixes = {Path(f).suffix for f in files.values()}
     if len(suffixes) != 1 or (suffix := suffixes.pop()) not in FILE_BUILDERS:
         raise ValueError(f"Data files must share one of the extensions {sorted(FILE_BUILDERS)}, got {files}.")
+    for path in files.values():
+        check_data_file(path)
     kwargs = {"delimiter": "\t"} if suffix == ".tsv" else {}
     return DatasetDict(  # split by split: an unlabelled test file may lack the label column
         {
@@ -158,6 +167,20 @@ def load_text_dataset(
             for split, f in files.items()
         }
     )
+
+
+def check_data_file(path: str) -> None:
+    """Refuse a data file that is missing, empty, or (csv/tsv) has a header but no rows, naming it."""
+    file = Path(path)
+    if not file.is_file():
+        raise FileNotFoundError(f"Data file {path} not found.")
+    if file.stat().st_size == 0:
+        raise ValueError(f"Data file {path} is empty.")
+    if file.suffix in (".csv", ".tsv"):
+        with file.open(encoding="utf-8", errors="replace") as f:
+            lines = [line for line, _ in zip(f, range(2), strict=False) if line.strip()]
+        if len(lines) < 2:
+            raise ValueError(f"Data file {path} has a header but no rows.")
 
 
 def label_list(dataset: DatasetDict, label_column: str = "label") -> list[str]:
@@ -168,6 +191,11 @@ def label_list(dataset: DatasetDict, label_column: str = "label") -> list[str]:
     feature = split.features[label_column]
     if isinstance(feature, ClassLabel):
         return list(feature.names)
+    if getattr(feature, "dtype", "").startswith("float"):
+        raise ValueError(
+            f"Label column {label_column!r} holds floats ({feature.dtype}); classification needs class names or integer "
+            "ids. Write the labels as names or integers (regression is not supported)."
+        )
     return [str(v) for v in sorted(np.unique(split[label_column]).tolist())]
 
 
@@ -200,8 +228,15 @@ def tokenize_for_distillation(
     padding = "max_length" if pad_to_max_length else False
     separate_teacher = teacher_tokenizer is not None and not _same_tokenizer(tokenizer, teacher_tokenizer)
 
-    def encode(batch: dict[str, list]) -> dict[str, list]:
+    def encode(batch: dict[str, list], indices: list[int]) -> dict[str, list]:
         texts = [batch[c] for c in text_columns]
+        for column, values in zip(text_columns, texts, strict=True):
+            empty = [i for i, text in zip(indices, values, strict=True) if not isinstance(text, str)]
+            if empty:
+                raise ValueError(
+                    f"Text column {column!r} is empty (or not text) in row(s) {empty[:5]}. Fill or drop those rows, "
+                    "e.g. dataset.filter(lambda row: row[column] is not None)."
+                )
         out = dict(tokenizer(*texts, padding=padding, truncation=True, max_length=max_length))
         if separate_teacher:
             teacher_out = teacher_tokenizer(*texts, padding=padding, truncation=True, max_length=max_length)
@@ -220,6 +255,7 @@ def tokenize_for_distillation(
             name: part.map(
                 encode,
                 batched=True,
+                with_indices=True,
                 num_proc=num_proc,
                 remove_columns=part.column_names,
                 load_from_cache_file=load_from_cache_file,
