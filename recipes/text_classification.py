@@ -71,7 +71,10 @@ def main(argv: list[str] | None = None) -> dict:
 
     raw = data_args.load(seed=training_args.seed, cache_dir=loading.cache_dir, token=loading.token)
     labels = label_list(raw, data_args.label_column)
-    logger.info("Data: %s; labels %s", {split: len(rows) for split, rows in raw.items()}, labels)
+    text_columns = data_args.columns(raw)
+    logger.info(
+        "Data: %s; text %s; labels %s", {split: len(rows) for split, rows in raw.items()}, text_columns, labels
+    )
     hub = loading.from_pretrained_kwargs()
     teacher = load_classifier(model_args.teacher_model_name_or_path, AutoModelForSequenceClassification, **hub)
     teacher_tokenizer = AutoTokenizer.from_pretrained(
@@ -110,7 +113,7 @@ def main(argv: list[str] | None = None) -> dict:
             tokenizer,
             teacher_tokenizer=teacher_tokenizer,
             teacher_input_prefix=training_args.teacher_input_prefix,
-            text_columns=data_args.columns(raw),
+            text_columns=text_columns,
             labels=labels,
             label_column=data_args.label_column,
             max_length=data_args.max_seq_length,

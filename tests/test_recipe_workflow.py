@@ -44,7 +44,7 @@ def test_do_predict_on_an_unlabelled_file_writes_named_predictions_and_logs_info
     proc = subprocess.run(cmd, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert re.search(r"INFO - __main__ - Teacher .*parameters", proc.stderr), proc.stderr[-4000:]
-    assert "INFO - hf_distill.text.data - Text columns: text" in proc.stderr  # detected, no --text_columns
+    assert "text ['text']" in proc.stderr  # detected, no --text_columns
     names = predictions(assets / "predict" / "predict_results.txt")
     assert len(names) == 6 and set(names) <= set(LABELS)
     assert not (assets / "predict" / "test_results.json").exists()  # no labels, no test metrics

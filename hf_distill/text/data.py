@@ -7,6 +7,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import datasets
 import numpy as np
 import pandas as pd
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Value, load_dataset
@@ -86,11 +87,10 @@ class TextDataArguments:
         return kwargs
 
     def columns(self, dataset: DatasetDict) -> list[str]:
-        """``--text_columns``, or the columns :func:`detect_text_columns` finds."""
+        """``--text_columns``, or the columns :func:`detect_text_columns` finds (the recipes log them)."""
         if self.text_columns:
             return self.text_columns.split(",")
         columns = detect_text_columns(dataset, self.label_column)
-        logger.info("Text columns: %s (set --text_columns to choose others)", ", ".join(columns))
         return columns
 
 
@@ -217,7 +217,8 @@ def tokenize_for_distillation(
 
     Labels become integer ids in the order of ``labels`` (the student's ``id2label``); rows whose label is not in
     ``labels`` raise. Padding is left to the collator (dynamic padding) unless ``pad_to_max_length``. Splits without
-    the label column (an unlabelled test file) get no ``labels``.
+    the label column (an unlabelled test file) get no ``labels``. Tokenizing is quick next to training (thousands of
+    rows a second): one log line reports it instead of a progress bar per split.
     """
     label2id = {name: i for i, name in enumerate(labels)}
     split = next(iter(dataset.values()))
@@ -250,20 +251,32 @@ def tokenize_for_distillation(
             out["labels"] = [-100 if v is None else label2id[v] for v in raw]
         return out
 
-    return DatasetDict(
-        {
-            name: part.map(
-                encode,
-                batched=True,
-                with_indices=True,
-                num_proc=num_proc,
-                remove_columns=part.column_names,
-                load_from_cache_file=load_from_cache_file,
-                desc=f"Tokenizing {name}",
-            )
-            for name, part in dataset.items()
-        }
-    )
+    bars_were_off = datasets.utils.are_progress_bars_disabled()
+    datasets.disable_progress_bars()
+    try:
+        tokenized = DatasetDict(
+            {
+                name: part.map(
+                    encode,
+                    batched=True,
+                    with_indices=True,
+                    num_proc=num_proc,
+                    remove_columns=part.column_names,
+                    load_from_cache_file=load_from_cache_file,
+                    desc=f"Tokenizing {name}",
+                )
+                for name, part in dataset.items()
+            }
+        )
+    finally:
+        if not bars_were_off:
+            datasets.enable_progress_bars()
+    logger.info("Tokenized %s rows (at most %d tokens)", _sizes(tokenized), max_length)
+    return tokenized
+
+
+def _sizes(dataset: DatasetDict) -> str:
+    return ", ".join(f"{name} {len(split):,}" for name, split in dataset.items())
 
 
 def _same_tokenizer(a: PreTrainedTokenizerBase, b: PreTrainedTokenizerBase) -> bool:
