@@ -228,17 +228,27 @@ def read_results(paths: list[Path]) -> list[dict[str, Any]]:
 
 
 def report(paths: list[Path]) -> str:
-    """Markdown: per task, accuracy and macro-F1 mean and std (percent) over seeds, and the difference to plain KD with
-    its standard error; a difference within two standard errors is marked as noise."""
+    """Markdown: per task, test accuracy, macro-F1 and agreement with the teacher (percent, mean ± std over seeds), and
+    the difference in accuracy to plain KD ± its standard error over seeds.
+
+    The seeds share one test set, so their spread is training noise only. The verdict also counts the test sample: a
+    difference is called one only when it exceeds twice ``sqrt(se_seeds^2 + se_test^2)``, with ``se_test`` the standard
+    error of one accuracy on the test set (``sqrt(p (1 - p) / n)``). That is conservative for two methods scored on the
+    same examples (their errors are correlated), so "within noise" means "not shown by this table", not "equal".
+    """
     by_task: dict[str, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
     for record in read_results(paths):
         by_task[record["task"]][record["method"]].append(record)
     lines = []
     for task, methods in by_task.items():
         kd = [100 * r["test_accuracy"] for r in methods.get("kd", [])]
+        test_size = methods["kd"][0]["test_size"] if kd else None
+        se_test = math.sqrt(statistics.mean(kd) * (100 - statistics.mean(kd)) / test_size) if kd else float("nan")
+        teacher = 100 * next(iter(methods.values()))[0]["test_teacher_accuracy"]
         lines += [
-            f"\n**{task}**\n",
-            "| method | seeds | test accuracy (%) | test macro-F1 (%) | agreement (%) | vs. KD (points) | |",
+            f"\n**{task}** (test set: {test_size} examples, one accuracy's standard error there {se_test:.2f} points; "
+            f"teacher accuracy {teacher:.2f})\n",
+            "| method | seeds | test accuracy (%) | test macro-F1 (%) | agreement (%) | accuracy vs. KD (points) | |",
             "|:---|---:|---:|---:|---:|---:|:---|",
         ]
         for method in [m for m in METHODS if m in methods]:
@@ -248,9 +258,10 @@ def report(paths: list[Path]) -> str:
             diff, verdict = "", ""
             if method != "kd" and len(kd) > 1 and len(acc) > 1:
                 delta = statistics.mean(acc) - statistics.mean(kd)
-                se = math.sqrt(statistics.variance(acc) / len(acc) + statistics.variance(kd) / len(kd))
-                diff = f"{delta:+.2f} ± {se:.2f}"
-                verdict = "within noise" if abs(delta) < 2 * se else ("better" if delta > 0 else "worse")
+                se_seeds = math.sqrt(statistics.variance(acc) / len(acc) + statistics.variance(kd) / len(kd))
+                diff = f"{delta:+.2f} ± {se_seeds:.2f}"
+                noise = 2 * math.sqrt(se_seeds**2 + se_test**2)
+                verdict = "within noise" if abs(delta) < noise else ("better" if delta > 0 else "worse")
             lines.append(
                 f"| {method} | {len(acc)} | {mean_std(acc)} | {mean_std(f1)} | {mean_std(agree)} | {diff} | {verdict} |"
             )
