@@ -22,12 +22,15 @@ and never into the student's weights.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
 from torch import nn
+from transformers import TrainerCallback
 from transformers.utils import logging
 
 logger = logging.get_logger(__name__)
@@ -229,6 +232,39 @@ class IntermediateDistillation(nn.Module):
         return described
 
 
+class ZeroProjectionGrads(TrainerCallback):
+    """Clears the projections' gradients after each optimizer step, as Trainer does for the student's only."""
+
+    def __init__(self, module: IntermediateDistillation):
+        self.module = module
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.module.zero_grad(set_to_none=True)
+
+
+def save_projections(module: IntermediateDistillation, folder: str) -> None:
+    """Write the projections (if any) to ``folder/intermediate_projections.safetensors`` (a checkpoint folder)."""
+    state = module.state_dict()
+    if state:
+        save_file(
+            {name: tensor.contiguous() for name, tensor in state.items()}, os.path.join(folder, PROJECTIONS_FILE)
+        )
+
+
+def load_projections(module: IntermediateDistillation, folder: str) -> None:
+    """Load the projections saved by :func:`save_projections` in place (the optimizer keeps its references)."""
+    if not module.state_dict():
+        return
+    path = os.path.join(folder, PROJECTIONS_FILE)
+    if not os.path.isfile(path):
+        raise ValueError(
+            f"Checkpoint {folder} has no {PROJECTIONS_FILE}, so the hidden-state projections cannot resume. Resume "
+            "from a checkpoint written with the same hidden_state_loss, or start the run afresh."
+        )
+    device = next(module.parameters()).device
+    module.load_state_dict(load_file(path, device=str(device)))
+
+
 def check_intermediate_options(
     hidden_state_loss: str | None, attention_loss: str | None, hidden_state_weight: float, attention_weight: float
 ) -> None:
@@ -246,13 +282,17 @@ def check_intermediate_options(
             raise ValueError(f"{name} must be >= 0, got {weight}.")
 
 
-def check_in_batch_teacher(teacher: nn.Module | None, dataset_columns: list[str], logits_column: str) -> None:
-    """Intermediate distillation reads the teacher's hidden states, so it needs a teacher running in the batch."""
-    if teacher is None or logits_column in dataset_columns:
+def check_in_batch_teacher(
+    teacher: nn.Module | None, dataset_columns: Sequence[str], logits_columns: list[str]
+) -> None:
+    """Intermediate distillation reads the teacher's hidden states, so it needs one teacher running in the batch."""
+    stored = [column for column in logits_columns if column in dataset_columns]
+    if teacher is None or stored:
         raise ValueError(
-            "hidden_state_loss / attention_loss need the teacher's hidden states, which are not precomputed: pass "
-            f"teacher_model=... and a dataset without the precomputed {logits_column!r} column (drop it, or run "
-            "without --precompute_teacher_logits), or unset hidden_state_loss and attention_loss."
+            "hidden_state_loss / attention_loss need the teacher's hidden states, which are never precomputed: pass "
+            f"teacher_model=... and a dataset without precomputed teacher logits (found {stored or 'no teacher'}; "
+            "drop the column, or run without --precompute_teacher_logits), or unset hidden_state_loss and "
+            "attention_loss."
         )
 
 

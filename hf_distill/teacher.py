@@ -59,7 +59,10 @@ def load_teacher(teacher: PreTrainedModel | str, like: torch.nn.Module | None = 
 
 
 def forward_input_names(model: torch.nn.Module) -> list[str]:
-    """Names the model's ``forward`` accepts, label arguments excluded."""
+    """Names the model's ``forward`` accepts, label arguments excluded (a model's ``input_names`` when it lists them,
+    as :class:`~hf_distill.teachers.TeacherEnsemble` does)."""
+    if hasattr(model, "input_names"):
+        return list(model.input_names)
     params = inspect.signature(unwrap(model).forward).parameters
     return [name for name in params if name not in ("labels", "return_dict", "kwargs")]
 

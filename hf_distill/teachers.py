@@ -23,8 +23,14 @@ from typing import Any
 
 import torch
 from torch import nn
+from transformers.modeling_outputs import SequenceClassifierOutput
 
-from .teacher import model_name
+from .labels import label_names, teacher_to_student_permutation
+from .teacher import forward_input_names, load_teacher, model_name, unwrap
+
+# Losses that read the teacher only through softmax(z / T) (or its argmax): they see an ensemble exactly.
+_RAW_LOGIT_LOSSES = ("mse",)
+_ARCHITECTURE_KEYS = ("model_type", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
 
 
 def combine_teacher_logits(
@@ -84,6 +90,33 @@ def named_teachers(teacher_model: Any) -> dict[str, Any]:
     return dict(zip(names, teachers, strict=True))
 
 
+class TeacherEnsemble(nn.Module):
+    """Several teachers run on the same batch; ``forward(temperature=T, **inputs)`` returns an output whose ``logits``
+    are :func:`combine_teacher_logits` of theirs (each first put in the student's label order).
+
+    The members are submodules, so placing the ensemble on a device (or in a dtype) places every teacher.
+    """
+
+    def __init__(self, teachers: Mapping[str, nn.Module], weights: Sequence[float], student_labels: list[str]):
+        super().__init__()
+        self.names = list(teachers)
+        self.members = nn.ModuleList(teachers.values())
+        self.weights = parse_teacher_weights(weights, len(self.members))
+        self.permutations = [
+            teacher_to_student_permutation(label_names(unwrap(member).config), student_labels)
+            for member in self.members
+        ]
+        self.input_names = list(dict.fromkeys(name for m in self.members for name in forward_input_names(m)))
+
+    def forward(self, temperature: float, **inputs: Any) -> SequenceClassifierOutput:
+        logits = []
+        for member, permutation in zip(self.members, self.permutations, strict=True):
+            names = forward_input_names(member)
+            member_logits = member(**{k: v for k, v in inputs.items() if k in names}).logits.float()
+            logits.append(member_logits if permutation is None else member_logits[..., permutation])
+        return SequenceClassifierOutput(logits=combine_teacher_logits(logits, self.weights, temperature))
+
+
 class PeftBaseTeacher(nn.Module):
     """The frozen base model of a PEFT student as a teacher: the student itself, run in eval mode under
     ``disable_adapter()`` (adapters and ``modules_to_save`` copies off). It holds no parameters of its own (the student
@@ -119,3 +152,52 @@ class PeftBaseTeacher(nn.Module):
                 return student(**inputs)
         finally:
             student.train(was_training)
+
+
+def build_teacher(teacher_model: Any, student: nn.Module, args: Any, student_labels: list[str]) -> nn.Module | None:
+    """The trainer's teacher from its ``teacher_model`` argument and ``args``.
+
+    - ``self_distillation`` without ``teacher_model``: the PEFT student's frozen base (:class:`PeftBaseTeacher`);
+      with one (an earlier checkpoint of the student), it is loaded and must have the student's architecture.
+    - a list or dict of teachers: a :class:`TeacherEnsemble` weighted by ``teacher_weights``;
+    - one model or path: that teacher, frozen.
+    """
+    if args.self_distillation and teacher_model is None:
+        return PeftBaseTeacher(student)
+    if teacher_model is None:
+        return None
+    if isinstance(teacher_model, (list, tuple, Mapping)):
+        check_ensemble_loss(args.distillation_loss)
+        teachers = {name: load_teacher(t, like=student) for name, t in named_teachers(teacher_model).items()}
+        return TeacherEnsemble(teachers, parse_teacher_weights(args.teacher_weights, len(teachers)), student_labels)
+    if args.teacher_weights:
+        raise ValueError(
+            f"teacher_weights={args.teacher_weights!r} weighs several teachers, but teacher_model is a single one. "
+            "Pass a list (or dict) of teachers, or drop teacher_weights."
+        )
+    teacher = load_teacher(teacher_model, like=student)
+    if args.self_distillation:
+        check_same_architecture(teacher, student)
+    return teacher
+
+
+def check_ensemble_loss(loss: Any) -> None:
+    """Refuse a raw-logit loss for several teachers (their combination is a distribution, not averaged logits)."""
+    if loss in _RAW_LOGIT_LOSSES:
+        raise ValueError(
+            f"distillation_loss={loss!r} compares raw logits, but several teachers are combined as averaged "
+            "probabilities (logits T * log p). Use kl (or another divergence) with several teachers."
+        )
+
+
+def check_same_architecture(teacher: nn.Module, student: nn.Module) -> None:
+    """Self-distillation from a checkpoint: the teacher must be the student's architecture (a checkpoint of it)."""
+    teacher_config, student_config = unwrap(teacher).config, unwrap(student).config
+    differ = [
+        key for key in _ARCHITECTURE_KEYS if getattr(teacher_config, key, None) != getattr(student_config, key, None)
+    ]
+    if differ:
+        raise ValueError(
+            f"self_distillation needs a teacher of the student's architecture (an earlier checkpoint of it), but "
+            f"{', '.join(differ)} differ. Drop self_distillation to distil from another model."
+        )

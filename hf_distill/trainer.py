@@ -15,13 +15,21 @@ from transformers.utils import logging
 
 from .compare import ComparisonReport
 from .distributed import place_teacher
+from .intermediate import (
+    IntermediateDistillation,
+    ZeroProjectionGrads,
+    check_in_batch_teacher,
+    load_projections,
+    save_projections,
+)
 from .labels import label_names, teacher_to_student_permutation
 from .losses import IGNORE_INDEX, DistillationLossOutput, TopKLogits, distillation_loss
 from .metrics import classification_metrics
 from .model_card import distillation_model_card
 from .provenance import read_logits_info
 from .streaming import first_rows
-from .teacher import forward_input_names, load_teacher, teacher_inputs, unwrap
+from .teacher import forward_input_names, teacher_inputs, unwrap
+from .teachers import TeacherEnsemble, build_teacher, combine_teacher_logits, parse_teacher_weights
 from .top_k import check_top_k_column, indices_column
 from .training_args import DistillationTrainingArguments
 
@@ -57,7 +65,7 @@ class DistillationTrainer(Trainer):
         self,
         model: PreTrainedModel | torch.nn.Module | None = None,
         args: DistillationTrainingArguments | None = None,
-        teacher_model: PreTrainedModel | torch.nn.Module | str | None = None,
+        teacher_model: PreTrainedModel | torch.nn.Module | str | list | dict | None = None,
         **kwargs: Any,
     ):
         if args is None:
@@ -77,16 +85,20 @@ class DistillationTrainer(Trainer):
                 f"problem_type={config.problem_type!r} with num_labels={config.num_labels}."
             )
         self.student_labels = label_names(config)
-        self.teacher_model = None if teacher_model is None else load_teacher(teacher_model, like=self.model)
+        self.teacher_model = build_teacher(teacher_model, self.model, args, self.student_labels)
         self._teacher_permutation: list[int] | None = None
         if self.teacher_model is not None:
             self._check_teacher_is_separate()
-            teacher_labels = label_names(unwrap(self.teacher_model).config)
-            self._teacher_permutation = teacher_to_student_permutation(teacher_labels, self.student_labels)
+            if not isinstance(self.teacher_model, TeacherEnsemble):  # an ensemble orders each member's classes
+                teacher_labels = label_names(unwrap(self.teacher_model).config)
+                self._teacher_permutation = teacher_to_student_permutation(teacher_labels, self.student_labels)
+        columns = args.logits_columns
+        self._column_weights = parse_teacher_weights(args.teacher_weights, len(columns)) if len(columns) > 1 else None
+        self.intermediate = self._intermediate_distillation()
         self._placed: tuple[torch.nn.Module, list[str]] | None = None
         self._teacher_checked = False
-        self._column_labels: list[str] | None = None
-        self._column_permutation: list[int] | None = None
+        self._column_labels: dict[str, list[str]] = {}
+        self._column_permutations: dict[str, list[int] | None] = {}
         self._checked_datasets: set[str] = set()
         self._index_cache: dict[tuple, torch.Tensor] = {}
         self._metrics: dict[str, defaultdict[str, list]] = {"train": defaultdict(list), "eval": defaultdict(list)}
@@ -112,23 +124,31 @@ class DistillationTrainer(Trainer):
     ):
         args = self.args
         inputs = dict(inputs)
-        stored_logits = inputs.pop(args.teacher_logits_column, None)
+        stored_logits = [inputs.pop(column, None) for column in args.logits_columns]
         stored_indices = inputs.pop(self._indices_column, None)
         labels = inputs.pop("labels", None)
         student_inputs = {k: v for k, v in inputs.items() if not k.startswith(args.teacher_input_prefix)}
         # The teacher runs first: its activations are freed before the student's autograd graph is built.
-        if stored_logits is not None:
+        teacher_outputs = None
+        if stored_logits[0] is not None:
             teacher_logits = self._stored_teacher_logits(stored_logits, stored_indices)
         else:
-            teacher_logits = self._teacher_forward(inputs)
-        outputs = model(**student_inputs)
+            teacher_logits, teacher_outputs = self._teacher_forward(inputs)
+        flags = self.intermediate.output_flags if self.intermediate is not None else {}
+        outputs = model(**student_inputs, **flags)
         parts = self.loss_from_outputs(outputs, teacher_logits, labels)
-        self._record(parts, outputs.logits, teacher_logits, train=model.training)
+        loss, extra = parts.loss, {}
+        if self.intermediate is not None:
+            extra = self.intermediate(outputs, teacher_outputs, student_inputs.get("attention_mask"))
+            loss = loss + self.intermediate.weighted(extra)
+            # Hidden states and attention maps must not become predictions.
+            outputs = type(outputs)(**{k: v for k, v in outputs.items() if k not in ("hidden_states", "attentions")})
+        self._record(parts, outputs.logits, teacher_logits, train=model.training, extra=extra)
         if self._teacher_eval_outputs is not None and labels is not None and not model.training:
             if isinstance(teacher_logits, TopKLogits):
                 teacher_logits = teacher_logits.dense(len(self.student_labels), args.temperature)
             self._teacher_eval_outputs.append(self.accelerator.gather_for_metrics((teacher_logits.detach(), labels)))
-        return (parts.loss, outputs) if return_outputs else parts.loss
+        return (loss, outputs) if return_outputs else loss
 
     def loss_from_outputs(
         self, outputs: Any, teacher_logits: torch.Tensor | TopKLogits, labels: torch.Tensor | None
@@ -155,7 +175,9 @@ class DistillationTrainer(Trainer):
 
     # ---- teacher logits ----
 
-    def _teacher_forward(self, inputs: dict[str, Any]) -> torch.Tensor:
+    def _teacher_forward(self, inputs: dict[str, Any]) -> tuple[torch.Tensor, Any]:
+        """The teacher's logits in the student's label order, and its whole output (hidden states for
+        intermediate-layer distillation)."""
         if self.teacher_model is None:
             raise ValueError(
                 f"The batch has no {self.args.teacher_logits_column!r} column and the trainer has no teacher_model. "
@@ -167,8 +189,13 @@ class DistillationTrainer(Trainer):
         dtype = _TORCH_DTYPES.get(self.args.teacher_dtype)
         if dtype is not None:  # pixel values must match half-precision weights when there is no autocast
             feed = {k: v.to(dtype) if v.is_floating_point() else v for k, v in feed.items()}
+        if isinstance(self.teacher_model, TeacherEnsemble):
+            feed["temperature"] = self.args.temperature
+        if self.intermediate is not None:
+            feed.update(self.intermediate.output_flags)
         with torch.no_grad(), self.accelerator.autocast():
-            logits = teacher(**feed).logits.float()
+            outputs = teacher(**feed)
+        logits = outputs.logits.float()
         if not self._teacher_checked:
             if not torch.isfinite(logits).all():
                 raise ValueError(
@@ -176,7 +203,7 @@ class DistillationTrainer(Trainer):
                     "(--teacher_dtype float32, no fp16) or check its weights."
                 )
             self._teacher_checked = True
-        return self._reorder(logits, self._teacher_permutation)
+        return self._reorder(logits, self._teacher_permutation), outputs
 
     def _placed_teacher(self) -> tuple[torch.nn.Module, list[str]]:
         """The teacher placed beside the student (see :func:`hf_distill.distributed.place_teacher`), compiled with
@@ -192,7 +219,15 @@ class DistillationTrainer(Trainer):
     def _indices_column(self) -> str:
         return indices_column(self.args.teacher_logits_column)
 
-    def _stored_teacher_logits(self, logits: torch.Tensor, indices: torch.Tensor | None) -> torch.Tensor | TopKLogits:
+    def _stored_teacher_logits(
+        self, stored: list[torch.Tensor], indices: torch.Tensor | None
+    ) -> torch.Tensor | TopKLogits:
+        """The logits of the precomputed column(s): several columns are combined as a teacher ensemble."""
+        columns = self.args.logits_columns
+        if len(columns) > 1:
+            logits = [self._column_logits(column, values) for column, values in zip(columns, stored, strict=True)]
+            return combine_teacher_logits(logits, self._column_weights, self.args.temperature)
+        logits = stored[0]
         if indices is not None:
             if logits.shape[-1] != indices.shape[-1] + 1:
                 raise ValueError(
@@ -200,13 +235,19 @@ class DistillationTrainer(Trainer):
                     f"{self._indices_column!r} holds {indices.shape[-1]} indices: top-k storage has K + 1 values "
                     "(the K logits and the rest bucket). Precompute them with precompute_teacher_logits(top_k=K)."
                 )
-            return TopKLogits(logits.float(), self._remap(indices.long(), self._column_permutation))
+            permutation = self._column_permutations.get(columns[0])
+            return TopKLogits(logits.float(), self._remap(indices.long(), permutation))
+        return self._column_logits(columns[0], logits)
+
+    def _column_logits(self, column: str, logits: torch.Tensor | None) -> torch.Tensor:
+        if logits is None:
+            raise ValueError(f"The batch has no {column!r} column, but the other teacher logits columns are there.")
         if logits.shape[-1] != len(self.student_labels):
             raise ValueError(
-                f"Column {self.args.teacher_logits_column!r} holds {logits.shape[-1]} logits per example but the "
+                f"Column {column!r} holds {logits.shape[-1]} logits per example but the "
                 f"student has {len(self.student_labels)} classes {self.student_labels}."
             )
-        return self._reorder(logits.float(), self._column_permutation)
+        return self._reorder(logits.float(), self._column_permutations.get(column))
 
     def _reorder(self, logits: torch.Tensor, permutation: list[int] | None) -> torch.Tensor:
         if permutation is None:
@@ -233,6 +274,44 @@ class DistillationTrainer(Trainer):
                 "Pass a separate teacher (for example copy.deepcopy(model))."
             )
 
+    # ---- intermediate layers ----
+
+    def _intermediate_distillation(self) -> IntermediateDistillation | None:
+        """The hidden-state / attention-map losses the arguments switch on, on the student's device."""
+        args = self.args
+        if args.hidden_state_loss is None and args.attention_loss is None:
+            return None
+        if isinstance(self.teacher_model, TeacherEnsemble):
+            raise ValueError(
+                "hidden_state_loss / attention_loss distil one teacher's layers; several teachers were given. "
+                "Pass a single teacher_model, or unset hidden_state_loss and attention_loss."
+            )
+        check_in_batch_teacher(self.teacher_model, [], args.logits_columns)
+        module = IntermediateDistillation.from_models(unwrap(self.model), unwrap(self.teacher_model), args)
+        self.add_callback(ZeroProjectionGrads(module))
+        return module.to(args.device)
+
+    def create_optimizer(self, model: torch.nn.Module | None = None) -> torch.optim.Optimizer:
+        """Trainer's optimizer, plus a parameter group for the intermediate-layer projections (trained with the
+        student, never part of it)."""
+        optimizer = super().create_optimizer(model)
+        projections = list(self.intermediate.parameters()) if self.intermediate is not None else []
+        optimized = {id(p) for group in optimizer.param_groups for p in group["params"]}
+        if projections and not any(id(p) in optimized for p in projections):
+            optimizer.add_param_group({"params": projections, "weight_decay": self.args.weight_decay})
+        return optimizer
+
+    def _save_optimizer_and_scheduler(self, output_dir: str) -> None:
+        """Checkpoints keep the projections beside the optimizer state, outside the student's weights."""
+        super()._save_optimizer_and_scheduler(output_dir)
+        if self.intermediate is not None and self.args.should_save:
+            save_projections(self.intermediate, output_dir)
+
+    def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
+        super()._load_optimizer_and_scheduler(checkpoint)
+        if checkpoint is not None and self.intermediate is not None:
+            load_projections(self.intermediate, checkpoint)
+
     # ---- input checks ----
 
     def _check_dataset(self, dataset: Any) -> None:
@@ -244,13 +323,21 @@ class DistillationTrainer(Trainer):
             dataset = first_rows(dataset, STREAM_CHECK_ROWS)
         if not isinstance(dataset, datasets.Dataset) or dataset._fingerprint in self._checked_datasets:
             return
-        column = self.args.teacher_logits_column
-        if column in dataset.column_names:
-            self._check_logits_column(dataset, column)
-        elif self.teacher_model is None:
+        columns = self.args.logits_columns
+        present = [column for column in columns if column in dataset.column_names]
+        if self.intermediate is not None:
+            check_in_batch_teacher(self.teacher_model, present, columns)
+        if present and len(present) < len(columns):
             raise ValueError(
-                f"The dataset has no {column!r} column (its columns: {dataset.column_names}) and the trainer has no "
-                "teacher_model. Pass teacher_model=..., or add the column with "
+                f"The dataset has the teacher logits columns {present} but not {sorted(set(columns) - set(present))}: "
+                "precompute every teacher's column, or list only those in teacher_logits_columns."
+            )
+        for column in present:
+            self._check_logits_column(dataset, column)
+        if not present and self.teacher_model is None:
+            raise ValueError(
+                f"The dataset has no {' / '.join(map(repr, columns))} column (its columns: {dataset.column_names}) and the "
+                "trainer has no teacher_model. Pass teacher_model=..., or add the column with "
                 "hf_distill.precompute_teacher_logits(teacher, dataset)."
             )
         for name in ("labels", "label"):
@@ -291,13 +378,14 @@ class DistillationTrainer(Trainer):
                 "its logits are assumed to follow the student's label order."
             )
             return
-        if self._column_labels is not None and info.labels != self._column_labels:
+        known = self._column_labels.get(column)
+        if known is not None and info.labels != known:
             raise ValueError(
-                f"The datasets' {column!r} columns follow different label orders: {self._column_labels} and "
+                f"The datasets' {column!r} columns follow different label orders: {known} and "
                 f"{info.labels}. Precompute all splits with the same teacher."
             )
-        self._column_permutation = teacher_to_student_permutation(info.labels, self.student_labels)
-        self._column_labels = info.labels
+        self._column_permutations[column] = teacher_to_student_permutation(info.labels, self.student_labels)
+        self._column_labels[column] = info.labels
 
     def _check_labels(self, labels: pa.ChunkedArray, name: str) -> None:
         num_classes = len(self.student_labels)
@@ -322,7 +410,7 @@ class DistillationTrainer(Trainer):
             super()._set_signature_columns_if_needed()
             prefix = self.args.teacher_input_prefix
             teacher_names = forward_input_names(self.teacher_model or self.model)
-            stored = [self.args.teacher_logits_column, self._indices_column]
+            stored = [*self.args.logits_columns, self._indices_column]
             self._signature_columns += [*stored, *(prefix + n for n in teacher_names)]
 
     # ---- evaluation ----
@@ -348,7 +436,7 @@ class DistillationTrainer(Trainer):
         return loss, (None if prediction_loss_only else logits.detach()), None
 
     def _is_teacher_key(self, key: str) -> bool:
-        return key == self.args.teacher_logits_column or key.startswith(self.args.teacher_input_prefix)
+        return key in self.args.logits_columns or key.startswith(self.args.teacher_input_prefix)
 
     def evaluation_loop(
         self,
@@ -444,10 +532,13 @@ class DistillationTrainer(Trainer):
         student_logits: torch.Tensor,
         teacher_logits: torch.Tensor | TopKLogits,
         train: bool,
+        extra: dict[str, torch.Tensor] | None = None,
     ) -> None:
         """Keep batch means and sizes; weighting them waits for ``log`` so that a training step adds no tensor op."""
         n = student_logits.shape[0]
         metrics = self._metrics["train" if train else "eval"]
+        for name, value in (extra or {}).items():
+            metrics[f"loss_{name}"].append((value.detach(), n))
         metrics["loss_kd"].append((parts.kd.detach(), n))
         if parts.ce is not None:
             metrics["loss_ce"].append((parts.ce.detach(), n))

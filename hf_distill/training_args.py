@@ -6,7 +6,9 @@ from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
 
+from .intermediate import check_intermediate_options
 from .losses import available_losses, get_loss
+from .teachers import parse_teacher_weights
 
 TEACHER_DTYPES = ("auto", "float32", "bfloat16", "float16")
 
@@ -61,6 +63,51 @@ class DistillationTrainingArguments(TrainingArguments):
         },
     )
 
+    teacher_weights: str | None = field(
+        default=None,
+        metadata={
+            "help": "Several teachers: comma-separated weights of their probabilities in the soft target, in the "
+            "order of the teachers or of teacher_logits_columns (default: equal)."
+        },
+    )
+    teacher_logits_columns: str | None = field(
+        default=None,
+        metadata={
+            "help": "Several precomputed teachers: comma-separated logits columns, one per teacher (replaces "
+            "teacher_logits_column); the soft target is their weighted average probability."
+        },
+    )
+    self_distillation: bool = field(
+        default=False,
+        metadata={
+            "help": "The teacher is the student itself: its frozen base model for a PEFT student (no teacher_model), "
+            "or an earlier checkpoint of it given as teacher_model (same architecture checked)."
+        },
+    )
+    hidden_state_loss: str | None = field(
+        default=None,
+        metadata={"help": "Distil hidden states of mapped layers: mse (TinyBERT) or cosine (DistilBERT)."},
+    )
+    attention_loss: str | None = field(
+        default=None, metadata={"help": "Distil attention maps of mapped layers: kl (MiniLM / TinyBERT)."}
+    )
+    layer_map: str | None = field(
+        default=None,
+        metadata={
+            "help": "Student:teacher layer pairs for hidden_state_loss / attention_loss, 0-based, e.g. '0:1,1:3,2:5' "
+            "(default: uniform, student layer s of S to teacher layer ceil((s+1)T/S)-1)."
+        },
+    )
+    hidden_state_weight: float = field(default=1.0, metadata={"help": "Weight of the hidden-state loss."})
+    attention_weight: float = field(default=1.0, metadata={"help": "Weight of the attention-map loss."})
+
+    @property
+    def logits_columns(self) -> list[str]:
+        """The precomputed teacher logits columns: ``teacher_logits_columns`` if set, else ``teacher_logits_column``."""
+        if self.teacher_logits_columns:
+            return self.teacher_logits_columns.split(",")
+        return [self.teacher_logits_column]
+
     def __getstate__(self) -> dict:
         """Pickle (``training_args.bin``, which ``push_to_hub`` uploads) without ``hub_token`` or other tokens."""
         state = self.__dict__.copy()
@@ -84,5 +131,14 @@ class DistillationTrainingArguments(TrainingArguments):
             raise ValueError(f"teacher_torch_compile must be True or False, got {self.teacher_torch_compile!r}.")
         if not self.teacher_logits_column:
             raise ValueError("teacher_logits_column must be a non-empty column name.")
+        columns = self.logits_columns
+        if len(set(columns)) != len(columns) or not all(columns):
+            raise ValueError(
+                f"teacher_logits_columns must name distinct columns, got {self.teacher_logits_columns!r}."
+            )
+        parse_teacher_weights(self.teacher_weights)
+        check_intermediate_options(
+            self.hidden_state_loss, self.attention_loss, self.hidden_state_weight, self.attention_weight
+        )
         if not self.teacher_input_prefix:
             raise ValueError("teacher_input_prefix must be a non-empty prefix such as 'teacher_'.")
