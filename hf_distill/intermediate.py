@@ -159,6 +159,13 @@ class IntermediateDistillation(nn.Module):
         if args.hidden_state_loss is None and args.attention_loss is None:
             return None
         student_config, teacher_config = student.config, teacher.config
+        for role, config in (("student", student_config), ("teacher", teacher_config)):
+            if not all(isinstance(getattr(config, key, None), int) for key in ("num_hidden_layers", "hidden_size")):
+                raise ValueError(
+                    f"hidden_state_loss / attention_loss need transformer encoders (BERT family, ViT, DeiT), but the "
+                    f"{role} is a {config.model_type!r} model without num_hidden_layers / hidden_size. Use a "
+                    "transformer teacher and student, or unset hidden_state_loss and attention_loss."
+                )
         layer_map = parse_layer_map(args.layer_map, student_config.num_hidden_layers, teacher_config.num_hidden_layers)
         if args.attention_loss is not None:
             for role, model in (("student", student), ("teacher", teacher)):

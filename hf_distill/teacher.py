@@ -91,4 +91,7 @@ def model_fingerprint(model: torch.nn.Module) -> str:
 
 
 def model_name(model: torch.nn.Module) -> str:
+    """The model's name or path; for a :class:`~hf_distill.teachers.TeacherEnsemble`, its members' joined by ' + '."""
+    if isinstance(getattr(model, "names", None), list):
+        return " + ".join(model.names)
     return getattr(getattr(unwrap(model), "config", None), "_name_or_path", "") or type(unwrap(model)).__name__

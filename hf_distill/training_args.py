@@ -8,7 +8,7 @@ from transformers import TrainingArguments
 
 from .intermediate import check_intermediate_options
 from .losses import available_losses, get_loss
-from .teachers import parse_teacher_weights
+from .teachers import check_ensemble_loss, parse_teacher_weights
 
 TEACHER_DTYPES = ("auto", "float32", "bfloat16", "float16")
 
@@ -136,6 +136,13 @@ class DistillationTrainingArguments(TrainingArguments):
             raise ValueError(
                 f"teacher_logits_columns must name distinct columns, got {self.teacher_logits_columns!r}."
             )
+        if self.teacher_logits_columns and any(c.startswith(self.teacher_input_prefix) for c in columns):
+            raise ValueError(
+                f"teacher_logits_columns {columns} must not start with teacher_input_prefix "
+                f"{self.teacher_input_prefix!r} (such columns are fed to the teacher); name them e.g. logits_<teacher>."
+            )
+        if len(columns) > 1:
+            check_ensemble_loss(self.distillation_loss)
         parse_teacher_weights(self.teacher_weights)
         check_intermediate_options(
             self.hidden_state_loss, self.attention_loss, self.hidden_state_weight, self.attention_weight
