@@ -9,6 +9,9 @@
 Students: `teacher_layers` (DistilBERT-style copy of teacher layers), `random` (teacher config, smaller), or
 `pretrained` (`--student_model_name_or_path`, with its own tokenizer; the teacher then reads `teacher_` columns).
 Teacher logits come from an in-batch teacher, or with `--precompute_teacher_logits` from a dataset column.
+Methods are flags of DistillationTrainingArguments: `--hidden_state_loss mse --attention_loss kl --layer_map 0:1,1:3`
+(in-batch teacher only), several teachers (`--teacher_model_name_or_path a,b --teacher_weights 0.7,0.3`), and
+`--self_distillation` (teacher: an earlier checkpoint of the student's architecture). See docs/methods.md.
 """
 
 from __future__ import annotations
@@ -37,7 +40,12 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class StudentArguments:
-    teacher_model_name_or_path: str = field(metadata={"help": "The fine-tuned teacher (or a snapshot of it)."})
+    teacher_model_name_or_path: str = field(
+        metadata={
+            "help": "The fine-tuned teacher (or a snapshot of it); several, comma-separated, are distilled together "
+            "(--teacher_weights). The first builds the student and tokenizes for all."
+        }
+    )
     student_init: str = field(default="teacher_layers", metadata={"help": f"One of {', '.join(STUDENT_INITS)}."})
     student_model_name_or_path: str | None = field(default=None, metadata={"help": "For student_init=pretrained."})
     student_layers: str | None = field(
@@ -62,12 +70,13 @@ def main(argv: list[str] | None = None) -> dict:
 
     raw = data_args.load(seed=training_args.seed)
     labels = label_list(raw, data_args.label_column)
-    teacher = load_classifier(
-        model_args.teacher_model_name_or_path, AutoModelForSequenceClassification, cache_dir=data_args.cache_dir
-    )
-    teacher_tokenizer = AutoTokenizer.from_pretrained(
-        model_args.teacher_tokenizer_name or model_args.teacher_model_name_or_path
-    )
+    teacher_paths = model_args.teacher_model_name_or_path.split(",")
+    teachers = [
+        load_classifier(path, AutoModelForSequenceClassification, cache_dir=data_args.cache_dir)
+        for path in teacher_paths
+    ]
+    teacher = teachers[0]
+    teacher_tokenizer = AutoTokenizer.from_pretrained(model_args.teacher_tokenizer_name or teacher_paths[0])
     student = create_student(
         model_args.student_init,
         teacher,
@@ -99,22 +108,29 @@ def main(argv: list[str] | None = None) -> dict:
             num_proc=data_args.preprocessing_num_workers,
         )
     if model_args.precompute_teacher_logits:  # every process at once: each computes one shard
-        data = precompute_teacher_logits(
-            teacher,
-            data,
-            column=training_args.teacher_logits_column,
-            teacher_input_prefix=training_args.teacher_input_prefix,
-            batch_size=training_args.per_device_eval_batch_size,
-            dtype=model_args.teacher_logits_dtype,
-            device=training_args.device,
-        )
+        columns = training_args.logits_columns
+        if len(columns) != len(teachers):
+            raise ValueError(
+                f"--precompute_teacher_logits with {len(teachers)} teachers needs --teacher_logits_columns with one "
+                f"column name per teacher (got {columns})."
+            )
+        for model, column in zip(teachers, columns, strict=True):
+            data = precompute_teacher_logits(
+                model,
+                data,
+                column=column,
+                teacher_input_prefix=training_args.teacher_input_prefix,
+                batch_size=training_args.per_device_eval_batch_size,
+                dtype=model_args.teacher_logits_dtype,
+                device=training_args.device,
+            )
         prefixed = [c for c in data["train"].column_names if c.startswith(training_args.teacher_input_prefix)]
-        data = data.remove_columns([c for c in prefixed if c != training_args.teacher_logits_column])
+        data = data.remove_columns([c for c in prefixed if c not in columns])
 
     trainer = DistillationTrainer(
         model=student,
         args=training_args,
-        teacher_model=None if model_args.precompute_teacher_logits else teacher,
+        teacher_model=None if model_args.precompute_teacher_logits else (teachers if len(teachers) > 1 else teacher),
         train_dataset=data["train"] if training_args.do_train else None,
         eval_dataset=data.get("validation"),
         processing_class=tokenizer,
@@ -126,7 +142,7 @@ def main(argv: list[str] | None = None) -> dict:
         ),
         compute_metrics=compute_metrics_fn(),
     )
-    card = {"finetuned_from": model_args.teacher_model_name_or_path, "tasks": "text-classification"}
+    card = {"finetuned_from": teacher_paths[0], "tasks": "text-classification"}
     if data_args.dataset_name:
         card.update(dataset=data_args.dataset_name, dataset_tags=data_args.dataset_name)
         if data_args.dataset_config_name:

@@ -171,3 +171,26 @@ def test_two_process_recipe_run(assets):
     # 24 and 12 rows, blocks of 32 batches: process 0 computes both splits, process 1 gets no rows and waits
     assert len(list((assets / "cache").glob("**/hf_distill-*/shard-00000-of-00002"))) == 2
     assert not list((assets / "cache").glob("**/hf_distill-*/shard-00001-of-00002"))
+
+
+@pytest.mark.parametrize(
+    "method",
+    [
+        ["--hidden_state_loss", "mse", "--attention_loss", "kl", "--layer_map", "0:1"],
+        ["--teacher_weights", "0.7,0.3", "--precompute_teacher_logits", "--teacher_logits_columns", "logits_a,logits_b"],
+        ["--teacher_weights", "0.7,0.3"],
+    ],
+    ids=["intermediate", "two-teachers-precomputed", "two-teachers"],
+)
+def test_recipe_exposes_intermediate_and_multi_teacher_methods(assets, method):
+    tiny_bert(seed=7, vocab_size=32).save_pretrained(assets / "teacher2")  # a second teacher, same labels
+    flags = common_flags(assets, "out-method") + ["--student_num_layers", "1", *method]
+    if "--teacher_weights" in method:
+        flags[1] = f"{assets / 'teacher'},{assets / 'teacher2'}"
+    metrics = load_recipe("text_classification").main(flags)
+    history = json.loads((assets / "out-method" / "trainer_state.json").read_text())["log_history"]
+    if "--hidden_state_loss" in method:
+        assert "eval_loss_hidden_state" in metrics and "eval_loss_attention" in metrics
+        assert all("loss_hidden_state" in entry for entry in history if "loss" in entry)
+    card = (assets / "out-method" / "README.md").read_text()
+    assert f"| {method[0][2:]} | {method[1]} |" in card  # the method's settings are recorded in the card
