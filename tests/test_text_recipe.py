@@ -177,7 +177,13 @@ def test_two_process_recipe_run(assets):
     "method",
     [
         ["--hidden_state_loss", "mse", "--attention_loss", "kl", "--layer_map", "0:1"],
-        ["--teacher_weights", "0.7,0.3", "--precompute_teacher_logits", "--teacher_logits_columns", "logits_a,logits_b"],
+        [
+            "--teacher_weights",
+            "0.7,0.3",
+            "--precompute_teacher_logits",
+            "--teacher_logits_columns",
+            "logits_a,logits_b",
+        ],
         ["--teacher_weights", "0.7,0.3"],
     ],
     ids=["intermediate", "two-teachers-precomputed", "two-teachers"],
