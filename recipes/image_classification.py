@@ -8,6 +8,8 @@ and normalisation. Two ways to get the teacher's logits:
   * `--teacher_views K`: the teacher labels K random views per training image once, and each epoch draws one.
 `--student_model_type deit` trains a DeiTForImageClassificationWithTeacher through its distillation token
 (`--distillation_loss kl` soft, `hard` hard distillation; Touvron et al., 2021).
+With a ViT/DeiT teacher at the student's patch grid, `--hidden_state_loss mse --attention_loss kl` also distils its
+layers (in the loop only; see docs/methods.md).
 
     python recipes/image_classification.py --dataset_name fashion_mnist --teacher_model_name_or_path teacher \
         --student_config_overrides '{"patch_size": 4, "hidden_size": 64, "num_hidden_layers": 4}' \

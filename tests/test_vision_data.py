@@ -119,3 +119,26 @@ def test_image_recipes_train_a_teacher_then_distil_it(tmp_path):
         )  # fmt: skip
         metrics = json.loads((out / "all_results.json").read_text())
         assert 0 <= metrics["eval_accuracy"] <= 1 and 0 <= metrics["eval_agreement"] <= 1
+
+
+def test_image_recipe_distils_a_vit_teacher_hidden_states_and_attention(tmp_path):
+    """The image recipe's --hidden_state_loss / --attention_loss flags, ViT teacher (wider, deeper) to ViT student."""
+    pytest.importorskip("sklearn")
+    from tests.test_intermediate import tiny_vit
+    from tests.test_text_recipe import load_recipe
+
+    teacher = tiny_vit(1, hidden=24, layers=2)
+    teacher.config.id2label = {i: str(i) for i in range(10)}
+    teacher.config.label2id = {str(i): i for i in range(10)}
+    teacher.config.num_labels = 10
+    type(teacher)(teacher.config).save_pretrained(tmp_path / "teacher")
+    student = '{"patch_size": 4, "hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2}'
+    load_recipe("image_classification").main(
+        ["--dataset_name", "sklearn_digits", "--max_train_samples", "32", "--max_eval_samples", "16",
+         "--per_device_train_batch_size", "16", "--report_to", "none", "--use_cpu", "--do_train", "--do_eval",
+         "--max_steps", "2", "--teacher_model_name_or_path", str(tmp_path / "teacher"),
+         "--student_config_overrides", student, "--save_strategy", "no", "--output_dir", str(tmp_path / "out"),
+         "--hidden_state_loss", "mse", "--attention_loss", "kl", "--layer_map", "0:1"]
+    )  # fmt: skip
+    metrics = json.loads((tmp_path / "out" / "all_results.json").read_text())
+    assert metrics["eval_loss_hidden_state"] > 0 and metrics["eval_loss_attention"] >= 0
