@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from accelerate import Accelerator
 from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import TrainerCallback
@@ -239,11 +240,18 @@ class IntermediateDistillation(nn.Module):
         return described
 
 
-class ZeroProjectionGrads(TrainerCallback):
-    """Clears the projections' gradients after each optimizer step, as Trainer does for the student's only."""
+class ProjectionGradients(TrainerCallback):
+    """What DDP and Trainer do for the student's gradients, done for the projections (which are outside the wrapped
+    model): averaged over processes before each optimizer step, cleared after it."""
 
-    def __init__(self, module: IntermediateDistillation):
-        self.module = module
+    def __init__(self, module: IntermediateDistillation, accelerator: Accelerator):
+        self.module, self.accelerator = module, accelerator
+
+    def on_pre_optimizer_step(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if self.accelerator.num_processes > 1:
+            for param in self.module.parameters():
+                if param.grad is not None:
+                    param.grad = self.accelerator.reduce(param.grad, reduction="mean")
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self.module.zero_grad(set_to_none=True)

@@ -17,7 +17,7 @@ from .compare import ComparisonReport
 from .distributed import place_teacher
 from .intermediate import (
     IntermediateDistillation,
-    ZeroProjectionGrads,
+    ProjectionGradients,
     check_in_batch_teacher,
     load_projections,
     save_projections,
@@ -314,7 +314,7 @@ class DistillationTrainer(Trainer):
             )
         check_in_batch_teacher(self.teacher_model, [], args.logits_columns)
         module = IntermediateDistillation.from_models(unwrap(self.model), unwrap(self.teacher_model), args)
-        self.add_callback(ZeroProjectionGrads(module))
+        self.add_callback(ProjectionGradients(module, self.accelerator))
         return module.to(args.device)
 
     def create_optimizer(self, model: torch.nn.Module | None = None) -> torch.optim.Optimizer:
