@@ -314,6 +314,12 @@ class DistillationTrainer(Trainer):
             )
         check_in_batch_teacher(self.teacher_model, [], args.logits_columns)
         module = IntermediateDistillation.from_models(unwrap(self.model), unwrap(self.teacher_model), args)
+        if module.projections is not None and (self.is_deepspeed_enabled or self.is_fsdp_enabled):
+            raise ValueError(
+                "hidden_state_loss between models of different widths trains projections beside the student, which "
+                "DeepSpeed and FSDP do not optimize. Run under DDP or one device, or use a student of the teacher's "
+                "hidden_size (no projection)."
+            )
         self.add_callback(ProjectionGradients(module, self.accelerator))
         return module.to(args.device)
 
