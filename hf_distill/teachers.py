@@ -28,7 +28,7 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 from .labels import label_names, teacher_to_student_permutation
 from .teacher import forward_input_names, load_teacher, model_name, unwrap
 
-# Losses that read the teacher only through softmax(z / T) (or its argmax): they see an ensemble exactly.
+# Losses that compare raw logits, to which an ensemble's ``T * log p`` means nothing (the others read softmax(z / T)).
 _RAW_LOGIT_LOSSES = ("mse",)
 _ARCHITECTURE_KEYS = ("model_type", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
 
@@ -42,7 +42,7 @@ def combine_teacher_logits(
     log_probs = torch.stack([torch.log_softmax(z.float() / temperature, -1) for z in logits])
     log_weights = torch.tensor([math.log(w) if w > 0 else -math.inf for w in weights], device=log_probs.device)
     combined = torch.logsumexp(log_probs + log_weights.view(-1, *[1] * (log_probs.dim() - 1)), dim=0)
-    return temperature * combined.clamp(min=torch.finfo(torch.float32).min)
+    return (temperature * combined).clamp(min=torch.finfo(torch.float32).min)
 
 
 def parse_teacher_weights(
