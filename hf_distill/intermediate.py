@@ -23,7 +23,7 @@ and never into the student's weights.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -33,6 +33,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import TrainerCallback
 from transformers.utils import logging
+
+from .losses import LossParts
 
 logger = logging.get_logger(__name__)
 
@@ -123,8 +125,10 @@ _HIDDEN_STATE_FNS = {"mse": hidden_state_mse, "cosine": hidden_state_cosine}
 class IntermediateDistillation(nn.Module):
     """Hidden-state and attention-map losses of the mapped layers, with the learned projections they need.
 
-    ``forward(student_outputs, teacher_outputs, attention_mask)`` returns the unweighted parts
-    ``{"hidden_state": ..., "attention": ...}`` (those switched on); :meth:`weighted` their weighted sum. One
+    A term of :class:`~hf_distill.losses.DistillationObjective`: ``forward(student_outputs, teacher_outputs, labels,
+    inputs)`` returns the parts ``loss_hidden_state`` and ``loss_attention`` (those switched on) with their weights,
+    nothing where the teacher did not run (the CE phase of "KD then CE"); ``inputs["attention_mask"]`` marks the real
+    tokens. One
     ``nn.Linear(student_width, teacher_width)`` per mapped layer projects the student's hidden states when the widths
     differ (TinyBERT's ``W_h``, one per layer here); with equal widths there is no projection.
     """
@@ -146,7 +150,7 @@ class IntermediateDistillation(nn.Module):
         self.layer_map = layer_map
         self.hidden_state_loss = hidden_state_loss
         self.attention_loss = attention_loss
-        self.weights = {"hidden_state": hidden_state_weight, "attention": attention_weight}
+        self.weights = {"loss_hidden_state": hidden_state_weight, "loss_attention": attention_weight}
         needs_projection = hidden_state_loss is not None and student_width != teacher_width
         self.projections = (
             nn.ModuleList(nn.Linear(student_width, teacher_width) for _ in layer_map) if needs_projection else None
@@ -198,9 +202,12 @@ class IntermediateDistillation(nn.Module):
         return flags
 
     def forward(
-        self, student_outputs: Any, teacher_outputs: Any, attention_mask: torch.Tensor | None = None
-    ) -> dict[str, torch.Tensor]:
-        parts = {}
+        self, student_outputs: Any, teacher_outputs: Any, labels: torch.Tensor | None, inputs: Mapping[str, Any]
+    ) -> LossParts:
+        parts: dict[str, torch.Tensor] = {}
+        if teacher_outputs is None:
+            return LossParts(parts)
+        attention_mask = inputs.get("attention_mask")
         if self.hidden_state_loss is not None:
             student_states = _returned(student_outputs, "hidden_states", "student")
             teacher_states = _returned(teacher_outputs, "hidden_states", "teacher")
@@ -212,7 +219,7 @@ class IntermediateDistillation(nn.Module):
                 if self.projections is not None:
                     student_state = self.projections[i](student_state)
                 losses.append(loss_fn(student_state, teacher_state, attention_mask))
-            parts["hidden_state"] = torch.stack(losses).mean()
+            parts["loss_hidden_state"] = torch.stack(losses).mean()
         if self.attention_loss is not None:
             student_maps = _returned(student_outputs, "attentions", "student")
             teacher_maps = _returned(teacher_outputs, "attentions", "teacher")
@@ -220,24 +227,8 @@ class IntermediateDistillation(nn.Module):
             for s, t in self.layer_map:
                 _check_lengths(student_maps[s], teacher_maps[t])
                 losses.append(attention_kl(student_maps[s], teacher_maps[t], attention_mask))
-            parts["attention"] = torch.stack(losses).mean()
-        return parts
-
-    def weighted(self, parts: dict[str, torch.Tensor]) -> torch.Tensor:
-        """``hidden_state_weight * hidden_state + attention_weight * attention`` of :meth:`forward`'s parts."""
-        return sum(self.weights[name] * value for name, value in parts.items())
-
-    def describe(self) -> dict[str, Any]:
-        """The settings, for logs and the model card."""
-        described: dict[str, Any] = {"layer_map": ",".join(f"{s}:{t}" for s, t in self.layer_map)}
-        if self.hidden_state_loss is not None:
-            described.update(
-                hidden_state_loss=self.hidden_state_loss, hidden_state_weight=self.weights["hidden_state"]
-            )
-            described["projections"] = self.projections is not None
-        if self.attention_loss is not None:
-            described.update(attention_loss=self.attention_loss, attention_weight=self.weights["attention"])
-        return described
+            parts["loss_attention"] = torch.stack(losses).mean()
+        return LossParts(parts, {name: self.weights[name] for name in parts})
 
 
 class ProjectionGradients(TrainerCallback):

@@ -26,7 +26,7 @@ from .losses import get_loss
 from .provenance import read_logits_info
 from .teacher import auto_class_for, unwrap
 from .teacher import model_name as name_of_model
-from .training_args import DistillationTrainingArguments
+from .training_args import METHOD_FIELDS, DistillationTrainingArguments
 
 if TYPE_CHECKING:
     from .trainer import DistillationTrainer
@@ -137,12 +137,16 @@ def distillation_model_card(
 
 
 def _distillation_settings(args: DistillationTrainingArguments) -> dict[str, Any]:
-    """The fields DistillationTrainingArguments adds to TrainingArguments (loss, alpha, temperature, ...)."""
-    base = {f.name for f in dataclasses.fields(TrainingArguments)}
+    """The method (:meth:`~hf_distill.DistillationTrainingArguments.method_summary`: loss, hyperparameters,
+    corrections, schedules) and the other fields DistillationTrainingArguments adds to TrainingArguments."""
+    skipped = {f.name for f in dataclasses.fields(TrainingArguments)} | set(METHOD_FIELDS)
     return {
-        f.name: getattr(args, f.name)
-        for f in dataclasses.fields(args)
-        if f.name not in base and f.init and not f.name.endswith("_token")
+        **args.method_summary(),
+        **{
+            f.name: getattr(args, f.name)
+            for f in dataclasses.fields(args)
+            if f.name not in skipped and f.init and not f.name.endswith("_token")
+        },
     }
 
 

@@ -27,6 +27,7 @@ from transformers import (
 )
 
 from hf_distill import DataCollatorForDistillation, DistillationTrainer, DistillationTrainingArguments
+from hf_distill.labels import encoding_order, label_names
 from hf_distill.metrics import compute_metrics_fn
 from hf_distill.teacher import load_teacher
 from hf_distill.vision import (
@@ -93,6 +94,9 @@ def main(argv: list[str] | None = None) -> None:
         teacher.config, load_image_processor(model_args.teacher_model_name_or_path), default_size=height
     )
     student = build_student(model_args, labels, channels, height)
+    order = encoding_order(labels, label_names(student.config))  # a pretrained student's own label order, by name
+    if order != labels:
+        dataset = dataset.align_labels_with_mapping({name: i for i, name in enumerate(order)}, "label")
     student_processor = model_args.student_model_name_or_path and load_image_processor(
         model_args.student_model_name_or_path
     )
