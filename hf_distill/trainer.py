@@ -155,7 +155,7 @@ class DistillationTrainer(Trainer):
                 teacher_logits = self._stored_teacher_logits(stored_logits, stored_indices, schedule.temperature)
             else:
                 teacher_logits, teacher_outputs = self._teacher_forward(inputs, schedule.temperature)
-        flags = self.intermediate.output_flags if self.intermediate is not None else {}
+        flags = self.objective.output_flags
         outputs = model(**student_inputs, **flags)
         parts = self.loss_from_outputs(outputs, teacher_logits, labels, schedule, teacher_outputs, student_inputs)
         if flags:  # hidden states and attention maps must not become predictions
@@ -228,8 +228,7 @@ class DistillationTrainer(Trainer):
             feed = {k: v.to(dtype) if v.is_floating_point() else v for k, v in feed.items()}
         if isinstance(self.teacher_model, TeacherEnsemble):
             feed["temperature"] = temperature
-        if self.intermediate is not None:
-            feed.update(self.intermediate.output_flags)
+        feed.update(self.objective.output_flags)
         with torch.no_grad(), self.accelerator.autocast():
             outputs = teacher(**feed)
         logits = outputs.logits.float()

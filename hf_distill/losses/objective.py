@@ -157,6 +157,11 @@ class DistillationObjective:
         parts = self.logit_parts(student_logits, teacher_logits, labels, alpha=alpha, temperature=temperature)
         return parts + self.term_parts(student_outputs, teacher_outputs, labels, inputs)
 
+    @property
+    def output_flags(self) -> dict[str, bool]:
+        """What the terms need the models to return, as ``forward`` keywords (``output_hidden_states=True``, ...)."""
+        return {name: value for term in self.terms for name, value in getattr(term, "output_flags", {}).items()}
+
     def term_parts(
         self, student_outputs: Any, teacher_outputs: Any, labels: torch.Tensor | None, inputs: Mapping[str, Any] | None
     ) -> LossParts:
