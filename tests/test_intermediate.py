@@ -248,3 +248,11 @@ def test_vit_students_distil_hidden_states_and_attention(tmp_path, caplog):
     logged = trainer.state.log_history[0]
     assert math.isfinite(logged["loss_hidden_state"]) and logged["loss_attention"] > 0
     assert "eval_loss_attention" in trainer.evaluate()
+
+
+def test_no_intermediate_parts_once_kd_switches_to_ce(tmp_path, data):
+    trainer = intermediate_trainer(tmp_path, data, max_steps=3, distillation_steps=1)
+    trainer.train()
+    steps = [log for log in trainer.state.log_history if "loss" in log]
+    assert "loss_hidden_state" in steps[0] and "loss_attention" in steps[0]
+    assert all("loss_hidden_state" not in log and "loss_kd" not in log for log in steps[1:])
