@@ -11,6 +11,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 from transformers import EvalPrediction, PreTrainedModel, Trainer
+from transformers.modelcard import TrainingSummary
 from transformers.utils import logging
 
 from .compare import ComparisonReport
@@ -25,11 +26,11 @@ from .intermediate import (
 from .labels import check_label_names, label_names, teacher_to_student_permutation
 from .losses import IGNORE_INDEX, DistillationObjective, LossParts, TopKLogits
 from .metrics import classification_metrics
-from .model_card import distillation_model_card
+from .model_card import StudentRun, distillation_model_card
 from .provenance import read_logits_info
 from .schedules import ObjectiveSchedule, TwoStageCallback, objective_schedule
 from .streaming import first_rows
-from .teacher import forward_input_names, teacher_inputs, unwrap
+from .teacher import forward_input_names, model_name, teacher_inputs, unwrap
 from .teachers import TeacherEnsemble, build_teacher, combine_teacher_logits, parse_teacher_weights
 from .top_k import check_top_k_column, indices_column
 from .training_args import DistillationTrainingArguments
@@ -535,6 +536,11 @@ class DistillationTrainer(Trainer):
         self._eval_fingerprint = dataset._fingerprint if isinstance(dataset, datasets.Dataset) else None
         return super().get_eval_dataloader(eval_dataset)
 
+    def get_test_dataloader(self, test_dataset: datasets.Dataset):
+        """As :meth:`get_eval_dataloader`: ``predict`` on a labelled set reports the teacher's metrics too."""
+        self._eval_fingerprint = test_dataset._fingerprint if isinstance(test_dataset, datasets.Dataset) else None
+        return super().get_test_dataloader(test_dataset)
+
     def _teacher_metrics(self, outputs: list[tuple[torch.Tensor, torch.Tensor]]) -> dict[str, float]:
         """``compute_metrics`` (or accuracy and macro-F1) of the teacher logits gathered during evaluation."""
         logits = torch.cat([logits for logits, _ in outputs])
@@ -547,6 +553,10 @@ class DistillationTrainer(Trainer):
         return dict(self.compute_metrics(prediction))
 
     # ---- model card ----
+
+    # Settings of the method beyond DistillationTrainingArguments and a paragraph on it, for the model card;
+    # subclasses add theirs (see DeiTDistillationTrainer).
+    method_description: str | None = None
 
     def create_model_card(
         self,
@@ -562,32 +572,62 @@ class DistillationTrainer(Trainer):
         teacher_model_name: str | None = None,
         comparison: ComparisonReport | str | None = None,
         reproduce_command: str | None = None,
+        method: dict[str, Any] | None = None,
     ) -> None:
         """Write ``README.md`` in ``output_dir``: a distillation card (``push_to_hub(**kwargs)`` passes kwargs here).
 
         Takes Trainer's arguments plus ``teacher_model_name`` (default: the teacher's name or path, or the one
         recorded with precomputed logits), ``comparison`` (a :class:`~hf_distill.compare.ComparisonReport` or its JSON
-        path, for the speed and size columns) and ``reproduce_command`` (default: this command line, tokens removed).
+        path, for the speed and size columns), ``reproduce_command`` (default: this command line, tokens removed) and
+        ``method`` (further settings of the method to record, such as cached views or augmentation).
         See :func:`hf_distill.model_card.distillation_model_card`.
         """
         if not self.is_world_process_zero():
             return
-        card = distillation_model_card(
+        summary = TrainingSummary.from_trainer(
             self,
             language=language,
             license=license,
-            tags=tags,
+            tags=[tags] if isinstance(tags, str) else tags,
             model_name=model_name,
             finetuned_from=finetuned_from,
             tasks=tasks,
             dataset_tags=dataset_tags,
             dataset=dataset,
             dataset_args=dataset_args,
-            teacher_model_name=teacher_model_name,
-            comparison=comparison,
-            reproduce_command=reproduce_command,
         )
+        teacher, teacher_parameters = self._teacher_record()
+        column = self.args.teacher_logits_column
+        run = StudentRun(
+            summary=summary,
+            student=self.accelerator.unwrap_model(self.model),
+            args=self.args,
+            teacher=teacher_model_name or teacher,
+            teacher_parameters=teacher_parameters,
+            teacher_logits_source=(
+                "computed on the fly by the teacher"
+                if self.teacher_model is not None
+                else f"precomputed once and read from the dataset column `{column}`"
+            ),
+            log_history=self.state.log_history,
+            repo=self.hub_model_id or self.args.output_dir,  # the Hub repo once one is set up for pushing
+            method=method or {},
+            method_description=self.method_description,
+        )
+        card = distillation_model_card(run, comparison=comparison, reproduce_command=reproduce_command)
         card.save(os.path.join(self.args.output_dir, "README.md"))
+
+    def _teacher_record(self) -> tuple[str, int | None]:
+        """The teacher's name or path and parameter count; for precomputed logits, those recorded with the column."""
+        if self.teacher_model is not None:
+            return model_name(self.teacher_model), sum(p.numel() for p in self.teacher_model.parameters())
+        sets = self.eval_dataset.values() if isinstance(self.eval_dataset, dict) else [self.eval_dataset]
+        for dataset in [self.train_dataset, *sets]:
+            if isinstance(dataset, datasets.Dataset):
+                info = read_logits_info(dataset, self.args.teacher_logits_column)
+                if info is not None:
+                    return info.teacher, info.teacher_parameters
+        return "unknown", None
 
     # ---- logging ----
 

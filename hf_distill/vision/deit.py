@@ -56,6 +56,14 @@ class DeiTDistillationTrainer(DistillationTrainer):
     teacher (in the loop or precomputed, as with :class:`~hf_distill.DistillationTrainer`). ``alpha`` must lie strictly
     between 0 and 1 so both heads learn; evaluation and the saved model use the average of the two heads."""
 
+    method_description = (
+        'The student is a DeiT with a distillation token (Touvron et al., 2021, "Training data-efficient image '
+        'transformers & distillation through attention"). Beside the class token it carries a distillation token '
+        "with its own head: the class head is trained on the labels (weight `alpha`) and the distillation head on "
+        "the teacher (weight `1 - alpha`; `hard` = the teacher's top-1 class, else its soft targets). At inference "
+        "the model averages the two heads' logits."
+    )
+
     def __init__(self, model: Any = None, args: DistillationTrainingArguments | None = None, **kwargs: Any):
         if model is not None and not isinstance(unwrap(model), DeiTForImageClassificationWithTeacher):
             raise TypeError(
