@@ -618,15 +618,16 @@ class DistillationTrainer(Trainer):
         card.save(os.path.join(self.args.output_dir, "README.md"))
 
     def _teacher_record(self) -> tuple[str, int | None]:
-        """The teacher's name or path and parameter count; for precomputed logits, those recorded with the column."""
+        """The teacher's name or path and parameter count; for precomputed logits, those recorded with the column(s)."""
         if self.teacher_model is not None:
             return model_name(self.teacher_model), sum(p.numel() for p in self.teacher_model.parameters())
         sets = self.eval_dataset.values() if isinstance(self.eval_dataset, dict) else [self.eval_dataset]
         for dataset in [self.train_dataset, *sets]:
-            if isinstance(dataset, datasets.Dataset):
-                info = read_logits_info(dataset, self.args.teacher_logits_column)
-                if info is not None:
-                    return info.teacher, info.teacher_parameters
+            if isinstance(dataset, datasets.Dataset):  # several columns: the teachers joined by " + "
+                infos = [read_logits_info(dataset, column) for column in self.args.logits_columns]
+                if all(info is not None for info in infos):
+                    sizes = [info.teacher_parameters for info in infos]
+                    return " + ".join(info.teacher for info in infos), None if None in sizes else sum(sizes)
         return "unknown", None
 
     # ---- logging ----

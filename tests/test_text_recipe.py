@@ -202,6 +202,8 @@ def test_recipe_exposes_intermediate_and_multi_teacher_methods(assets, method):
         assert all("loss_hidden_state" in entry for entry in history if "loss" in entry)
     card = (assets / "out-method" / "README.md").read_text()
     assert f"| {method[0][2:]} | {method[1]} |" in card  # the method's settings are recorded in the card
+    if "--teacher_weights" in method:  # both teachers are named, in-batch or precomputed
+        assert f"{assets / 'teacher'} + {assets / 'teacher2'}" in card
 
 
 def test_teacher_with_non_alphabetical_labels_is_scored_by_name(assets, word_tokenizer):
