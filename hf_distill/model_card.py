@@ -29,7 +29,7 @@ from .compare import ComparisonReport
 from .labels import label_names
 from .losses import get_loss
 from .teacher import auto_class_for, unwrap
-from .training_args import DistillationTrainingArguments
+from .training_args import METHOD_FIELDS, DistillationTrainingArguments
 
 TEMPLATE_PATH = Path(__file__).parent / "model_cards" / "distilled_model_card.md"
 TAGS = ["knowledge-distillation", "hf_distill"]
@@ -134,12 +134,16 @@ def distillation_model_card(
 
 
 def distillation_settings(args: DistillationTrainingArguments) -> dict[str, Any]:
-    """The fields DistillationTrainingArguments adds to TrainingArguments (loss, alpha, temperature, ...)."""
-    base = {f.name for f in dataclasses.fields(TrainingArguments)}
+    """The method (:meth:`~hf_distill.DistillationTrainingArguments.method_summary`: loss, hyperparameters,
+    corrections, schedules) and the other fields DistillationTrainingArguments adds to TrainingArguments."""
+    skipped = {f.name for f in dataclasses.fields(TrainingArguments)} | set(METHOD_FIELDS)
     return {
-        f.name: getattr(args, f.name)
-        for f in dataclasses.fields(args)
-        if f.name not in base and f.init and not f.name.endswith("_token")
+        **args.method_summary(),
+        **{
+            f.name: getattr(args, f.name)
+            for f in dataclasses.fields(args)
+            if f.name not in skipped and f.init and not f.name.endswith("_token")
+        },
     }
 
 

@@ -25,6 +25,7 @@ from transformers import (
 )
 
 from hf_distill import DataCollatorForDistillation, DistillationTrainer, DistillationTrainingArguments
+from hf_distill.labels import encoding_order, label_names
 from hf_distill.metrics import compute_metrics_fn
 from hf_distill.teacher import load_teacher
 from hf_distill.vision import (
@@ -99,6 +100,9 @@ def main(argv: list[str] | None = None) -> None:
         teacher.config, load_image_processor(model_args.teacher_model_name_or_path, **hub), default_size=height
     )
     student = build_student(model_args, labels, channels, height, **hub)
+    order = encoding_order(labels, label_names(student.config))  # a pretrained student's own label order, by name
+    if order != labels:
+        dataset = dataset.align_labels_with_mapping({name: i for i, name in enumerate(order)}, "label")
     processor_name = model_args.image_processor_name or model_args.student_model_name_or_path
     student_processor = processor_name and load_image_processor(processor_name, **hub)
     student_spec = pixel_spec_for(student.config, student_processor or None, default_size=height)

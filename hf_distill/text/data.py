@@ -236,7 +236,7 @@ def tokenize_for_distillation(
             if empty:
                 raise ValueError(
                     f"Text column {column!r} is empty (or not text) in row(s) {empty[:5]}. Fill or drop those rows, "
-                    "e.g. dataset.filter(lambda row: row[column] is not None)."
+                    f"e.g. dataset.filter(lambda row: row[{column!r}] is not None)."
                 )
         out = dict(tokenizer(*texts, padding=padding, truncation=True, max_length=max_length))
         if separate_teacher:
