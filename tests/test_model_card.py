@@ -192,6 +192,33 @@ def test_card_shows_a_comparison_report(tmp_path):
         assert f"{report.students[0].speedup:.2f}x" in text
 
 
+def test_card_records_the_method_loss_corrections_and_schedules(tmp_path):
+    data = tiny_text_dataset(8).remove_columns("text")
+    args = make_args(
+        tmp_path,
+        distillation_loss="dkd",
+        dkd_beta=4.0,
+        teacher_correction="swap",
+        logit_standardization=True,
+        temperature_schedule="cosine",
+        temperature_end=1.0,
+        distillation_steps=1,
+        two_stage_steps=1,
+    )
+    trainer = DistillationTrainer(
+        model=tiny_bert(seed=2), args=args, teacher_model=tiny_bert(seed=1), train_dataset=data
+    )
+    trainer.create_model_card(reproduce_command="python recipes/text.py")
+    text = (tmp_path / "out" / "README.md").read_text()
+    method = card_yaml(text)["distillation"]
+    assert method["distillation_loss"] == "dkd" and method["dkd_beta"] == 4.0 and method["dkd_alpha"] == 1.0
+    assert method["teacher_correction"] == "swap" and method["logit_standardization"] is True
+    assert method["temperature_schedule"] == "cosine to 1.0"
+    assert method["distillation_steps"] == 1 and method["two_stage_steps"] == 1
+    assert "jsd_beta" not in method and "alpha_end" not in method  # settings of methods not in use stay out
+    assert "| teacher_correction | swap |" in text and "Zhao et al." in text
+
+
 def test_card_reports_the_test_split_and_keeps_local_names_out_of_yaml(tmp_path, word_tokenizer):
     from hf_distill.text.data import TextDataArguments
 
@@ -253,30 +280,3 @@ def test_deit_card_describes_its_two_heads_and_records_the_method(tmp_path):
     assert meta["distillation"]["teacher_views"] == 4
     assert meta["distillation"]["augmentation"]["min_crop_scale"] == 0.5
     assert "distillation token" in text and "averages the two heads" in text
-
-
-def test_card_records_the_method_loss_corrections_and_schedules(tmp_path):
-    data = tiny_text_dataset(8).remove_columns("text")
-    args = make_args(
-        tmp_path,
-        distillation_loss="dkd",
-        dkd_beta=4.0,
-        teacher_correction="swap",
-        logit_standardization=True,
-        temperature_schedule="cosine",
-        temperature_end=1.0,
-        distillation_steps=1,
-        two_stage_steps=1,
-    )
-    trainer = DistillationTrainer(
-        model=tiny_bert(seed=2), args=args, teacher_model=tiny_bert(seed=1), train_dataset=data
-    )
-    trainer.create_model_card(reproduce_command="python recipes/text.py")
-    text = (tmp_path / "out" / "README.md").read_text()
-    method = card_yaml(text)["distillation"]
-    assert method["distillation_loss"] == "dkd" and method["dkd_beta"] == 4.0 and method["dkd_alpha"] == 1.0
-    assert method["teacher_correction"] == "swap" and method["logit_standardization"] is True
-    assert method["temperature_schedule"] == "cosine to 1.0"
-    assert method["distillation_steps"] == 1 and method["two_stage_steps"] == 1
-    assert "jsd_beta" not in method and "alpha_end" not in method  # settings of methods not in use stay out
-    assert "| teacher_correction | swap |" in text and "Zhao et al." in text
