@@ -4,8 +4,10 @@ Each (rows, storage) run is a fresh subprocess, so its peak RSS (``ru_maxrss``) 
 dataset of random token ids (lengths drawn from 8 to ``--max_length``, written once per size to an Arrow file with
 pyarrow, outside the measured process), builds a tiny BERT teacher from a config (random weights), and times
 ``precompute_teacher_logits(..., load_from_cache_file=False)``, which writes its cache file next to the data. Reported
-per run: seconds, rows/s, peak RSS and its growth over the RSS before the call, the logits columns' Arrow bytes per
-row and the cache file's bytes per row on disk.
+per run: wall and CPU seconds (the CPU time of this process, which other jobs on a shared machine do not inflate),
+rows/s, peak RSS, and the growth during the call of the anonymous (heap) resident memory and of the file-backed one
+(pages of memory-mapped Arrow files, which the kernel can drop), sampled every 20 ms; the logits columns' Arrow bytes
+per row and the cache file's bytes per row on disk (the cache file holds the input columns too).
 
     python benchmarks/precompute_scaling.py --rows 10000 100000 1000000 --output benchmarks/results/precompute_cpu.json
 """
@@ -19,6 +21,7 @@ import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -44,9 +47,23 @@ def write_data(path: Path, rows: int, max_length: int, vocab_size: int, chunk: i
             writer.write_batch(pa.record_batch([pa.ListArray.from_arrays(pa.array(offsets), ids)], schema=schema))
 
 
-def rss_bytes() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+def proc_status_bytes(*fields: str) -> list[int]:
+    values = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines())
+    return [int(values[field].split()[0]) * 1024 for field in fields]
+
+
+class PeakRss(threading.Thread):
+    """Samples the anonymous (heap) and file-backed (memory-mapped Arrow files) resident memory every 20 ms."""
+
+    def __init__(self):
+        super().__init__(daemon=True)
+        self.peak_anon = self.peak_file = 0
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.wait(0.02):
+            anon, file = proc_status_bytes("RssAnon", "RssFile")
+            self.peak_anon, self.peak_file = max(self.peak_anon, anon), max(self.peak_file, file)
 
 
 def measure(data_file: str, storage: str, cli: argparse.Namespace) -> dict:
@@ -64,12 +81,16 @@ def measure(data_file: str, storage: str, cli: argparse.Namespace) -> dict:
     )  # fmt: skip
     teacher = BertForSequenceClassification(config).eval()
     data = Dataset.from_file(data_file)
-    before = rss_bytes()
-    start = time.perf_counter()
+    anon_before, file_before = proc_status_bytes("RssAnon", "RssFile")
+    sampler = PeakRss()
+    sampler.start()
+    start, cpu_start = time.perf_counter(), time.process_time()
     result = precompute_teacher_logits(
         teacher, data, batch_size=cli.batch_size, device="cpu", load_from_cache_file=False, **STORAGES[storage]
     )
-    seconds = time.perf_counter() - start
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
+    sampler.done.set()
+    sampler.join()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     stored = [c for c in result.column_names if c.startswith("teacher_logits")]
     cache = [f["filename"] for f in result.cache_files if f["filename"] != data_file]
@@ -78,8 +99,11 @@ def measure(data_file: str, storage: str, cli: argparse.Namespace) -> dict:
         "storage": storage,
         "seconds": seconds,
         "rows_per_s": len(result) / seconds,
+        "cpu_seconds": cpu_seconds,
+        "rows_per_cpu_s": len(result) / cpu_seconds,
         "peak_rss_mib": peak / 2**20,
-        "rss_growth_mib": (peak - before) / 2**20,
+        "anon_rss_growth_mib": (sampler.peak_anon - anon_before) / 2**20,
+        "file_rss_growth_mib": (sampler.peak_file - file_before) / 2**20,
         "logits_bytes_per_row": sum(result.data.column(c).nbytes for c in stored) / len(result),
         "cache_file_bytes_per_row": sum(os.path.getsize(f) for f in cache) / len(result),
         "data_file_bytes_per_row": os.path.getsize(data_file) / len(result),
