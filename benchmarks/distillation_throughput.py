@@ -449,12 +449,35 @@ def run_task(shape: Shape, cli: argparse.Namespace) -> dict[str, Any]:
         },
         "median": median,
         "ratios": {name: _median([row[a] / row[b] for row in rounds]) for name, (a, b) in ratios.items()},
+        "ratio_ranges": {name: _range([row[a] / row[b] for row in rounds]) for name, (a, b) in ratios.items()},
         "rounds": rounds,
     }
 
 
 def _median(values: list[float | None]) -> float | None:
     return None if any(v is None for v in values) else statistics.median(values)
+
+
+def _range(values: list[float | None]) -> list[float] | None:
+    return None if any(v is None for v in values) else [min(values), max(values)]
+
+
+def markdown_table(results: dict[str, Any]) -> str:
+    """The ratios of every task (median and per-round range) and its median throughputs, as markdown."""
+    lines = ["| task | ratio | median | per-round range |", "|---|---|---|---|"]
+    for name, task in results["tasks"].items():
+        for ratio, value in task["ratios"].items():
+            bounds = task.get("ratio_ranges", {}).get(ratio)
+            spread = "–" if bounds is None else f"{bounds[0]:.3f} – {bounds[1]:.3f}"
+            lines.append(f"| {name} | `{ratio}` | {value:.3f} | {spread} |")
+    lines += ["", "| task | mode | examples / s (wall) | examples / CPU s |", "|---|---|---|---|"]
+    for name, task in results["tasks"].items():
+        for mode in task.get("modes", MODES):
+            median = task["median"]
+            per_cpu = median.get(f"{mode}_examples_per_cpu_s")
+            cpu = "–" if per_cpu is None else f"{per_cpu:.1f}"
+            lines.append(f"| {name} | `{mode}` | {median[f'{mode}_examples_per_s']:.1f} | {cpu} |")
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -470,7 +493,11 @@ def main() -> None:
     parser.add_argument("--precompute_batch_size", type=int, default=64)
     parser.add_argument("--tasks", nargs="+", help="run only these tasks of --shapes (default: all)")
     parser.add_argument("--output", type=Path, help="write the results as JSON here")
+    parser.add_argument("--table", type=Path, help="only print the markdown table of this results JSON")
     cli = parser.parse_args()
+    if cli.table:
+        print(markdown_table(json.loads(cli.table.read_text())))
+        return
     if cli.warmup_steps < 1:
         parser.error("--warmup_steps must be >= 1 (the first timed step needs a start stamp).")
 
@@ -487,16 +514,7 @@ def main() -> None:
             if cli.tasks is None or shape.name in cli.tasks
         },
     }
-    print(f"\n{'task':<20} {'ratio':<32} {'median':>8}")
-    for name, task in results["tasks"].items():
-        for ratio, value in task["ratios"].items():
-            print(f"{name:<20} {ratio:<32} {value:>8.3f}")
-        for mode in task["modes"]:
-            mib = task["median"][f"{mode}_peak_mib"]
-            speed = task["median"][f"{mode}_examples_per_s"]
-            print(
-                f"{name:<20} {mode + ' examples/s, peak MiB':<32} {speed:>8.1f} {mib if mib is None else round(mib)}"
-            )
+    print(markdown_table(results))
     if cli.output:
         cli.output.parent.mkdir(parents=True, exist_ok=True)
         cli.output.write_text(json.dumps(results, indent=2) + "\n")

@@ -111,6 +111,21 @@ def measure(data_file: str, storage: str, cli: argparse.Namespace) -> dict:
     }
 
 
+def markdown_table(runs: list[dict]) -> str:
+    lines = [
+        "| rows | storage | wall s | rows / s | CPU s | rows / CPU s | peak RSS MiB | heap growth MiB | mapped-file growth "
+        "MiB | logits bytes / row | cache file bytes / row |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in runs:
+        lines.append(
+            f"| {r['rows']:,} | {r['storage']} | {r['seconds']:.1f} | {r['rows_per_s']:,.0f} | {r['cpu_seconds']:.1f} | "
+            f"{r['rows_per_cpu_s']:,.0f} | {r['peak_rss_mib']:.0f} | {r['anon_rss_growth_mib']:.0f} | "
+            f"{r['file_rss_growth_mib']:.0f} | {r['logits_bytes_per_row']:.0f} | {r['cache_file_bytes_per_row']:.0f} |"
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
@@ -121,8 +136,12 @@ def main() -> None:
     parser.add_argument("--vocab_size", type=int, default=1000)
     parser.add_argument("--batch_size", type=int, default=256)
     parser.add_argument("--output", type=Path)
+    parser.add_argument("--table", type=Path, help="only print the markdown table of this results JSON")
     parser.add_argument("--measure", nargs=2, metavar=("DATA_FILE", "STORAGE"), help=argparse.SUPPRESS)
     cli = parser.parse_args()
+    if cli.table:
+        print(markdown_table(json.loads(cli.table.read_text())["runs"]))
+        return
     if cli.measure:
         print(json.dumps(measure(*cli.measure, cli)))
         return
@@ -143,6 +162,7 @@ def main() -> None:
             print(json.dumps(results[-1]), flush=True)
             for cache in Path(workdir).glob("cache-*.arrow"):
                 cache.unlink()
+    print(markdown_table(results))
     if cli.output:
         cli.output.parent.mkdir(parents=True, exist_ok=True)
         args = {k: str(v) if isinstance(v, Path) else v for k, v in vars(cli).items() if k != "measure"}

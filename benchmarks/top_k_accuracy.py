@@ -9,9 +9,11 @@ initial weights and batch order), one student per storage and temperature (full 
 weights the hard-label term), plus one student on the ``hard`` loss (the teacher's top-1 class only, which any storage
 gives) and a cross-entropy-only student (no teacher) as reference. All are scored on held-out sequences: accuracy on
 the clean labels, top-1 agreement with the teacher, and KL(teacher || student) on the full distributions at T = 1.
-``summary`` holds the mean and sample standard deviation over seeds.
+``summary`` holds the mean, sample standard deviation, min and max over seeds; ``--merge`` combines runs made for
+different seeds in parallel. The teacher (seed 0) is the same in every run.
 
-    python benchmarks/top_k_accuracy.py --seeds 0 1 2 --temperatures 1 2 --output benchmarks/results/top_k_cpu.json
+    python benchmarks/top_k_accuracy.py --seeds 0 1 2 --temperatures 1 2 --top_k 10 \\
+        --output benchmarks/results/top_k_cpu.json
 """
 
 from __future__ import annotations
@@ -106,7 +108,11 @@ def main() -> None:
     parser.add_argument("--teacher_epochs", type=float, default=8.0)
     parser.add_argument("--student_epochs", type=float, default=6.0)
     parser.add_argument("--output", type=Path)
+    parser.add_argument("--merge", type=Path, nargs="+", help="merge these result files into --output instead")
     cli = parser.parse_args()
+    if cli.merge:
+        merge(cli.merge, cli.output)
+        return
 
     train_set, _ = keyword_task(cli.train_examples, 0, cli.vocab_size, cli.label_noise)
     held_out, held_out_labels = keyword_task(cli.eval_examples, 1, cli.vocab_size, 0.0)
@@ -153,6 +159,11 @@ def main() -> None:
                 stored = [c for c in ("teacher_logits", indices_column("teacher_logits")) if c in data.column_names]
                 model = train(student, data, cli.student_epochs, workdir, seed=seed, alpha=cli.alpha, temperature=t)
                 score(seed, name, predict(model, held_out), bytes_per_example=bytes_per_example(data, stored))
+    write_report(results, {**vars(cli), "output": str(cli.output)}, cli.output)
+
+
+def write_report(results: dict[str, dict[str, dict[str, float]]], args: dict, output: Path | None) -> None:
+    """Mean, sample std, min and max over seeds of every metric; printed as a markdown table and saved as JSON."""
     summary = {
         name: {
             metric: {
@@ -160,18 +171,35 @@ def main() -> None:
                 "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
                 "min": float(np.min(values)),
                 "max": float(np.max(values)),
+                "seeds": len(values),
             }
-            for metric in rows[next(iter(rows))]
+            for metric in next(iter(rows.values()))
             for values in [[row[metric] for row in rows.values()]]
         }
         for name, rows in results.items()
     }
+    print("| student | bytes / example | held-out accuracy | top-1 agreement | KL(teacher ‖ student), T=1 |")
+    print("|---|---|---|---|---|")
     for name, metrics in summary.items():
-        print(f"{name:<24} " + "  ".join(f"{m}={v['mean']:.3f}±{v['std']:.3f}" for m, v in metrics.items()))
-    if cli.output:
-        cli.output.parent.mkdir(parents=True, exist_ok=True)
-        args = {**vars(cli), "output": str(cli.output)}
-        cli.output.write_text(json.dumps({"args": args, "summary": summary, "results": results}, indent=2) + "\n")
+        cells = [f"{metrics['bytes_per_example']['mean']:.0f}" if "bytes_per_example" in metrics else "–"]
+        for metric in ("accuracy", "agreement", "kl_teacher_student_t1"):
+            m = metrics.get(metric)
+            cells.append("–" if m is None else f"{m['mean']:.3f} ± {m['std']:.3f} ({m['min']:.3f}–{m['max']:.3f})")
+        print(f"| {name} | " + " | ".join(cells) + " |")
+    if output:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(json.dumps({"args": args, "summary": summary, "results": results}, indent=2) + "\n")
+
+
+def merge(files: list[Path], output: Path | None) -> None:
+    """One report from runs over different seeds (same other arguments), e.g. run in parallel."""
+    runs = [json.loads(f.read_text()) for f in files]
+    results: dict[str, dict[str, dict[str, float]]] = {}
+    for run in runs:
+        for name, rows in run["results"].items():
+            results.setdefault(name, {}).update(rows)
+    args = {**runs[0]["args"], "seeds": sorted({s for run in runs for s in run["args"]["seeds"]})}
+    write_report(results, {**args, "output": str(output)}, output)
 
 
 if __name__ == "__main__":
