@@ -5,6 +5,7 @@ import torch
 from transformers import HfArgumentParser, TrainingArguments
 
 from hf_distill import DistillationTrainingArguments
+from hf_distill.workflow.arguments import parse_arguments
 
 
 def test_cli_flags_parse_and_serialise(tmp_path):
@@ -55,17 +56,50 @@ def test_help_renders():
     [
         ({"alpha": 1.5}, r"alpha must be in \[0, 1\].*got 1.5"),
         ({"alpha": -0.1}, r"alpha must be in \[0, 1\]"),
-        ({"temperature": 0.0}, "temperature must be > 0"),
-        ({"temperature": -2.0}, "temperature must be > 0"),
-        ({"distillation_loss": "kld"}, "Unknown distillation_loss 'kld'. Known losses: hard, kl, mse"),
+        ({"temperature": 0.0}, "temperature must be finite and > 0"),
+        ({"temperature": -2.0}, "temperature must be finite and > 0"),
+        ({"temperature": float("inf")}, "temperature must be finite and > 0, got inf"),
+        ({"temperature": float("nan")}, "temperature must be finite and > 0, got nan"),
+        ({"label_names": ["target"]}, "label_names=.*reads the class labels from the `labels` key"),
+        ({"label_smoothing_factor": 1.0}, r"label_smoothing_factor must be in \[0, 1\)"),
+        ({"distillation_loss": "kld"}, "Unknown distillation_loss 'kld'. Known losses: dist, dkd, hard, jsd, kl, mse"),
         ({"teacher_dtype": "int8"}, "teacher_dtype must be one of"),
         ({"teacher_torch_compile": "yes"}, "teacher_torch_compile must be True or False"),
         ({"teacher_logits_column": ""}, "teacher_logits_column must be a non-empty"),
+        ({"dkd_beta": -1.0}, "dkd_beta must be >= 0"),
+        ({"jsd_beta": 1.5}, r"jsd_beta must be in \[0, 1\]"),
+        ({"teacher_correction": "onehot"}, "teacher_correction must be one of swap"),
+        ({"alpha_schedule": "step"}, "alpha_schedule must be one of constant, linear, cosine"),
+        ({"alpha_end": 0.1}, "alpha_end=0.1 has no effect with alpha_schedule='constant'"),
+        ({"temperature_schedule": "linear", "temperature_end": 0.0}, "temperature_end must be finite and > 0"),
+        ({"distillation_steps": 0}, "distillation_steps must be > 0"),
+        ({"two_stage_steps": 5, "two_stage_epochs": 1.0}, "Set two_stage_steps or two_stage_epochs, not both"),
     ],
 )
 def test_bad_values_raise_clear_errors(tmp_path, overrides, message):
     with pytest.raises(ValueError, match=message):
         DistillationTrainingArguments(output_dir=str(tmp_path), report_to=[], **overrides)
+
+
+def test_method_flags_parse_and_summarise(tmp_path):
+    parser = HfArgumentParser(DistillationTrainingArguments)
+    (args,) = parser.parse_args_into_dataclasses(
+        ["--output_dir", str(tmp_path), "--report_to", "none", "--distillation_loss", "dkd", "--dkd_beta", "2"]
+        + ["--alpha_schedule", "cosine", "--alpha_end", "0.1", "--teacher_correction", "swap"]
+        + ["--logit_standardization", "--distillation_epochs", "1", "--two_stage_steps", "100"]
+    )
+    assert args.method_summary() == {
+        "distillation_loss": "dkd",
+        "dkd_alpha": 1.0,
+        "dkd_beta": 2.0,
+        "alpha": 0.5,
+        "alpha_schedule": "cosine to 0.1",
+        "temperature": 2.0,
+        "teacher_correction": "swap",
+        "distillation_epochs": 1.0,
+        "two_stage_steps": 100,
+        "logit_standardization": True,
+    }
 
 
 def test_teacher_torch_compile_flag_parses_and_compiles_the_teacher_on_placement(tmp_path):
@@ -84,3 +118,29 @@ def test_teacher_torch_compile_flag_parses_and_compiles_the_teacher_on_placement
     runner, input_names = trainer._placed_teacher()
     assert isinstance(runner, torch._dynamo.eval_frame.OptimizedModule) and runner._orig_mod is trainer.teacher_model
     assert "input_ids" in input_names
+
+
+def test_string_alpha_is_refused_with_a_clear_type_error(tmp_path):
+    with pytest.raises(TypeError, match="alpha must be a number, got '5e-1'"):
+        DistillationTrainingArguments(output_dir=str(tmp_path), report_to=[], alpha="5e-1")
+
+
+def test_yaml_numbers_written_as_strings_are_converted(tmp_path):
+    """PyYAML reads ``5e-1`` as a string; the recipes' parser converts it for number fields, or names the field."""
+    config = tmp_path / "config.yaml"
+    config.write_text(f"output_dir: {tmp_path / 'out'}\nalpha: 5e-1\nlearning_rate: 3e-5\nreport_to: []\n")
+    (args,) = parse_arguments(HfArgumentParser(DistillationTrainingArguments), [str(config)])
+    assert args.alpha == 0.5 and args.learning_rate == 3e-5
+    config.write_text(f"output_dir: {tmp_path / 'out'}\ntemperature: warm\n")
+    with pytest.raises(ValueError, match="temperature must be a number"):
+        parse_arguments(HfArgumentParser(DistillationTrainingArguments), [str(config)])
+
+
+@pytest.mark.parametrize("metric", ["loss_kd", "eval_loss_ce", "loss"])
+def test_loss_metrics_select_the_lowest_checkpoint_by_default(tmp_path, metric):
+    args = DistillationTrainingArguments(output_dir=str(tmp_path), report_to=[], metric_for_best_model=metric)
+    assert args.greater_is_better is False
+    agreement = DistillationTrainingArguments(
+        output_dir=str(tmp_path), report_to=[], metric_for_best_model="agreement"
+    )
+    assert agreement.greater_is_better is True

@@ -7,7 +7,10 @@ from dataclasses import dataclass, field
 from datasets import DatasetDict
 
 from .augment import RandomResizedCropFlip, to_chw_uint8
-from .datasets import BUILTIN_DATASETS, class_names, eval_split, load_image_dataset
+from .datasets import BUILTIN_DATASETS, check_images, class_names, eval_split, load_image_dataset
+
+# Built-in offline copies of Hub datasets (sklearn_digits has none).
+BUILTIN_HUB_IDS = {"fashion_mnist": "zalando-datasets/fashion_mnist"}
 
 
 @dataclass
@@ -37,6 +40,22 @@ class ImageDataArguments:
     min_crop_scale: float = field(default=0.08, metadata={"help": "Smallest crop area, as a share of the image."})
     flip_prob: float = field(default=0.5, metadata={"help": "Probability of a horizontal flip."})
 
+    def card_kwargs(self) -> dict[str, str]:
+        """The dataset as `create_model_card` names it: by its Hub id when it has one (built-in copies included)."""
+        if not self.dataset_name:
+            return {}
+        hub_id = BUILTIN_HUB_IDS.get(
+            self.dataset_name, None if self.dataset_name in BUILTIN_DATASETS else self.dataset_name
+        )
+        kwargs = {"dataset": self.dataset_name, **({"dataset_tags": hub_id} if hub_id else {})}
+        if hub_id and self.dataset_config_name:
+            kwargs["dataset_args"] = self.dataset_config_name
+        return kwargs
+
+    def augmentation_settings(self) -> dict[str, float | bool]:
+        """The training augmentation, for the model card."""
+        return {"augment": self.augment, "min_crop_scale": self.min_crop_scale, "flip_prob": self.flip_prob}
+
     def augmentation(self) -> RandomResizedCropFlip | None:
         return (
             RandomResizedCropFlip(scale=(self.min_crop_scale, 1.0), flip_prob=self.flip_prob) if self.augment else None
@@ -65,6 +84,8 @@ def prepare_image_splits(args: ImageDataArguments, seed: int) -> tuple[DatasetDi
         if split in dataset and limit is not None and limit < len(dataset[split]):
             dataset[split] = dataset[split].shuffle(seed=seed).select(range(limit))
     keep = [split for split in ("train", "validation", "test") if split in dataset]
+    for split in keep:
+        check_images(dataset[split], split=split)
     return DatasetDict({split: dataset[split] for split in keep}), class_names(dataset["train"])
 
 
