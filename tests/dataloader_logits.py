@@ -139,3 +139,8 @@ def main(output: str) -> None:
 
 if __name__ == "__main__":
     main(sys.argv[1])
+    # Leave the process group before exit: a gloo group torn down by the interpreter at exit sometimes aborts with
+    # "terminate called without an active exception" after the work is done.
+    if torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
