@@ -167,3 +167,8 @@ if __name__ == "__main__":
     parser.add_argument("--intermediate", action="store_true")
     args = parser.parse_args()
     main(args.output, args.batch_size, args.precompute_dir, args.fsdp_teacher, args.deepspeed_stage, args.intermediate)
+    # Leave the process group before exit: a gloo group torn down by the interpreter at exit sometimes aborts with
+    # "terminate called without an active exception" after the work is done.
+    if torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()

@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from ..logit_columns import VIEW_INDEX_KEY
 from .augment import PixelSpec, RandomResizedCropFlip, identity_view, render_view, to_chw_uint8
 
 VIEWS_COLUMN = "teacher_views"
@@ -21,6 +22,8 @@ class DistillationImageTransform:
     view, else the whole image. Rows of a K-view cache (:func:`~hf_distill.vision.precompute_teacher_views`) carry
     ``views_column`` and ``K`` logits per image in ``teacher_logits_column``: one of the K stored views is drawn each
     time the row is read (once per epoch) and its logits are passed on, so augmentation needs no teacher in the loop.
+    Without the logits column in the batch (`DistillationTrainer` reads it from Arrow, see
+    :class:`~hf_distill.logit_columns.LogitColumns`), the drawn view's index is returned under ``VIEW_INDEX_KEY``.
 
     Randomness comes from a generator seeded with ``seed`` (and the DataLoader worker's seed in workers), so runs
     repeat exactly. Train with ``remove_unused_columns=False``: the transform needs the raw image column.
@@ -49,10 +52,13 @@ class DistillationImageTransform:
         if self.views_column in batch:
             picks = [int(torch.randint(len(views), (1,), generator=generator)) for views in batch[self.views_column]]
             views = [views[j] for views, j in zip(batch[self.views_column], picks, strict=True)]
-            out[self.teacher_logits_column] = [
-                torch.as_tensor(logits[j], dtype=torch.float32)
-                for logits, j in zip(batch[self.teacher_logits_column], picks, strict=True)
-            ]
+            if self.teacher_logits_column in batch:
+                out[self.teacher_logits_column] = [
+                    torch.as_tensor(logits[j], dtype=torch.float32)
+                    for logits, j in zip(batch[self.teacher_logits_column], picks, strict=True)
+                ]
+            else:  # `DistillationTrainer` reads the drawn view's logits from Arrow (`LogitColumns`)
+                out[VIEW_INDEX_KEY] = picks
         elif self.augment is not None:
             views = [self.augment.sample(image.shape[1], image.shape[2], generator) for image in images]
         else:
