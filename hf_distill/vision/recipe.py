@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from datasets import DatasetDict
 
-from .augment import RandomResizedCropFlip, to_chw_uint8
+from .augment import RandomResizedCropFlip, to_pil
 from .datasets import BUILTIN_DATASETS, class_names, eval_split, load_image_dataset
 
 
@@ -33,14 +33,30 @@ class ImageDataArguments:
     max_eval_samples: int | None = field(
         default=None, metadata={"help": "Evaluate on random subsets of validation and test this large."}
     )
-    augment: bool = field(default=True, metadata={"help": "Random resized crop and horizontal flip on train images."})
-    min_crop_scale: float = field(default=0.08, metadata={"help": "Smallest crop area, as a share of the image."})
-    flip_prob: float = field(default=0.5, metadata={"help": "Probability of a horizontal flip."})
+    augment: bool = field(
+        default=True,
+        metadata={
+            "help": "Random resized crop and horizontal flip on train images (off for digits and text-like images)."
+        },
+    )
+    min_crop_scale: float = field(
+        default=0.08,
+        metadata={"help": "Smallest crop area, as a share of the image (ImageNet's 0.08; 0.5+ for small images)."},
+    )
+    flip_prob: float = field(
+        default=0.5,
+        metadata={"help": "Probability of a horizontal flip (0 when mirroring changes the class, e.g. digits)."},
+    )
 
     def augmentation(self) -> RandomResizedCropFlip | None:
         return (
             RandomResizedCropFlip(scale=(self.min_crop_scale, 1.0), flip_prob=self.flip_prob) if self.augment else None
         )
+
+    def augmentation_settings(self) -> dict:
+        """The training augmentation as recorded in a model card: ``{"augmentation": None}`` when off."""
+        augment = self.augmentation()
+        return {"augmentation": augment.to_dict() if augment is not None else None}
 
 
 def prepare_image_splits(args: ImageDataArguments, seed: int) -> tuple[DatasetDict, list[str]]:
@@ -68,6 +84,8 @@ def prepare_image_splits(args: ImageDataArguments, seed: int) -> tuple[DatasetDi
     return DatasetDict({split: dataset[split] for split in keep}), class_names(dataset["train"])
 
 
-def image_shape(dataset: DatasetDict) -> tuple[int, int, int]:
-    """``(channels, height, width)`` of the first training image: students from a config are sized for it."""
-    return tuple(to_chw_uint8(dataset["train"][0]["image"]).shape)
+def image_shape(dataset: DatasetDict) -> tuple[int, int]:
+    """``(height, width)`` of the first training image: models from a config are sized for it (and take RGB, grey
+    images being converted on the way in)."""
+    image = to_pil(dataset["train"][0]["image"])
+    return image.height, image.width
