@@ -13,11 +13,10 @@ from transformers import (
     ResNetForImageClassification,
     ViTConfig,
     ViTForImageClassification,
+    ViTImageProcessorPil,
 )
 
 from hf_distill import DataCollatorForDistillation, DistillationTrainer, distillation_loss
-from transformers import ViTImageProcessorPil
-
 from hf_distill.vision import (
     DeiTDistillationTrainer,
     DistillationImageTransform,

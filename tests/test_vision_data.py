@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from transformers import ViTImageProcessorPil
 
 from hf_distill.vision import (
