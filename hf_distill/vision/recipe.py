@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from datasets import DatasetDict
+from datasets import Dataset, DatasetDict
 
 from .augment import RandomResizedCropFlip, to_pil
 from .datasets import BUILTIN_DATASETS, class_names, eval_split, load_image_dataset
@@ -81,11 +81,12 @@ def prepare_image_splits(args: ImageDataArguments, seed: int) -> tuple[DatasetDi
         if split in dataset and limit is not None and limit < len(dataset[split]):
             dataset[split] = dataset[split].shuffle(seed=seed).select(range(limit))
     keep = [split for split in ("train", "validation", "test") if split in dataset]
-    return DatasetDict({split: dataset[split] for split in keep}), class_names(dataset["train"])
+    return DatasetDict({split: dataset[split] for split in keep}), class_names(dataset[keep[0]])
 
 
-def image_shape(dataset: DatasetDict) -> tuple[int, int]:
-    """``(height, width)`` of the first training image: models from a config are sized for it (and take RGB, grey
-    images being converted on the way in)."""
-    image = to_pil(dataset["train"][0]["image"])
+def image_shape(dataset: Dataset | DatasetDict) -> tuple[int, int]:
+    """``(height, width)`` of the first image (of ``train`` in a `DatasetDict`): models from a config are sized for
+    it (and take RGB, grey images being converted on the way in)."""
+    split = dataset["train"] if isinstance(dataset, DatasetDict) else dataset
+    image = to_pil(split[0]["image"])
     return image.height, image.width
