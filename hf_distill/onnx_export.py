@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -48,7 +49,8 @@ def export_onnx(model: torch.nn.Module, example_inputs: dict[str, torch.Tensor],
     level = exporter_logger.level
     exporter_logger.setLevel(logging.ERROR)
     try:
-        with torch.no_grad():
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="# The axis name")  # batch/sequence named once, used twice
             torch.onnx.export(
                 model,
                 (),
