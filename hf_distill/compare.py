@@ -364,7 +364,15 @@ def _rows(models, feeds, teacher_name, backends, quantize, onnx_dir: Path, datas
             continue
         example = {k: v.cpu() for k, v in feeds[name](collator([dataset[i % len(dataset)] for i in range(2)])).items()}
         cpu_model = model if next(model.parameters()).device.type == "cpu" else copy.deepcopy(model).cpu()
-        path = export_onnx(cpu_model, example, onnx_dir / f"{_file_name(name)}.onnx")
+        try:
+            path = export_onnx(cpu_model, example, onnx_dir / f"{_file_name(name)}.onnx")
+        except ImportError:
+            raise
+        except Exception as error:
+            raise RuntimeError(
+                f"torch.onnx could not export student {name!r} ({type(error).__name__}: {error}). "
+                "Compare it with backends=('pytorch',) (--backend pytorch)."
+            ) from error
         variants = [("onnxruntime", path)]
         if quantize == "dynamic":
             variants.append(
