@@ -51,6 +51,7 @@ def export_onnx(model: torch.nn.Module, example_inputs: dict[str, torch.Tensor],
     try:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="# The axis name")  # batch/sequence named once, used twice
+            warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\)", category=FutureWarning)
             torch.onnx.export(
                 model,
                 (),
