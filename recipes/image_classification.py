@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from transformers import DeiTForImageClassificationWithTeacher, HfArgumentParser, set_seed
 
 from hf_distill import DataCollatorForDistillation, DistillationTrainer, DistillationTrainingArguments
+from hf_distill.labels import encoding_order, label_names
 from hf_distill.metrics import compute_metrics_fn
 from hf_distill.teacher import load_teacher
 from hf_distill.vision import (
@@ -35,7 +36,8 @@ from hf_distill.vision import (
     prepare_image_splits,
     pretrained_image_model,
 )
-from hf_distill.workflow.arguments import parse_arguments, setup_logging
+from hf_distill.workflow.arguments import ModelLoadingArguments, parse_arguments, setup_logging
+from hf_distill.workflow.hub import check_hub_access
 from hf_distill.workflow.publish import train_evaluate_publish
 
 logger = logging.getLogger(__name__)
@@ -47,6 +49,9 @@ class ModelArguments:
     student_model_name_or_path: str | None = field(
         default=None,
         metadata={"help": "A pretrained student to tune (its head is replaced for the teacher's labels)."},
+    )
+    image_processor_name: str | None = field(
+        default=None, metadata={"help": "The student's image processor, if not the pretrained student's own."}
     )
     student_model_type: str = field(
         default="vit",
@@ -61,9 +66,9 @@ class ModelArguments:
     teacher_batch_size: int = field(default=128, metadata={"help": "Batch size of the view precomputation."})
 
 
-def build_student(args: ModelArguments, labels: list[str], side: int):
+def build_student(args: ModelArguments, labels: list[str], side: int, **hub):
     if args.student_model_name_or_path:
-        return pretrained_image_model(args.student_model_name_or_path, labels)
+        return pretrained_image_model(args.student_model_name_or_path, labels, **hub)
     overrides = parse_config_overrides(args.student_config_overrides)
     return image_model_from_config(
         args.student_model_type,
@@ -75,22 +80,28 @@ def build_student(args: ModelArguments, labels: list[str], side: int):
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
-    parser = HfArgumentParser((ModelArguments, ImageDataArguments, DistillationTrainingArguments))
-    model_args, data_args, training_args = parse_arguments(parser, argv)
+    parser = HfArgumentParser(
+        (ModelArguments, ModelLoadingArguments, ImageDataArguments, DistillationTrainingArguments)
+    )
+    model_args, loading, data_args, training_args = parse_arguments(parser, argv)
     training_args.remove_unused_columns = False  # the transform needs the raw image column
     setup_logging(training_args)
+    check_hub_access(training_args)
     set_seed(training_args.seed)
+    hub = loading.from_pretrained_kwargs()
 
     dataset, labels = prepare_image_splits(data_args, training_args.seed)
     height, _ = image_shape(dataset)
-    teacher = load_teacher(model_args.teacher_model_name_or_path)
+    teacher = load_teacher(model_args.teacher_model_name_or_path, **hub)
     teacher_format = pixel_format_for(
-        teacher.config, load_image_processor(model_args.teacher_model_name_or_path), default_size=height
+        teacher.config, load_image_processor(model_args.teacher_model_name_or_path, **hub), default_size=height
     )
-    student = build_student(model_args, labels, height)
-    student_processor = model_args.student_model_name_or_path and load_image_processor(
-        model_args.student_model_name_or_path
-    )
+    student = build_student(model_args, labels, height, **hub)
+    order = encoding_order(labels, label_names(student.config))  # a pretrained student's own label order, by name
+    if order != labels:
+        dataset = dataset.align_labels_with_mapping({name: i for i, name in enumerate(order)}, "label")
+    processor_name = model_args.image_processor_name or model_args.student_model_name_or_path
+    student_processor = processor_name and load_image_processor(processor_name, **hub)
     student_format = pixel_format_for(student.config, student_processor or None, default_size=height)
     logger.info(f"Student: {student.config.model_type}, {student.num_parameters():,} parameters")
 
@@ -131,9 +142,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         compute_metrics=compute_metrics_fn(),
         processing_class=student_format.processor,
     )
-    card = {"tasks": "image-classification"}
-    if data_args.dataset_name:
-        card["dataset"] = data_args.dataset_name
+    method = {"teacher_views": model_args.teacher_views, "augmentation": data_args.augmentation_settings()}
+    card = {"tasks": "image-classification", "method": method, **data_args.card_kwargs()}
     splits = {"eval": dataset.get("validation"), "test": dataset.get("test")} if training_args.do_eval else {}
     return train_evaluate_publish(trainer, splits, card)
 

@@ -94,13 +94,6 @@ def test_models_from_configs_take_rgb_and_their_image_processors_round_trip(tmp_
         parse_config_overrides("hidden_size=16")
 
 
-def test_augmentation_settings_are_recorded():
-    assert ImageDataArguments().augmentation_settings() == {
-        "augmentation": {"random_resized_crop": {"scale": (0.08, 1.0), "ratio": (0.75, 4 / 3)}, "flip_prob": 0.5}
-    }
-    assert ImageDataArguments(augment=False).augmentation_settings() == {"augmentation": None}
-
-
 @pytest.mark.slow
 def test_image_recipes_train_a_teacher_then_distil_it(tmp_path):
     """train_image_teacher.py, then image_classification.py in the loop (ViT) and from 2 cached views (DeiT)."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -58,14 +58,6 @@ class RandomResizedCropFlip:
             raise ValueError(f"ratio must satisfy 0 < min <= max, got {self.ratio}.")
         if not 0 <= self.flip_prob <= 1:
             raise ValueError(f"flip_prob must be in [0, 1], got {self.flip_prob}.")
-
-    def to_dict(self) -> dict[str, Any]:
-        """The settings, for a model card: ``{"random_resized_crop": {"scale": ..., "ratio": ...}, "flip_prob": p}``."""
-        settings = asdict(self)
-        return {
-            "random_resized_crop": {"scale": settings["scale"], "ratio": settings["ratio"]},
-            "flip_prob": self.flip_prob,
-        }
 
     def sample(self, height: int, width: int, generator: torch.Generator) -> list[int]:
         """One view ``[top, left, height, width, flip]`` of an image of the given size."""

@@ -13,6 +13,8 @@ from transformers import (
     PreTrainedModel,
 )
 
+from ..labels import label_names
+
 
 def parse_config_overrides(overrides: str | None) -> dict[str, Any]:
     """``'{"hidden_size": 64, "depths": [1, 1]}'`` (a JSON object) as a dict; ``None`` or empty gives ``{}``."""
@@ -62,17 +64,21 @@ def image_model_from_config(
     return AutoModelForImageClassification.from_config(config)
 
 
-def load_image_processor(name_or_path: str) -> Any | None:
+def load_image_processor(name_or_path: str, **from_pretrained_kwargs: Any) -> Any | None:
     """The image processor saved with a model, or ``None`` when it has none (models built from a config)."""
     try:
-        return AutoImageProcessor.from_pretrained(name_or_path)
+        return AutoImageProcessor.from_pretrained(name_or_path, **from_pretrained_kwargs)
     except (OSError, ValueError):
         return None
 
 
 def pretrained_image_model(name_or_path: str, labels: list[str], **load_kwargs: Any) -> PreTrainedModel:
-    """A pretrained image classifier with a new head for ``labels`` when its own differs (an ImageNet ViT as a
-    student or teacher): ``id2label`` and ``label2id`` set (``num_labels`` follows), ``ignore_mismatched_sizes=True``."""
+    """A pretrained image classifier for ``labels``. A checkpoint whose classes are the same names (in any order)
+    keeps its head; any other (an ImageNet ViT as a student or teacher) gets a new head: ``id2label`` and
+    ``label2id`` set from ``labels`` (``num_labels`` follows) with ``ignore_mismatched_sizes=True``."""
+    hub = {k: v for k, v in load_kwargs.items() if k != "ignore_mismatched_sizes"}
+    if set(label_names(AutoConfig.from_pretrained(name_or_path, **hub))) == set(labels):
+        return AutoModelForImageClassification.from_pretrained(name_or_path, **hub)
     load_kwargs.setdefault("ignore_mismatched_sizes", True)
     return AutoModelForImageClassification.from_pretrained(
         name_or_path,

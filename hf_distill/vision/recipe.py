@@ -9,6 +9,9 @@ from datasets import Dataset, DatasetDict
 from .augment import RandomResizedCropFlip, to_pil
 from .datasets import BUILTIN_DATASETS, check_images, class_names, eval_split, load_image_dataset
 
+# Built-in offline copies of Hub datasets (sklearn_digits has none).
+BUILTIN_HUB_IDS = {"fashion_mnist": "zalando-datasets/fashion_mnist"}
+
 
 @dataclass
 class ImageDataArguments:
@@ -48,15 +51,26 @@ class ImageDataArguments:
         metadata={"help": "Probability of a horizontal flip (0 when mirroring changes the class, e.g. digits)."},
     )
 
+    def card_kwargs(self) -> dict[str, str]:
+        """The dataset as `create_model_card` names it: by its Hub id when it has one (built-in copies included)."""
+        if not self.dataset_name:
+            return {}
+        hub_id = BUILTIN_HUB_IDS.get(
+            self.dataset_name, None if self.dataset_name in BUILTIN_DATASETS else self.dataset_name
+        )
+        kwargs = {"dataset": self.dataset_name, **({"dataset_tags": hub_id} if hub_id else {})}
+        if hub_id and self.dataset_config_name:
+            kwargs["dataset_args"] = self.dataset_config_name
+        return kwargs
+
+    def augmentation_settings(self) -> dict[str, float | bool]:
+        """The training augmentation, for the model card."""
+        return {"augment": self.augment, "min_crop_scale": self.min_crop_scale, "flip_prob": self.flip_prob}
+
     def augmentation(self) -> RandomResizedCropFlip | None:
         return (
             RandomResizedCropFlip(scale=(self.min_crop_scale, 1.0), flip_prob=self.flip_prob) if self.augment else None
         )
-
-    def augmentation_settings(self) -> dict:
-        """The training augmentation as recorded in a model card: ``{"augmentation": None}`` when off."""
-        augment = self.augmentation()
-        return {"augmentation": augment.to_dict() if augment is not None else None}
 
 
 def prepare_image_splits(args: ImageDataArguments, seed: int) -> tuple[DatasetDict, list[str]]:
