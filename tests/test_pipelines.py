@@ -17,9 +17,8 @@ from transformers import (
     pipeline,
 )
 
-from hf_distill import DataCollatorForDistillation, DistillationTrainer
 from hf_distill.vision import default_image_processor
-from tests.conftest import LABELS, make_args, tiny_bert, tiny_text_dataset
+from tests.conftest import LABELS
 from tests.test_text_recipe import assets, common_flags, load_recipe  # noqa: F401 (assets is a fixture)
 
 TINY_VIT = (
@@ -56,31 +55,19 @@ def test_text_student_runs_in_a_pipeline(assets):  # noqa: F811
     check_text_pipeline(str(assets / "text-student"))
 
 
-def test_lora_text_student_runs_in_a_pipeline(tmp_path, word_tokenizer):
-    peft = pytest.importorskip("peft")
-    base = tiny_bert(seed=2, vocab_size=word_tokenizer.vocab_size)
-    base.save_pretrained(tmp_path / "base")
-    student = peft.get_peft_model(
-        AutoModelForSequenceClassification.from_pretrained(tmp_path / "base"),
-        peft.LoraConfig(task_type="SEQ_CLS", r=4, target_modules=["query", "value"]),
-    )
-    data = tiny_text_dataset(16, vocab_size=word_tokenizer.vocab_size).remove_columns("text")
-    trainer = DistillationTrainer(
-        model=student,
-        args=make_args(tmp_path),
-        teacher_model=tiny_bert(seed=1, vocab_size=word_tokenizer.vocab_size),
-        train_dataset=data,
-        processing_class=word_tokenizer,
-        data_collator=DataCollatorForDistillation(),
-    )
-    trainer.train()
-    trainer.save_model(str(tmp_path / "lora"))
-    assert (tmp_path / "lora" / "adapter_config.json").exists()
-    reloaded = peft.AutoPeftModelForSequenceClassification.from_pretrained(tmp_path / "lora")
-    ids = word_tokenizer("good movie", return_tensors="pt")
-    with torch.no_grad():
-        torch.testing.assert_close(reloaded.eval()(**ids).logits, student.eval()(**ids.to(student.device)).logits)
-    check_text_pipeline(str(tmp_path / "lora"))
+def test_lora_text_student_runs_in_a_pipeline(assets):  # noqa: F811
+    """The text recipe's --use_peft output: an adapter folder that pipeline() puts on its base model."""
+    pytest.importorskip("peft")
+    from peft import AutoPeftModelForSequenceClassification
+
+    flags = common_flags(assets, "lora") + ["--student_init", "pretrained", "--use_peft", "--lora_r", "4"]
+    flags += ["--student_model_name_or_path", str(assets / "student_base"), "--lora_target_modules", "query", "value"]
+    load_recipe("text_classification").main(flags)
+    out = assets / "lora"
+    assert (out / "adapter_config.json").exists() and not (out / "model.safetensors").exists()
+    reloaded = AutoPeftModelForSequenceClassification.from_pretrained(out)
+    assert [reloaded.config.id2label[i] for i in range(3)] == LABELS
+    check_text_pipeline(str(out))
 
 
 @pytest.fixture
