@@ -17,6 +17,7 @@ from transformers.utils import logging
 from .compare import ComparisonReport
 from .distributed import place_teacher
 from .labels import check_label_names, label_names, teacher_to_student_permutation
+from .logit_columns import LogitColumns, with_logit_columns
 from .losses import IGNORE_INDEX, DistillationObjective, LossParts, TopKLogits
 from .metrics import classification_metrics
 from .model_card import StudentRun, distillation_model_card
@@ -372,9 +373,13 @@ class DistillationTrainer(Trainer):
                 "Build the student with num_labels / id2label matching the data."
             )
 
-    def _remove_unused_columns(self, dataset: datasets.Dataset, description: str | None = None) -> datasets.Dataset:
+    def _remove_unused_columns(
+        self, dataset: datasets.Dataset, description: str | None = None
+    ) -> datasets.Dataset | LogitColumns:
+        """Checks ``dataset``, drops unused columns, and reads the stored logits in batches (:class:`LogitColumns`)."""
         self._check_dataset(dataset)
-        return super()._remove_unused_columns(dataset, description)
+        dataset = super()._remove_unused_columns(dataset, description)
+        return with_logit_columns(dataset, [self.args.teacher_logits_column, self._indices_column])
 
     def _set_signature_columns_if_needed(self) -> None:
         """Keep the logits column and the teacher-prefixed inputs through ``remove_unused_columns``."""

@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from ..logit_columns import VIEW_INDEX_KEY
 from .augment import RandomResizedCropFlip, crop_view, identity_view, to_pil
 from .processing import PixelFormat
 
@@ -19,9 +20,12 @@ class DistillationImageTransform:
     (the teacher's, when ``teacher`` is given) and ``labels``, for ``dataset.set_transform(...)``.
 
     Each image gets ONE view, cropped and flipped once from the original pixels, then resized and normalised by each
-    model's own image processor (:class:`PixelFormat`): with ``augment`` a fresh random view, else the whole image. Rows of a K-view cache (:func:`~hf_distill.vision.precompute_teacher_views`) carry
+    model's own image processor (:class:`PixelFormat`): with ``augment`` a fresh random view, else the whole image.
+    Rows of a K-view cache (:func:`~hf_distill.vision.precompute_teacher_views`) carry
     ``views_column`` and ``K`` logits per image in ``teacher_logits_column``: one of the K stored views is drawn each
     time the row is read (once per epoch) and its logits are passed on, so augmentation needs no teacher in the loop.
+    Without the logits column in the batch (`DistillationTrainer` reads it from Arrow, see
+    :class:`~hf_distill.logit_columns.LogitColumns`), the drawn view's index is returned under ``VIEW_INDEX_KEY``.
 
     Randomness comes from a generator seeded with ``seed`` (and the DataLoader worker's seed in workers), so runs
     repeat exactly. Train with ``remove_unused_columns=False``: the transform needs the raw image column.
@@ -50,10 +54,13 @@ class DistillationImageTransform:
         if self.views_column in batch:
             picks = [int(torch.randint(len(views), (1,), generator=generator)) for views in batch[self.views_column]]
             views = [views[j] for views, j in zip(batch[self.views_column], picks, strict=True)]
-            out[self.teacher_logits_column] = [
-                torch.as_tensor(logits[j], dtype=torch.float32)
-                for logits, j in zip(batch[self.teacher_logits_column], picks, strict=True)
-            ]
+            if self.teacher_logits_column in batch:
+                out[self.teacher_logits_column] = [
+                    torch.as_tensor(logits[j], dtype=torch.float32)
+                    for logits, j in zip(batch[self.teacher_logits_column], picks, strict=True)
+                ]
+            else:  # `DistillationTrainer` reads the drawn view's logits from Arrow (`LogitColumns`)
+                out[VIEW_INDEX_KEY] = picks
         elif self.augment is not None:
             views = [self.augment.sample(image.height, image.width, generator) for image in images]
         else:
