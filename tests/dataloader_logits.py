@@ -20,11 +20,16 @@ from transformers import ViTConfig, ViTForImageClassification  # noqa: E402
 
 from hf_distill import DataCollatorForDistillation, DistillationTrainer, TeacherLogitsInfo  # noqa: E402
 from hf_distill.provenance import write_logits_info  # noqa: E402
-from hf_distill.vision import DistillationImageTransform, PixelSpec, RandomResizedCropFlip, render_view  # noqa: E402
+from hf_distill.vision import (  # noqa: E402
+    DistillationImageTransform,
+    PixelFormat,
+    RandomResizedCropFlip,
+    default_image_processor,
+)
 from tests.conftest import make_args, tiny_bert, tiny_text_dataset  # noqa: E402
 
 ROWS, CLASSES, TOP_K, VIEWS, SIDE = 32, [f"c{i}" for i in range(6)], 3, 4, 12
-STUDENT, AUGMENT = PixelSpec((8, 8), num_channels=1), RandomResizedCropFlip(scale=(0.3, 1.0))
+STUDENT, AUGMENT = PixelFormat(default_image_processor((8, 8))), RandomResizedCropFlip(scale=(0.3, 1.0))
 
 
 def stored_logits(shape: tuple[int, ...], seed: int) -> np.ndarray:
@@ -86,7 +91,7 @@ def k_view_dataset() -> tuple[Dataset, dict[str, np.ndarray]]:
 
 def vit() -> ViTForImageClassification:
     config = ViTConfig(
-        image_size=8, patch_size=4, num_channels=1, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+        image_size=8, patch_size=4, num_channels=3, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
         intermediate_size=32, num_labels=len(CLASSES), id2label=dict(enumerate(CLASSES)),
     )  # fmt: skip
     return ViTForImageClassification(config)
@@ -104,8 +109,7 @@ def check(name: str, trainer: DistillationTrainer, stored: dict[str, np.ndarray]
             views = logits[:, 1].long().numpy()
             expected = expected[np.arange(len(ids)), views]
             for row, i, j in zip(batch["pixel_values"], ids.numpy(), views, strict=True):
-                image = torch.from_numpy(stored["image"][i])[None]
-                ok &= torch.equal(row, render_view(image, stored["teacher_views"][i, j].tolist(), STUDENT))
+                ok &= torch.equal(row, STUDENT.render(stored["image"][i], stored["teacher_views"][i, j].tolist()))
         ok &= torch.equal(logits, torch.from_numpy(expected.astype(np.float32)))
         if "teacher_logits_indices" in stored:
             indices = batch["teacher_logits_indices"]
