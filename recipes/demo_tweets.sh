@@ -25,7 +25,8 @@ $PY recipes/text_classification.py $STUDENT $DATA --alpha 0.5 --output_dir "$OUT
 echo "== [3/4] Baseline: the same student trained with plain cross-entropy (alpha=1) =="
 $PY recipes/text_classification.py $STUDENT $DATA --alpha 1.0 --output_dir "$OUT/student_ce"
 echo "== [4/4] Teacher vs students on the test split =="
-$PY -m hf_distill.cli compare --teacher "$OUT/teacher" --student distilled="$OUT/student" \
-    --student ce_only="$OUT/student_ce" --dataset tweet_sentiment --split test --max_eval_samples "$EVAL_SAMPLES" \
-    --max_length 48 --num_threads 1 --output_dir "$OUT/comparison"
+$PY -m hf_distill.cli compare --teacher_model_name_or_path "$OUT/teacher" \
+    --student_model_name_or_path distilled="$OUT/student" ce_only="$OUT/student_ce" --dataset_name tweet_sentiment \
+    --eval_split test --max_eval_samples "$EVAL_SAMPLES" --max_seq_length 48 --num_threads 1 \
+    --backend pytorch,onnxruntime --quantize dynamic --output_dir "$OUT/comparison"
 echo "Distilled student (with tokenizer and model card): $OUT/student; plot: $OUT/comparison/comparison.png"
