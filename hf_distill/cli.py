@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import datasets
+import transformers
 from transformers import AutoTokenizer, HfArgumentParser, PreTrainedModel
 
 from .compare import BACKENDS, compare_models
@@ -115,6 +116,8 @@ def compare_parser() -> HfArgumentParser:
 
 def compare_command(argv: list[str]) -> int:
     models, data, run = parse_arguments(compare_parser(), argv)
+    transformers.utils.logging.disable_progress_bar()  # weight loading / saving bars; compare shows its own
+    datasets.disable_progress_bars()
     backends = [name.strip() for name in run.backend.split(",") if name.strip()]
     teacher = load_teacher(models.teacher_model_name_or_path)
     students = dict(_load_student(spec, teacher) for spec in models.student_model_name_or_path)
