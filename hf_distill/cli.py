@@ -10,6 +10,7 @@ from pathlib import Path
 import datasets
 from transformers import AutoTokenizer, PreTrainedModel
 
+from . import sweep
 from .compare import compare_models
 from .data_collator import DataCollatorForDistillation
 from .teacher import auto_class_for, load_teacher, unwrap
@@ -22,6 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="hf-distill", description="Knowledge distillation tools for classifiers.")
     commands = parser.add_subparsers(dest="command", required=True)
     _add_compare_parser(commands)
+    sweep.add_parser(commands)
     args = parser.parse_args(argv)
     return args.run(args)
 
