@@ -28,6 +28,7 @@ import argparse
 import itertools
 import json
 import math
+import os
 import re
 import shlex
 import subprocess
@@ -79,11 +80,23 @@ class SweepConfig:
         self.metrics = self.metrics or [self.objective]
 
     @classmethod
-    def from_yaml(cls, path: str | Path, **overrides: Any) -> SweepConfig:
+    def from_yaml(cls, path: str | Path, settings: Sequence[str] = (), **overrides: Any) -> SweepConfig:
+        """Read a config; ``$VARS`` in strings are expanded, ``settings`` are ``dotted.key=yaml_value`` overrides
+        (``args.max_train_samples=200``, ``grid.seed=[1,2]``) and ``overrides`` replace top-level keys."""
         config = yaml.safe_load(Path(path).read_text())
         if not isinstance(config, dict):
             raise ValueError(f"{path} must hold a YAML mapping with at least `script`, `output_dir` and `grid`.")
         config.update({k: v for k, v in overrides.items() if v is not None})
+        for setting in settings:
+            key, sep, value = setting.partition("=")
+            if not sep:
+                raise ValueError(f"--set takes KEY=VALUE (e.g. args.alpha=0.5), got {setting!r}.")
+            *parents, last = key.split(".")
+            node = config
+            for parent in parents:
+                node = node.setdefault(parent, {})
+            node[last] = yaml.safe_load(value)
+        config = _expand_vars(config)
         unknown = set(config) - set(cls.__dataclass_fields__)
         if unknown:
             raise ValueError(f"Unknown keys {sorted(unknown)} in {path}; known: {sorted(cls.__dataclass_fields__)}.")
@@ -109,6 +122,19 @@ class SweepConfig:
         flags["output_dir"] = str(self.trial_dir(params))
         launcher = [sys.executable] if self.launcher == "python" else shlex.split(self.launcher)
         return [*launcher, self.script, *itertools.chain.from_iterable(_flag(k, v) for k, v in flags.items())]
+
+
+def _expand_vars(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _expand_vars(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand_vars(v) for v in value]
+    if isinstance(value, str) and "$" in value:
+        expanded = os.path.expandvars(value)
+        if "$" in expanded:
+            raise ValueError(f"Set the environment variable in {value!r} (or override it with --set).")
+        return expanded
+    return value
 
 
 def _flag(name: str, value: Any) -> list[str]:
@@ -376,6 +402,14 @@ def add_parser(commands) -> None:
     parser.add_argument("config", help="The sweep's YAML file (see recipes/studies/).")
     parser.add_argument("--output_dir", default=None, help="Override the config's output_dir.")
     parser.add_argument("--launcher", default=None, help="Override the config's launcher, e.g. 'accelerate launch'.")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        dest="settings",
+        metavar="KEY=VALUE",
+        help="Override a config entry, e.g. --set args.max_train_samples=200 --set grid.seed=[1,2]. Repeatable.",
+    )
     parser.add_argument("--report_only", action="store_true", help="Only collect finished trials and write reports.")
     parser.set_defaults(run=_run_sweep_command)
 
@@ -390,7 +424,7 @@ def add_parser(commands) -> None:
 
 
 def _run_sweep_command(args: argparse.Namespace) -> int:
-    config = SweepConfig.from_yaml(args.config, output_dir=args.output_dir, launcher=args.launcher)
+    config = SweepConfig.from_yaml(args.config, args.settings, output_dir=args.output_dir, launcher=args.launcher)
     if args.report_only:
         write_report(config, collect_results(config))
     else:

@@ -25,6 +25,7 @@ from hf_distill import (
     precompute_teacher_logits,
 )
 from hf_distill.metrics import compute_metrics_fn
+from hf_distill.pruning import PruningArguments, prune_student
 from hf_distill.text.data import TextDataArguments, label_list, tokenize_for_distillation
 from hf_distill.text.students import STUDENT_INITS, create_student
 from hf_distill.workflow.arguments import parse_arguments, setup_logging
@@ -53,8 +54,8 @@ class StudentArguments:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = HfArgumentParser((StudentArguments, TextDataArguments, DistillationTrainingArguments))
-    model_args, data_args, training_args = parse_arguments(parser, argv)
+    parser = HfArgumentParser((StudentArguments, TextDataArguments, PruningArguments, DistillationTrainingArguments))
+    model_args, data_args, pruning_args, training_args = parse_arguments(parser, argv)
     setup_logging(training_args)
     set_seed(training_args.seed)
 
@@ -108,6 +109,17 @@ def main(argv: list[str] | None = None) -> dict:
         prefixed = [c for c in data["train"].column_names if c.startswith(training_args.teacher_input_prefix)]
         data = data.remove_columns([c for c in prefixed if c != training_args.teacher_logits_column])
 
+    collator = DataCollatorForDistillation(
+        tokenizer=tokenizer,
+        teacher_tokenizer=teacher_tokenizer,
+        teacher_input_prefix=training_args.teacher_input_prefix,
+        teacher_logits_column=training_args.teacher_logits_column,
+    )
+    pruning_metrics = {}
+    if pruning_args.active:  # structured pruning of the student, then recovery by the training below
+        student, pruning_metrics = prune_student(student, data["train"], collator, pruning_args, training_args.seed)
+        logger.info(f"Pruned the student: {pruning_metrics}")
+
     trainer = DistillationTrainer(
         model=student,
         args=training_args,
@@ -115,12 +127,7 @@ def main(argv: list[str] | None = None) -> dict:
         train_dataset=data["train"] if training_args.do_train else None,
         eval_dataset=data.get("validation"),
         processing_class=tokenizer,
-        data_collator=DataCollatorForDistillation(
-            tokenizer=tokenizer,
-            teacher_tokenizer=teacher_tokenizer,
-            teacher_input_prefix=training_args.teacher_input_prefix,
-            teacher_logits_column=training_args.teacher_logits_column,
-        ),
+        data_collator=collator,
         compute_metrics=compute_metrics_fn(),
     )
     card = {"finetuned_from": model_args.teacher_model_name_or_path, "tasks": "text-classification"}
@@ -130,7 +137,10 @@ def main(argv: list[str] | None = None) -> dict:
             card["dataset_args"] = data_args.dataset_config_name
     splits = {"eval": data.get("validation") if training_args.do_eval else None}
     splits["test"] = data.get("test") if training_args.do_predict else None
-    return train_evaluate_publish(trainer, splits, card)
+    metrics = train_evaluate_publish(trainer, splits, card)
+    if pruning_metrics:
+        trainer.save_metrics("pruning", pruning_metrics)
+    return metrics | pruning_metrics
 
 
 if __name__ == "__main__":

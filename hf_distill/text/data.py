@@ -33,9 +33,18 @@ class TextDataArguments:
     max_eval_samples: int | None = field(default=None, metadata={"help": "Keep the first N validation/test rows."})
     preprocessing_num_workers: int | None = field(default=None, metadata={"help": "Processes for tokenization."})
     cache_dir: str | None = field(default=None, metadata={"help": "Where Hub datasets and models are cached."})
+    split_seed: int | None = field(
+        default=None,
+        metadata={
+            "help": "Seed of the built-in data's train/validation/test split (default: --seed). Fix it to compare "
+            "seeds on one test set, and to keep a teacher's training rows out of the student's evaluation."
+        },
+    )
 
     def load(self, seed: int = 42) -> DatasetDict:
-        """Load every split, truncated to ``max_train_samples`` / ``max_eval_samples``."""
+        """Load every split, truncated to ``max_train_samples`` / ``max_eval_samples``; the built-in data is split
+        with ``split_seed``, else ``seed``."""
+        seed = seed if self.split_seed is None else self.split_seed
         raw = load_text_dataset(
             self.dataset_name,
             self.dataset_config_name,

@@ -131,7 +131,8 @@ def create_student(
     seed: int | None = None,
 ) -> PreTrainedModel:
     """A student by ``init``: ``teacher_layers`` (copy of chosen teacher layers), ``random`` (teacher's config with
-    size overrides) or ``pretrained`` (``name_or_path`` with a fresh head for ``labels``)."""
+    size overrides) or ``pretrained`` (``name_or_path`` with a fresh head for ``labels``, truncated to ``layers`` /
+    ``num_layers`` of its own layers when given, as for ``teacher_layers``)."""
     if init == "teacher_layers":
         return student_from_teacher(teacher, layers=layers, num_layers=num_layers)
     if init == "random":
@@ -147,11 +148,14 @@ def create_student(
         if name_or_path is None:
             raise ValueError("student_init='pretrained' needs --student_model_name_or_path.")
         labels = labels or [teacher.config.id2label[i] for i in range(teacher.config.num_labels)]
-        return AutoModelForSequenceClassification.from_pretrained(
+        model = AutoModelForSequenceClassification.from_pretrained(
             name_or_path,
             num_labels=len(labels),
             id2label=dict(enumerate(labels)),
             label2id={name: i for i, name in enumerate(labels)},
             ignore_mismatched_sizes=True,
         )
+        if layers is None and num_layers is None:
+            return model
+        return student_from_teacher(model, layers=layers, num_layers=num_layers)
     raise ValueError(f"student_init must be one of {STUDENT_INITS}, got {init!r}.")
