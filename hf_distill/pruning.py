@@ -41,6 +41,7 @@ class PruningArguments:
     prune_layers: int = field(default=0, metadata={"help": "Number of whole layers removed."})
     pruning_samples: int = field(default=256, metadata={"help": "Training rows used to score importance."})
     pruning_batch_size: int = field(default=32, metadata={"help": "Batch size of the importance pass."})
+    latency_seconds: float = field(default=1.0, metadata={"help": "Time spent measuring each latency."})
 
     def __post_init__(self) -> None:
         for name in ("prune_heads", "prune_ffn"):
@@ -218,7 +219,9 @@ def load_pruned_model(path: str | Path, **kwargs) -> PreTrainedModel:
     return model.eval()
 
 
-def measure_latency(model: nn.Module, batch: dict[str, torch.Tensor], num_threads: int = 1) -> float:
+def measure_latency(
+    model: nn.Module, batch: dict[str, torch.Tensor], num_threads: int = 1, min_run_time: float = 1.0
+) -> float:
     """Median milliseconds of one forward pass on ``batch`` (CPU, ``num_threads`` threads; torch.utils.benchmark)."""
     from torch.utils import benchmark
 
@@ -227,7 +230,7 @@ def measure_latency(model: nn.Module, batch: dict[str, torch.Tensor], num_thread
     model.eval()
     with torch.no_grad():
         timer = benchmark.Timer(stmt="model(**feed)", globals={"model": model, "feed": feed}, num_threads=num_threads)
-        median = timer.blocked_autorange(min_run_time=1.0).median
+        median = timer.blocked_autorange(min_run_time=min_run_time).median
     model.train(was_training)
     return median * 1000
 
@@ -249,7 +252,7 @@ def prune_student(
     metrics = {
         "parameters_before": float(model.num_parameters()),
         "parameters_after": float(pruned.num_parameters()),
-        "latency_ms_before": measure_latency(model, batch),
-        "latency_ms_after": measure_latency(pruned, batch),
+        "latency_ms_before": measure_latency(model, batch, min_run_time=args.latency_seconds),
+        "latency_ms_after": measure_latency(pruned, batch, min_run_time=args.latency_seconds),
     }
     return pruned, metrics

@@ -7,9 +7,10 @@ finished is deleted, and ``optuna-dashboard sqlite:///output_dir/study.db`` insp
 trial's metric file (``all_results.json``, written by the recipe) is collected into ``results.csv``, a markdown table
 of mean +- std over seeds (``results.md``) and a plot (``results.png``).
 
-A config (YAML) names the recipe, its fixed flags, optional named ``arms`` (sets of flags compared against each
-other) and a ``grid`` (flag: list of values; ``{snapshots: teacher_dir}`` lists the teacher's per-epoch checkpoints
-from its ``snapshots.json``, for the early-stopped teacher study of Cho & Hariharan, 2019)::
+A config (YAML) names the recipe, its fixed flags and a ``grid``. Each grid entry is a flag with a list of values,
+a named dimension mapping names to sets of flags (``recovery: {ce: {alpha: 1.0}, kd: {alpha: 0.5}}``), or
+``{snapshots: teacher_dir}``: the teacher's per-epoch checkpoints from its ``snapshots.json``, for the early-stopped
+teacher study of Cho & Hariharan (2019). Trials are the grid's product; the table averages over ``seed``::
 
     study: alpha_temperature
     script: recipes/text_classification.py
@@ -18,8 +19,10 @@ from its ``snapshots.json``, for the early-stopped teacher study of Cho & Hariha
     objective: eval_accuracy
     metrics: [eval_accuracy, eval_agreement]
     args: {teacher_model_name_or_path: teacher, dataset_name: tweet_sentiment, do_train: true, do_eval: true}
-    arms: {ce: {alpha: 1.0}, kd: {alpha: 0.5}}
-    grid: {temperature: [1, 2, 4], seed: [1, 2, 3]}
+    grid:
+      loss: {ce: {alpha: 1.0}, kd: {alpha: 0.5}}
+      temperature: [1, 2, 4]
+      seed: [1, 2, 3]
 """
 
 from __future__ import annotations
@@ -45,19 +48,17 @@ import yaml
 METRICS_FILE = "all_results.json"
 TRIAL_FILE = "sweep_trial.json"
 SEED = "seed"
-ARM = "arm"
 SNAPSHOT_METRIC = "snapshot_eval_accuracy"
 
 
 @dataclass
 class SweepConfig:
-    """A sweep: the recipe and its fixed flags, the arms and the grid, where results go and what they report."""
+    """A sweep: the recipe and its fixed flags, the grid, where results go and what they report."""
 
     script: str
     output_dir: str
-    grid: dict[str, list[Any]] = field(default_factory=dict)
+    grid: dict[str, Any]
     args: dict[str, Any] = field(default_factory=dict)
-    arms: dict[str, dict[str, Any]] = field(default_factory=dict)
     launcher: str = "python"
     study: str = "sweep"
     objective: str = "eval_accuracy"
@@ -65,18 +66,24 @@ class SweepConfig:
     plot_x: str | None = None
 
     def __post_init__(self) -> None:
-        if not self.grid and not self.arms:
-            raise ValueError("A sweep needs a `grid` (flag: [values]) or `arms` (name: {flag: value}), or both.")
+        if not self.grid:
+            raise ValueError("A sweep needs a `grid`: {flag: [values]} or {dimension: {name: {flag: value}}}.")
+        self.grid = dict(self.grid)
+        self.flag_sets: dict[str, dict[str, dict[str, Any]]] = {}
         for name, values in self.grid.items():
             if isinstance(values, dict) and set(values) == {"snapshots"}:
                 self.grid[name] = [record["path"] for record in read_snapshots(values["snapshots"])]
+            elif isinstance(values, dict) and values and all(isinstance(v, dict) for v in values.values()):
+                self.flag_sets[name], self.grid[name] = values, list(values)
             elif not isinstance(values, list) or not values:
-                raise ValueError(f"grid[{name!r}] must be a non-empty list of values, got {values!r}.")
-        clashes = {ARM, "output_dir"} & set(self.grid)
-        if clashes:
-            raise ValueError(f"{sorted(clashes)} cannot be grid flags: the sweep sets them itself.")
-        if self.plot_x is not None and self.plot_x not in self.grid and self.plot_x != ARM:
-            raise ValueError(f"plot_x={self.plot_x!r} is neither a grid flag ({list(self.grid)}) nor {ARM!r}.")
+                raise ValueError(
+                    f"grid[{name!r}] must be a non-empty list of values or a mapping of names to flag sets, "
+                    f"got {values!r}."
+                )
+        if "output_dir" in self.grid:
+            raise ValueError("output_dir cannot be a grid flag: each trial gets its own folder under output_dir.")
+        if self.plot_x is not None and self.plot_x not in self.grid:
+            raise ValueError(f"plot_x={self.plot_x!r} is not a grid entry ({list(self.grid)}).")
         self.metrics = self.metrics or [self.objective]
 
     @classmethod
@@ -104,8 +111,8 @@ class SweepConfig:
 
     @property
     def search_space(self) -> dict[str, list[Any]]:
-        """Optuna's grid: the arm names (if any) and every grid flag."""
-        return ({ARM: list(self.arms)} if self.arms else {}) | self.grid
+        """Optuna's grid: every grid entry's values (the names, for named dimensions)."""
+        return self.grid
 
     def points(self) -> list[dict[str, Any]]:
         """Every trial's parameters, in grid order."""
@@ -118,7 +125,9 @@ class SweepConfig:
         return Path(self.output_dir) / "trials" / ",".join(parts)
 
     def command(self, params: dict[str, Any]) -> list[str]:
-        flags = dict(self.args) | self.arms.get(params.get(ARM), {}) | {k: v for k, v in params.items() if k != ARM}
+        flags = dict(self.args)
+        for name, value in params.items():
+            flags |= self.flag_sets[name][value] if name in self.flag_sets else {name: value}
         flags["output_dir"] = str(self.trial_dir(params))
         launcher = [sys.executable] if self.launcher == "python" else shlex.split(self.launcher)
         return [*launcher, self.script, *itertools.chain.from_iterable(_flag(k, v) for k, v in flags.items())]
@@ -356,14 +365,15 @@ def best_snapshot(results: pd.DataFrame, config: SweepConfig) -> str:
 
 
 def plot_results(config: SweepConfig, results: pd.DataFrame, path: Path) -> None:
-    """The objective's mean +- std against ``plot_x`` (default: the arms, else the first grid flag), one series per
+    """The objective's mean +- std against ``plot_x`` (default: the first named dimension, else the first grid
+    entry other than the seed), one series per
     combination of the other flags; teacher snapshots' own accuracy is drawn beside the students'."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    x = config.plot_x or (ARM if config.arms else next(name for name in config.grid if name != SEED))
+    x = config.plot_x or next(iter(config.flag_sets), next(name for name in config.grid if name != SEED))
     series = [name for name in config.search_space if name not in (SEED, x)]
     fig, ax = plt.subplots(figsize=(7, 4))
     groups = results.groupby(series, sort=False) if series else [((), results)]

@@ -61,6 +61,12 @@ class ModelArguments:
         metadata={"help": "0: teacher in the loop. K > 0: precompute the teacher's logits of K views per image."},
     )
     teacher_batch_size: int = field(default=128, metadata={"help": "Batch size of the view precomputation."})
+    clean_teacher_logits: bool = field(
+        default=False,
+        metadata={
+            "help": "Cache the teacher's logits of the clean image only; the student still sees augmented views."
+        },
+    )
 
 
 def build_student(args: ModelArguments, labels: list[str], channels: int, side: int):
@@ -101,12 +107,13 @@ def main(argv: list[str] | None = None) -> None:
     in_loop = model_args.teacher_views == 0
     if not in_loop:
         for split in dataset:
+            views = split == "train" and augment is not None and not model_args.clean_teacher_logits
             dataset[split] = precompute_teacher_views(
                 teacher,
                 dataset[split],
                 teacher_spec=teacher_spec,
-                augment=augment if split == "train" else None,
-                num_views=model_args.teacher_views if split == "train" and augment else 1,
+                augment=augment if views else None,
+                num_views=model_args.teacher_views if views else 1,
                 column=training_args.teacher_logits_column,
                 seed=training_args.seed,
                 batch_size=model_args.teacher_batch_size,
@@ -120,6 +127,7 @@ def main(argv: list[str] | None = None) -> None:
                 teacher_input_prefix=training_args.teacher_input_prefix,
                 teacher_logits_column=training_args.teacher_logits_column,
                 seed=training_args.seed,
+                clean_teacher_logits=model_args.clean_teacher_logits,
             )
         )
 

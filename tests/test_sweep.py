@@ -38,10 +38,13 @@ def config(tmp_path) -> SweepConfig:
         script=str(script),
         output_dir=str(tmp_path / "sweep"),
         args={"do_train": True},
-        arms={"ce": {"alpha": 1.0}, "kd": {"alpha": 0.5}},
-        grid={"seed": [1, 2, 3]},
+        grid={"arm": {"ce": {"alpha": 1.0}, "kd": {"alpha": 0.5}}, "seed": [1, 2, 3]},
         metrics=["eval_accuracy", "train_loss"],
     )
+
+
+def fields(config: SweepConfig) -> dict:
+    return {name: getattr(config, name) for name in SweepConfig.__dataclass_fields__}
 
 
 def calls(config: SweepConfig) -> list[str]:
@@ -72,7 +75,8 @@ def test_sweep_skips_finished_trials(config):
     run_sweep(config, log=lambda *_: None)
     run_sweep(config, log=lambda *_: None)
     assert len(calls(config)) == 6
-    bigger = SweepConfig(**{**config.__dict__, "grid": {"seed": [1, 2, 3, 4]}, "study": "sweep4"})
+    grid = {"arm": {"ce": {"alpha": 1.0}, "kd": {"alpha": 0.5}}, "seed": [1, 2, 3, 4]}
+    bigger = SweepConfig(**{**fields(config), "grid": grid, "study": "sweep4"})
     results = run_sweep(bigger, log=lambda *_: None)
     assert len(results) == 8  # the new study reuses nothing from the old database but no finished dir is deleted
 
@@ -100,18 +104,20 @@ def test_sweep_reruns_a_killed_trial(config):
 
 
 def test_failed_trial_is_reported_and_retried(config):
-    crashing = SweepConfig(**{**config.__dict__, "arms": {"ce": {"alpha": 1.0}, "bad": {"alpha": 0.0, "crash": True}}})
+    grid = {"arm": {"ce": {"alpha": 1.0}, "bad": {"alpha": 0.0, "crash": True}}, "seed": [1, 2, 3]}
+    crashing = SweepConfig(**{**fields(config), "grid": grid})
     with pytest.raises(RuntimeError, match="3 trial"):
         run_sweep(crashing, log=lambda *_: None)
     assert len(collect_results(crashing)) == 3
-    fixed = SweepConfig(**{**crashing.__dict__, "arms": {"ce": {"alpha": 1.0}, "bad": {"alpha": 0.0, "crash": False}}})
+    grid = {"arm": {"ce": {"alpha": 1.0}, "bad": {"alpha": 0.0, "crash": False}}, "seed": [1, 2, 3]}
+    fixed = SweepConfig(**{**fields(config), "grid": grid})
     assert len(run_sweep(fixed, log=lambda *_: None)) == 6
     assert len(calls(config)) == 9
 
 
 def test_cli_sweep_and_table(config, tmp_path, capsys):
     path = tmp_path / "study.yaml"
-    path.write_text(yaml.safe_dump({k: v for k, v in config.__dict__.items()}))
+    path.write_text(yaml.safe_dump({**fields(config), "grid": {"arm": config.flag_sets["arm"], "seed": [1, 2, 3]}}))
     assert cli_main(["sweep", str(path)]) == 0
     assert "[6/6]" in capsys.readouterr().out
     trial = config.trial_dir({"arm": "kd", "seed": 1})
