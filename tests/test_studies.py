@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 
 from hf_distill.sweep import SweepConfig, run_sweep
 from tests.conftest import tiny_bert
@@ -21,7 +22,8 @@ STUDIES = sorted((ROOT / "recipes" / "studies").glob("*.yaml"))
 
 @pytest.fixture
 def in_process(monkeypatch):
-    """Run each trial's recipe in this process instead of a subprocess."""
+    """Run each trial's recipe in this process instead of a subprocess, on one thread (tiny models gain nothing from
+    more threads and lose much to waiting for them on a busy machine)."""
     recipes = {}
 
     def run(command, stdout=None, stderr=None):
@@ -32,6 +34,10 @@ def in_process(monkeypatch):
         return subprocess.CompletedProcess(command, 0)
 
     monkeypatch.setattr("hf_distill.sweep.subprocess.run", run)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture
