@@ -390,8 +390,13 @@ def plot_results(config: SweepConfig, results: pd.DataFrame, path: Path) -> None
             label=label or f"student {config.objective}",
         )
     if SNAPSHOT_METRIC in results.columns and x in results.columns:
-        teacher = results.groupby(x, sort=False)[SNAPSHOT_METRIC].first()
-        ax.plot([_slug(v) for v in teacher.index], teacher.values, "s--", color="grey", label="teacher snapshot's own")
+        # The snapshot's accuracy on the students' evaluation rows when the recipe logged it, else snapshots.json's.
+        own = config.objective.replace("_", "_teacher_", 1)
+        own = own if own in results.columns else SNAPSHOT_METRIC
+        teacher = results.groupby(x, sort=False)[own].mean()
+        ax.plot(
+            [_slug(v) for v in teacher.index], teacher.values, "s--", color="grey", label=f"snapshot's own ({own})"
+        )
     ax.set_xlabel(x)
     ax.set_ylabel(config.objective)
     ax.set_title(f"{config.study}: mean +- std over {SEED}s")

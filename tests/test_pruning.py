@@ -106,7 +106,9 @@ def test_pruned_heads_are_sliced_and_reload(model, tmp_path):
 
 def test_prune_student_reports_size_and_latency(model):
     data = tiny_text_dataset(16).rename_column("label", "labels").remove_columns("text")
-    args = PruningArguments(prune_heads=0.5, prune_ffn=0.5, pruning_samples=16, pruning_batch_size=8, latency_seconds=0.1)
+    args = PruningArguments(
+        prune_heads=0.5, prune_ffn=0.5, pruning_samples=16, pruning_batch_size=8, latency_seconds=0.1
+    )
     pruned, metrics = prune_student(model, data, DataCollatorForDistillation(), args)
     assert metrics["parameters_after"] == pruned.num_parameters() < metrics["parameters_before"]
     assert metrics["latency_ms_before"] > 0 and metrics["latency_ms_after"] > 0
