@@ -458,7 +458,25 @@ def runs_table(runs: Sequence[str], metrics: list[str]) -> str:
         if not path.is_file():
             raise ValueError(f"{path} does not exist: run the recipe with --output_dir {directory} first.")
         rows.append({"run": name, **json.loads(path.read_text())})
-    return summary_markdown(pd.DataFrame(rows), ["run"], metrics)
+    results = pd.DataFrame(rows)
+    table = summary_markdown(results, ["run"], metrics)
+    names = list(dict.fromkeys(results["run"]))
+    if len(names) == 2:
+        table += "\n" + "\n".join(welch_line(results, "run", names, m) for m in metrics if m in results) + "\n"
+    return table
+
+
+def welch_line(results: pd.DataFrame, by: str, names: list[str], metric: str) -> str:
+    """``a - b`` of ``metric``'s means with Welch's t-test (unequal variances; scipy), for a report's "is the gain
+    outside the noise" sentence."""
+    from scipy.stats import ttest_ind
+
+    a, b = (results.loc[results[by] == name, metric].to_numpy() for name in names)
+    difference = a.mean() - b.mean()
+    if min(len(a), len(b)) < 2:
+        return f"{names[0]} - {names[1]}: {metric} {difference:+.4f} (one run each: no test)"
+    p = ttest_ind(a, b, equal_var=False).pvalue
+    return f"{names[0]} - {names[1]}: {metric} {difference:+.4f} (Welch t-test p = {p:.3f}, n = {len(a)} and {len(b)})"
 
 
 def _run_table_command(args: argparse.Namespace) -> int:

@@ -123,6 +123,10 @@ def test_cli_sweep_and_table(config, tmp_path, capsys):
     trial = config.trial_dir({"arm": "kd", "seed": 1})
     assert cli_main(["sweep-table", f"kd={trial}", "--metrics", "eval_accuracy"]) == 0
     assert "| kd | 1 | 0.5600 |" in capsys.readouterr().out
+    runs = [f"{arm}={config.trial_dir({'arm': arm, 'seed': seed})}" for arm in ("kd", "ce") for seed in (1, 2, 3)]
+    assert cli_main(["sweep-table", *runs, "--metrics", "eval_accuracy"]) == 0
+    out = capsys.readouterr().out
+    assert "| ce | 3 | 0.6200 +- 0.0100 |" in out and "kd - ce: eval_accuracy -0.0500 (Welch t-test p = 0.00" in out
 
 
 def test_snapshot_grid_and_bad_configs(tmp_path):
