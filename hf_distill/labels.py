@@ -40,3 +40,42 @@ def teacher_to_student_permutation(teacher_labels: list[str], student_labels: li
             "Build the student with the teacher's id2label/label2id, or use a teacher trained on the same labels."
         )
     return [teacher_labels.index(name) for name in student_labels]
+
+
+def check_label_names(names: list[str], model_labels: list[str], column: str = "label") -> None:
+    """Refuse a dataset's `ClassLabel` names that are not the model's labels in the model's order.
+
+    Ids of a column whose names come in another order would be read as the wrong classes; unnamed labels on either
+    side are taken as aligned by index.
+    """
+    if names == model_labels or _is_generic(names) or _is_generic(model_labels):
+        return
+    if sorted(names) == sorted(model_labels):
+        raise ValueError(
+            f"Column {column!r} names the classes {names}, the student {model_labels}: the same classes in another "
+            f"order, so its ids would be read as the wrong classes. Realign it by name: "
+            f"dataset = dataset.align_labels_with_mapping(model.config.label2id, {column!r})."
+        )
+    raise ValueError(
+        f"Column {column!r} names the classes {names}, but the student has the labels {model_labels}. Build the "
+        "student with the dataset's labels (id2label/label2id), or use data of the student's classes."
+    )
+
+
+def encoding_order(data_labels: list[str], model_labels: list[str]) -> list[str]:
+    """The label order to encode a dataset's labels in: the model's, when both name the same classes.
+
+    A model with unnamed labels (``LABEL_i``) keeps the data's order, by index. Different classes are refused.
+    """
+    if _is_generic(model_labels):
+        if len(data_labels) != len(model_labels):
+            raise ValueError(
+                f"The data has {len(data_labels)} classes {data_labels} but the model has {len(model_labels)}."
+            )
+        return data_labels
+    if sorted(data_labels) != sorted(model_labels):
+        raise ValueError(
+            f"The data's labels {data_labels} are not the model's labels {model_labels}. Use a teacher (and "
+            "student) trained on the data's classes, or relabel the data."
+        )
+    return model_labels

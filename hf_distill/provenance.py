@@ -12,6 +12,9 @@ import re
 from dataclasses import dataclass
 
 from datasets import Dataset, IterableDataset
+from transformers.utils import logging
+
+logger = logging.get_logger(__name__)
 
 _LINE = re.compile(r"^hf_distill\.teacher_logits\[(?P<column>[^\]]+)\] = (?P<record>\{.*\})$", re.MULTILINE)
 
@@ -30,12 +33,36 @@ class TeacherLogitsInfo:
 
 
 def read_logits_info(dataset: Dataset | IterableDataset, column: str) -> TeacherLogitsInfo | None:
+    """The provenance of ``column``, or ``None`` when it has none.
+
+    ``concatenate_datasets`` keeps the record of every part. Parts whose logits follow different label orders or
+    storage (top-k, temperature) cannot be told apart row by row, so they are refused; parts from different teachers
+    with the same labels are read with the first record, and a warning.
+    """
+    fields = {f.name for f in dataclasses.fields(TeacherLogitsInfo)}
+    records = []
     for match in _LINE.finditer(dataset.info.description or ""):
         if match["column"] == column:
-            record = json.loads(match["record"])
-            fields = {f.name for f in dataclasses.fields(TeacherLogitsInfo)}
-            return TeacherLogitsInfo(**{k: v for k, v in record.items() if k in fields})
-    return None
+            info = TeacherLogitsInfo(**{k: v for k, v in json.loads(match["record"]).items() if k in fields})
+            if info not in records:
+                records.append(info)
+    if not records:
+        return None
+    first = records[0]
+    for other in records[1:]:
+        if (other.labels, other.top_k, other.temperature) != (first.labels, first.top_k, first.temperature):
+            raise ValueError(
+                f"Column {column!r} joins logits of different layouts (concatenated datasets?): labels "
+                f"{first.labels} (top_k={first.top_k}) from {first.teacher!r} and {other.labels} "
+                f"(top_k={other.top_k}) from {other.teacher!r}. Its rows cannot be aligned; precompute the column again "
+                "on the concatenated dataset with one teacher."
+            )
+        if other.teacher_fingerprint != first.teacher_fingerprint:
+            logger.warning(
+                f"Column {column!r} joins logits of different teachers ({first.teacher!r} and {other.teacher!r}) with "
+                "the same labels; the first is recorded as the teacher."
+            )
+    return first
 
 
 def write_logits_info(dataset: Dataset | IterableDataset, column: str, info: TeacherLogitsInfo) -> None:

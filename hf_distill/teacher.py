@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import inspect
+import os
 from collections.abc import Mapping
 from typing import Any
 
 import torch
 import xxhash
+from huggingface_hub.errors import HFValidationError
+from huggingface_hub.utils import validate_repo_id
 from transformers import (
     AutoConfig,
     AutoModelForAudioClassification,
@@ -49,13 +52,42 @@ def load_teacher(teacher: PreTrainedModel | str, like: torch.nn.Module | None = 
     A path is loaded with the Auto class of ``like`` (the student) when given, else the one its config names.
     """
     if isinstance(teacher, str):
-        auto_class = auto_class_for(like) if like is not None else _auto_class_from_config(teacher)
-        teacher = auto_class.from_pretrained(teacher, **from_pretrained_kwargs)
+        teacher = load_classifier(
+            teacher, auto_class_for(like) if like is not None else None, **from_pretrained_kwargs
+        )
     if not isinstance(teacher, torch.nn.Module):
         raise TypeError(f"teacher_model must be a model or a path / Hub id, got {type(teacher).__name__}.")
     teacher.eval()
     teacher.requires_grad_(False)
     return teacher
+
+
+def load_classifier(
+    name_or_path: str, auto_class: type | None = None, **from_pretrained_kwargs: Any
+) -> PreTrainedModel:
+    """A trained classifier from a folder or Hub id, with the Auto class its config names unless ``auto_class`` is
+    given. A path that does not exist is reported as not found, and a checkpoint whose classification head is missing
+    (a base model: its head would be random) is refused, as the load report's missing keys outside the base model
+    show."""
+    if not os.path.isdir(name_or_path):
+        try:
+            validate_repo_id(name_or_path)
+        except HFValidationError:
+            raise FileNotFoundError(
+                f"Model {name_or_path!r} not found: there is no such folder, and it is not a Hub id ('name' or "
+                "'namespace/name'). Check the path."
+            ) from None
+    auto_class = auto_class or _auto_class_from_config(name_or_path)
+    model, report = auto_class.from_pretrained(name_or_path, output_loading_info=True, **from_pretrained_kwargs)
+    prefix = f"{model.base_model_prefix}."
+    head = sorted(key for key in report["missing_keys"] if not key.startswith(prefix))
+    if head:
+        raise ValueError(
+            f"{name_or_path!r} has no trained classification head (missing {', '.join(head)}): it is a base "
+            "checkpoint, and a teacher with a random classifier teaches noise. Fine-tune it on the task first "
+            "(recipes/train_teacher.py or recipes/train_image_teacher.py) and pass that checkpoint."
+        )
+    return model
 
 
 def forward_input_names(model: torch.nn.Module) -> list[str]:

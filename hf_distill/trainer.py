@@ -15,7 +15,7 @@ from transformers.utils import logging
 
 from .compare import ComparisonReport
 from .distributed import place_teacher
-from .labels import label_names, teacher_to_student_permutation
+from .labels import check_label_names, label_names, teacher_to_student_permutation
 from .losses import IGNORE_INDEX, DistillationLossOutput, TopKLogits, distillation_loss
 from .metrics import classification_metrics
 from .model_card import distillation_model_card
@@ -50,7 +50,8 @@ class DistillationTrainer(Trainer):
     """
 
     _tag_names = ["knowledge-distillation", "hf_distill"]
-    # `compute_loss` returns a per-micro-batch mean; let `training_step` divide it by the accumulation steps.
+    # `training_step` divides the loss by the accumulation steps; `compute_loss` pre-scales the CE part so that it is
+    # weighed by the labelled examples of the whole accumulated batch (see `_weigh_for_accumulation`).
     loss_is_scaled_for_ga = False
 
     def __init__(
@@ -67,9 +68,10 @@ class DistillationTrainer(Trainer):
                 f"DistillationTrainer needs DistillationTrainingArguments, got {type(args).__name__}. "
                 "Build them with DistillationTrainingArguments(**your_args.to_dict()) plus alpha/temperature."
             )
+        args.validate()
         super().__init__(model=model, args=args, **kwargs)
-        # `compute_loss` ignores `num_items_in_batch`: skip counting (and, across processes, gathering) it every step.
-        self.model_accepts_loss_kwargs = False
+        # Have Trainer count the labelled examples of each accumulated batch (`num_items_in_batch`) for the CE weighting.
+        self.model_accepts_loss_kwargs = True
         config = unwrap(self.model).config
         if config.problem_type in ("regression", "multi_label_classification") or config.num_labels < 2:
             raise ValueError(
@@ -90,6 +92,7 @@ class DistillationTrainer(Trainer):
         self._checked_datasets: set[str] = set()
         self._index_cache: dict[tuple, torch.Tensor] = {}
         self._metrics: dict[str, defaultdict[str, list]] = {"train": defaultdict(list), "eval": defaultdict(list)}
+        self._teacher_finite: list[torch.Tensor] = []
         self._teacher_eval_metrics: dict[str, dict[str, float]] = {}
         self._eval_fingerprint: str | None = None
         self._teacher_eval_outputs: list[tuple[torch.Tensor, torch.Tensor]] | None = None
@@ -123,12 +126,32 @@ class DistillationTrainer(Trainer):
             teacher_logits = self._teacher_forward(inputs)
         outputs = model(**student_inputs)
         parts = self.loss_from_outputs(outputs, teacher_logits, labels)
+        if model.training:
+            parts = self._weigh_for_accumulation(parts, labels, num_items_in_batch)
         self._record(parts, outputs.logits, teacher_logits, train=model.training)
         if self._teacher_eval_outputs is not None and labels is not None and not model.training:
             if isinstance(teacher_logits, TopKLogits):
                 teacher_logits = teacher_logits.dense(len(self.student_labels), args.temperature)
             self._teacher_eval_outputs.append(self.accelerator.gather_for_metrics((teacher_logits.detach(), labels)))
         return (parts.loss, outputs) if return_outputs else parts.loss
+
+    def _weigh_for_accumulation(
+        self, parts: DistillationLossOutput, labels: torch.Tensor | None, num_items_in_batch: torch.Tensor | int | None
+    ) -> DistillationLossOutput:
+        """Rescale the CE part so that, after `training_step` divides by the accumulation steps, it is the CE summed
+        over this micro-batch divided by the labelled examples of the whole accumulated batch (``num_items_in_batch``,
+        counted over every process with ``average_tokens_across_devices``), as Trainer does for its own losses. The
+        distillation term stays a per-example mean. bs 8 x GA 1 and bs 4 x GA 2 then give the same gradients however
+        the ``-100`` labels are spread. The rescaled CE also logs as the exact mean over labelled examples.
+        """
+        if parts.ce is None or labels is None or num_items_in_batch is None:
+            return parts
+        processes = self.accelerator.num_processes if self.args.average_tokens_across_devices else 1
+        labelled = (labels != IGNORE_INDEX).sum()
+        total = torch.as_tensor(num_items_in_batch, device=labelled.device).clamp(min=1)
+        scale = labelled * self.current_gradient_accumulation_steps * processes / total
+        ce = parts.ce * scale
+        return parts._replace(loss=parts.loss + self.args.alpha * (ce - parts.ce), ce=ce)
 
     def loss_from_outputs(
         self, outputs: Any, teacher_logits: torch.Tensor | TopKLogits, labels: torch.Tensor | None
@@ -151,6 +174,7 @@ class DistillationTrainer(Trainer):
             alpha=args.alpha,
             temperature=args.temperature,
             loss=args.distillation_loss,
+            label_smoothing=args.label_smoothing_factor,
         )
 
     # ---- teacher logits ----
@@ -169,6 +193,8 @@ class DistillationTrainer(Trainer):
             feed = {k: v.to(dtype) if v.is_floating_point() else v for k, v in feed.items()}
         with torch.no_grad(), self.accelerator.autocast():
             logits = teacher(**feed).logits.float()
+        if self.model.training:  # checked at logging and saving steps, without a device sync per step
+            self._teacher_finite.append(torch.isfinite(logits).all())
         if not self._teacher_checked:
             if not torch.isfinite(logits).all():
                 raise ValueError(
@@ -254,8 +280,8 @@ class DistillationTrainer(Trainer):
                 "hf_distill.precompute_teacher_logits(teacher, dataset)."
             )
         for name in ("labels", "label"):
-            if name in dataset.column_names and pa.types.is_integer(dataset.data.column(name).type):
-                self._check_labels(dataset.data.column(name), name)
+            if name in dataset.column_names:
+                self._check_labels(dataset, name)
         self._checked_datasets.add(dataset._fingerprint)
 
     def _check_logits_column(self, dataset: datasets.Dataset, column: str) -> None:
@@ -269,7 +295,13 @@ class DistillationTrainer(Trainer):
             feature, values = feature.feature, pc.list_flatten(values)
         width = getattr(feature, "length", -1)
         if width == -1 and len(values):
-            width = len(values[0])
+            lengths = pc.min_max(pc.list_value_length(values)).as_py()
+            if lengths["min"] != lengths["max"] or values.null_count:
+                raise ValueError(
+                    f"Column {column!r} is ragged: its rows hold from {lengths['min']} to {lengths['max']} values "
+                    f"(or none). Every row needs one logit per class; precompute it again with precompute_teacher_logits."
+                )
+            width = lengths["max"]
         if top_k is not None and width != top_k + 1:
             raise ValueError(
                 f"Column {column!r} holds {width} values per example, but top-{top_k} storage has {top_k + 1} (the "
@@ -299,7 +331,22 @@ class DistillationTrainer(Trainer):
         self._column_permutation = teacher_to_student_permutation(info.labels, self.student_labels)
         self._column_labels = info.labels
 
-    def _check_labels(self, labels: pa.ChunkedArray, name: str) -> None:
+    def _check_labels(self, dataset: datasets.Dataset, name: str) -> None:
+        """Labels must be integer class ids in the student's range (or -100), and a `ClassLabel` column must name the
+        student's classes in the student's order."""
+        labels, feature = dataset.data.column(name), dataset.features[name]
+        if not pa.types.is_integer(labels.type):
+            raise TypeError(
+                f"Column {name!r} holds {labels.type} values, but labels must be integer class ids (or -100 to ignore "
+                f"a row) of the student's classes {self.student_labels}. Encode them with "
+                f"dataset.cast_column({name!r}, ClassLabel(names=...)) or map them through model.config.label2id."
+            )
+        if labels.null_count:
+            raise ValueError(
+                f"Column {name!r} has {labels.null_count} missing labels; set them to -100 to ignore them."
+            )
+        if isinstance(feature, datasets.ClassLabel):
+            check_label_names(feature.names, self.student_labels, name)
         num_classes = len(self.student_labels)
         out_of_range = pc.or_(
             pc.greater_equal(labels, num_classes), pc.and_(pc.less(labels, 0), pc.not_equal(labels, IGNORE_INDEX))
@@ -469,5 +516,60 @@ class DistillationTrainer(Trainer):
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if "loss" in logs:
+            self._raise_if_not_finite()
             logs = {**logs, **self._pop_metrics("train")}
         super().log(logs, start_time)
+
+    # ---- non-finite losses ----
+
+    def train(self, *args: Any, **kwargs: Any):
+        """Trainer's ``train``, after checking the arguments again (they may have been changed since construction)
+        and, at the end, that no loss part went non-finite since the last logging step."""
+        self.args.validate()
+        output = super().train(*args, **kwargs)
+        self._raise_if_not_finite()
+        return output
+
+    def _raise_if_not_finite(self) -> None:
+        """Stop a run whose CE, distillation term or in-batch teacher logits went NaN/inf since the last check.
+
+        Called at logging and saving steps and at the end of training: the values are recorded every step anyway,
+        so a step adds no device sync; each check costs one (and one reduction across processes).
+        """
+        recorded = self._metrics["train"]
+        parts = {"CE (hard-label cross-entropy)": "loss_ce", "distillation term": "loss_kd"}
+        flags = [
+            torch.stack([torch.isfinite(value).all() for value, _ in recorded[key]]).all()
+            if recorded.get(key)
+            else torch.tensor(True, device=self.args.device)
+            for key in parts.values()
+        ]
+        teacher = torch.stack(self._teacher_finite).all() if self._teacher_finite else torch.tensor(True)
+        self._teacher_finite.clear()
+        flags = torch.stack([~f.to(self.args.device) for f in [*flags, teacher]]).float()
+        bad = self.accelerator.reduce(flags, reduction="sum").tolist()
+        if not any(bad):
+            return
+        step = self.state.global_step
+        if bad[2]:
+            raise FloatingPointError(
+                f"The teacher produced NaN/inf logits by step {step}. Run it in float32 (--teacher_dtype float32, no "
+                "fp16) or check its weights; the student was not saved from this point."
+            )
+        names = [name for name, flag in zip(parts, bad[:2], strict=True) if flag]
+        raise FloatingPointError(
+            f"The {' and the '.join(names)} of the loss went NaN/inf by step {step}, with finite teacher logits: the "
+            "student diverged. Lower --learning_rate, keep --max_grad_norm, or use bf16 instead of fp16; the student "
+            "was not saved from this point."
+        )
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """Trainer's ``save_model``, refused when a loss part went non-finite or the student holds NaN/inf weights,
+        so that no checkpoint or final model is a broken student."""
+        self._raise_if_not_finite()
+        if not all(torch.isfinite(p).all() for p in self.model.parameters() if p.is_floating_point()):
+            raise FloatingPointError(
+                "The student's weights hold NaN/inf values; it is not saved. Lower --learning_rate or keep "
+                "--max_grad_norm, and resume from the last good checkpoint."
+            )
+        super().save_model(output_dir, _internal_call)

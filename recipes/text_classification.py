@@ -24,8 +24,10 @@ from hf_distill import (
     DistillationTrainingArguments,
     precompute_teacher_logits,
 )
+from hf_distill.labels import encoding_order, label_names
 from hf_distill.metrics import compute_metrics_fn
 from hf_distill.pruning import PruningArguments, prune_student
+from hf_distill.teacher import load_classifier
 from hf_distill.text.data import TextDataArguments, label_list, tokenize_for_distillation
 from hf_distill.text.students import STUDENT_INITS, create_student
 from hf_distill.workflow.arguments import parse_arguments, setup_logging
@@ -61,8 +63,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     raw = data_args.load(seed=training_args.seed)
     labels = label_list(raw, data_args.label_column)
-    teacher = AutoModelForSequenceClassification.from_pretrained(
-        model_args.teacher_model_name_or_path, cache_dir=data_args.cache_dir
+    teacher = load_classifier(
+        model_args.teacher_model_name_or_path, AutoModelForSequenceClassification, cache_dir=data_args.cache_dir
     )
     teacher_tokenizer = AutoTokenizer.from_pretrained(
         model_args.teacher_tokenizer_name or model_args.teacher_model_name_or_path
@@ -79,6 +81,7 @@ def main(argv: list[str] | None = None) -> dict:
         labels=labels,
         seed=training_args.seed,
     )
+    labels = encoding_order(labels, label_names(student.config))  # ids follow the student's id2label, by name
     tokenizer = (
         AutoTokenizer.from_pretrained(model_args.student_model_name_or_path)
         if model_args.student_init == "pretrained"

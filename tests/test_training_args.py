@@ -5,6 +5,7 @@ import torch
 from transformers import HfArgumentParser, TrainingArguments
 
 from hf_distill import DistillationTrainingArguments
+from hf_distill.workflow.arguments import parse_arguments
 
 
 def test_cli_flags_parse_and_serialise(tmp_path):
@@ -55,8 +56,12 @@ def test_help_renders():
     [
         ({"alpha": 1.5}, r"alpha must be in \[0, 1\].*got 1.5"),
         ({"alpha": -0.1}, r"alpha must be in \[0, 1\]"),
-        ({"temperature": 0.0}, "temperature must be > 0"),
-        ({"temperature": -2.0}, "temperature must be > 0"),
+        ({"temperature": 0.0}, "temperature must be finite and > 0"),
+        ({"temperature": -2.0}, "temperature must be finite and > 0"),
+        ({"temperature": float("inf")}, "temperature must be finite and > 0, got inf"),
+        ({"temperature": float("nan")}, "temperature must be finite and > 0, got nan"),
+        ({"label_names": ["target"]}, "label_names=.*reads the class labels from the `labels` key"),
+        ({"label_smoothing_factor": 1.0}, r"label_smoothing_factor must be in \[0, 1\)"),
         ({"distillation_loss": "kld"}, "Unknown distillation_loss 'kld'. Known losses: hard, kl, mse"),
         ({"teacher_dtype": "int8"}, "teacher_dtype must be one of"),
         ({"teacher_torch_compile": "yes"}, "teacher_torch_compile must be True or False"),
@@ -84,3 +89,29 @@ def test_teacher_torch_compile_flag_parses_and_compiles_the_teacher_on_placement
     runner, input_names = trainer._placed_teacher()
     assert isinstance(runner, torch._dynamo.eval_frame.OptimizedModule) and runner._orig_mod is trainer.teacher_model
     assert "input_ids" in input_names
+
+
+def test_string_alpha_is_refused_with_a_clear_type_error(tmp_path):
+    with pytest.raises(TypeError, match="alpha must be a number, got '5e-1'"):
+        DistillationTrainingArguments(output_dir=str(tmp_path), report_to=[], alpha="5e-1")
+
+
+def test_yaml_numbers_written_as_strings_are_converted(tmp_path):
+    """PyYAML reads ``5e-1`` as a string; the recipes' parser converts it for number fields, or names the field."""
+    config = tmp_path / "config.yaml"
+    config.write_text(f"output_dir: {tmp_path / 'out'}\nalpha: 5e-1\nlearning_rate: 3e-5\nreport_to: []\n")
+    (args,) = parse_arguments(HfArgumentParser(DistillationTrainingArguments), [str(config)])
+    assert args.alpha == 0.5 and args.learning_rate == 3e-5
+    config.write_text(f"output_dir: {tmp_path / 'out'}\ntemperature: warm\n")
+    with pytest.raises(ValueError, match="temperature must be a number"):
+        parse_arguments(HfArgumentParser(DistillationTrainingArguments), [str(config)])
+
+
+@pytest.mark.parametrize("metric", ["loss_kd", "eval_loss_ce", "loss"])
+def test_loss_metrics_select_the_lowest_checkpoint_by_default(tmp_path, metric):
+    args = DistillationTrainingArguments(output_dir=str(tmp_path), report_to=[], metric_for_best_model=metric)
+    assert args.greater_is_better is False
+    agreement = DistillationTrainingArguments(
+        output_dir=str(tmp_path), report_to=[], metric_for_best_model="agreement"
+    )
+    assert agreement.greater_is_better is True

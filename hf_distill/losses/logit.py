@@ -53,10 +53,15 @@ def hard_distillation_loss(
     return hard_label_cross_entropy(student_logits, teacher_logits.argmax(-1))
 
 
-def hard_label_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Float32 cross-entropy averaged over the labels that are not ``-100`` (0 when all are)."""
+def hard_label_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
+    """Float32 cross-entropy averaged over the labels that are not ``-100`` (0 when all are), with optional label
+    smoothing (Szegedy et al., "Rethinking the Inception Architecture for Computer Vision", 2016)."""
     labels = labels.view(-1)
     summed = F.cross_entropy(
-        logits.float().view(labels.numel(), -1), labels, ignore_index=IGNORE_INDEX, reduction="sum"
+        logits.float().view(labels.numel(), -1),
+        labels,
+        ignore_index=IGNORE_INDEX,
+        reduction="sum",
+        label_smoothing=label_smoothing,
     )
     return summed / (labels != IGNORE_INDEX).sum().clamp(min=1)

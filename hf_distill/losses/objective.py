@@ -45,12 +45,14 @@ def distillation_loss(
     alpha: float,
     temperature: float,
     loss: str | LossFn = "kl",
+    label_smoothing: float = 0.0,
 ) -> DistillationLossOutput:
     """``alpha * CE(student, labels) + (1 - alpha) * distill(student, teacher)``.
 
     ``alpha`` weighs the hard-label term, as in the Hugging Face distillation tutorials: ``alpha=0`` is pure
     distillation and needs no labels. The CE part is computed whenever labels are given, so it can be logged.
-    ``teacher_logits`` may be :class:`TopKLogits` (see :func:`distillation_term`).
+    ``teacher_logits`` may be :class:`TopKLogits` (see :func:`distillation_term`). ``label_smoothing`` applies to the
+    CE part (``TrainingArguments.label_smoothing_factor``).
     """
     kd = distillation_term(loss, student_logits, teacher_logits, temperature, labels)
     if labels is None:
@@ -60,5 +62,5 @@ def distillation_loss(
                 "Add a label column, or set alpha=0 for pure distillation."
             )
         return DistillationLossOutput((1.0 - alpha) * kd, None, kd)
-    ce = hard_label_cross_entropy(student_logits, labels)
+    ce = hard_label_cross_entropy(student_logits, labels, label_smoothing)
     return DistillationLossOutput(alpha * ce + (1.0 - alpha) * kd, ce, kd)

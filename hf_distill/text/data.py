@@ -41,6 +41,13 @@ class TextDataArguments:
         },
     )
 
+    def __post_init__(self) -> None:
+        if self.max_seq_length < 1:
+            raise ValueError(
+                f"max_seq_length must be >= 1 (tokens kept per example), got {self.max_seq_length}; 0 would disable "
+                "truncation rather than mean no limit."
+            )
+
     def load(self, seed: int = 42) -> DatasetDict:
         """Load every split, truncated to ``max_train_samples`` / ``max_eval_samples``; the built-in data is split
         with ``split_seed``, else ``seed``."""
@@ -110,8 +117,24 @@ def load_text_dataset(
     suffixes = {Path(f).suffix for f in files.values()}
     if len(suffixes) != 1 or (suffix := suffixes.pop()) not in FILE_BUILDERS:
         raise ValueError(f"Data files must share one of the extensions {sorted(FILE_BUILDERS)}, got {files}.")
+    for path in files.values():
+        check_data_file(path)
     kwargs = {"delimiter": "\t"} if suffix == ".tsv" else {}
     return load_dataset(FILE_BUILDERS[suffix], data_files=files, cache_dir=cache_dir, **kwargs)
+
+
+def check_data_file(path: str) -> None:
+    """Refuse a data file that is missing, empty, or (csv/tsv) has a header but no rows, naming it."""
+    file = Path(path)
+    if not file.is_file():
+        raise FileNotFoundError(f"Data file {path} not found.")
+    if file.stat().st_size == 0:
+        raise ValueError(f"Data file {path} is empty.")
+    if file.suffix in (".csv", ".tsv"):
+        with file.open(encoding="utf-8", errors="replace") as f:
+            lines = [line for line, _ in zip(f, range(2), strict=False) if line.strip()]
+        if len(lines) < 2:
+            raise ValueError(f"Data file {path} has a header but no rows.")
 
 
 def label_list(dataset: DatasetDict, label_column: str = "label") -> list[str]:
@@ -122,6 +145,11 @@ def label_list(dataset: DatasetDict, label_column: str = "label") -> list[str]:
     feature = split.features[label_column]
     if isinstance(feature, ClassLabel):
         return list(feature.names)
+    if getattr(feature, "dtype", "").startswith("float"):
+        raise ValueError(
+            f"Label column {label_column!r} holds floats ({feature.dtype}); classification needs class names or integer "
+            "ids. Write the labels as names or integers (regression is not supported)."
+        )
     return [str(v) for v in sorted(np.unique(split[label_column]).tolist())]
 
 
@@ -150,8 +178,15 @@ def tokenize_for_distillation(
     names = split.features[label_column].names if isinstance(split.features.get(label_column), ClassLabel) else None
     separate_teacher = teacher_tokenizer is not None and not _same_tokenizer(tokenizer, teacher_tokenizer)
 
-    def encode(batch: dict[str, list]) -> dict[str, list]:
+    def encode(batch: dict[str, list], indices: list[int]) -> dict[str, list]:
         texts = [batch[c] for c in text_columns]
+        for column, values in zip(text_columns, texts, strict=True):
+            empty = [i for i, text in zip(indices, values, strict=True) if not isinstance(text, str)]
+            if empty:
+                raise ValueError(
+                    f"Text column {column!r} is empty (or not text) in row(s) {empty[:5]}. Fill or drop those rows, "
+                    "e.g. dataset.filter(lambda row: row[column] is not None)."
+                )
         out = dict(tokenizer(*texts, truncation=True, max_length=max_length))
         if separate_teacher:
             teacher_out = teacher_tokenizer(*texts, truncation=True, max_length=max_length)
@@ -168,6 +203,7 @@ def tokenize_for_distillation(
     return dataset.map(
         encode,
         batched=True,
+        with_indices=True,
         num_proc=num_proc,
         remove_columns=split.column_names,
         desc="Tokenizing",

@@ -4,11 +4,13 @@ Debian package ``dataset-fashion-mnist`` and scikit-learn's 8x8 digits). Every l
 from __future__ import annotations
 
 import gzip
+import io
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from datasets import Array2D, ClassLabel, Dataset, DatasetDict, Features, load_dataset
+import PIL.Image
+from datasets import Array2D, ClassLabel, Dataset, DatasetDict, Features, Image, load_dataset
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_LABELS = [
@@ -99,6 +101,22 @@ def class_names(dataset: Dataset, label_column: str = "label") -> list[str]:
     if isinstance(feature, ClassLabel):
         return list(feature.names)
     return [str(value) for value in sorted(set(dataset[label_column]))]
+
+
+def check_images(dataset: Dataset, column: str = "image", split: str = "train") -> None:
+    """Decode every image of an `Image` column once, and refuse the first unreadable one, naming its file (or row).
+
+    A corrupt or truncated file would otherwise stop training at the batch that first reads it.
+    """
+    if not isinstance(dataset.features.get(column), Image):
+        return
+    for row, image in enumerate(dataset.cast_column(column, Image(decode=False))[column]):
+        name = image.get("path") or f"row {row} of the {split} split"
+        try:
+            with PIL.Image.open(io.BytesIO(image["bytes"]) if image.get("bytes") else image["path"]) as opened:
+                opened.load()
+        except (OSError, SyntaxError, ValueError) as error:
+            raise ValueError(f"Image {name} cannot be read ({error}). Remove or replace the file.") from None
 
 
 def eval_split(dataset: DatasetDict, fraction: float, seed: int) -> DatasetDict:

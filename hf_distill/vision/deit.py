@@ -29,6 +29,7 @@ def deit_distillation_loss(
     alpha: float,
     temperature: float,
     loss: str = "kl",
+    label_smoothing: float = 0.0,
 ) -> DistillationLossOutput:
     """``alpha * CE(cls_logits, labels) + (1 - alpha) * distill(distillation_logits, teacher_logits)``, in float32.
 
@@ -38,7 +39,7 @@ def deit_distillation_loss(
     """
     if labels is None:
         raise ValueError("DeiT distillation trains the class token on labels; the batch has no `labels`.")
-    ce = hard_label_cross_entropy(cls_logits, labels)
+    ce = hard_label_cross_entropy(cls_logits, labels, label_smoothing)
     kd = distillation_term(loss, distillation_logits, teacher_logits, temperature, labels)
     return DistillationLossOutput(alpha * ce + (1.0 - alpha) * kd, ce, kd)
 
@@ -74,4 +75,5 @@ class DeiTDistillationTrainer(DistillationTrainer):
             alpha=self.args.alpha,
             temperature=self.args.temperature,
             loss=self.args.distillation_loss,
+            label_smoothing=self.args.label_smoothing_factor,
         )

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datasets import DatasetDict
 
 from .augment import RandomResizedCropFlip, to_chw_uint8
-from .datasets import BUILTIN_DATASETS, class_names, eval_split, load_image_dataset
+from .datasets import BUILTIN_DATASETS, check_images, class_names, eval_split, load_image_dataset
 
 
 @dataclass
@@ -65,6 +65,8 @@ def prepare_image_splits(args: ImageDataArguments, seed: int) -> tuple[DatasetDi
         if split in dataset and limit is not None and limit < len(dataset[split]):
             dataset[split] = dataset[split].shuffle(seed=seed).select(range(limit))
     keep = [split for split in ("train", "validation", "test") if split in dataset]
+    for split in keep:
+        check_images(dataset[split], split=split)
     return DatasetDict({split: dataset[split] for split in keep}), class_names(dataset["train"])
 
 

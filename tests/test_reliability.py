@@ -1,0 +1,340 @@
+"""Trustworthy by default (issue 10): every input trains what the user meant or stops before the first step with a
+clear error; a run never ends with a NaN student; nothing on disk is lost on a rerun."""
+
+import io
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from datasets import ClassLabel, Dataset, concatenate_datasets
+from PIL import Image
+from transformers import BertModel, TrainerCallback
+
+from hf_distill import DataCollatorForDistillation, DistillationTrainer, precompute_teacher_logits
+from hf_distill.teacher import load_teacher
+from hf_distill.text.data import TextDataArguments, load_text_dataset, tokenize_for_distillation
+from hf_distill.vision.datasets import check_images
+from hf_distill.workflow.checkpoints import resolve_checkpoint
+from tests.conftest import LABELS, make_args, permuted_teacher, tiny_bert, tiny_text_dataset, varied_bert
+
+
+@pytest.fixture
+def data():
+    return tiny_text_dataset(16).remove_columns("text")
+
+
+def trainer_for(tmp_path, data, teacher=None, student=None, **overrides):
+    return DistillationTrainer(
+        model=student or tiny_bert(seed=2),
+        args=make_args(tmp_path, **overrides),
+        teacher_model=teacher,
+        train_dataset=data,
+        data_collator=DataCollatorForDistillation(),
+    )
+
+
+# ---- 1. labels aligned by name ----
+
+
+def test_trainer_refuses_class_label_names_in_another_order_and_accepts_them_realigned(tmp_path, data):
+    names = ["positive", "negative", "neutral"]
+    shuffled = data.cast_column("label", ClassLabel(names=names))
+    with pytest.raises(ValueError, match=r"same classes in another order.*align_labels_with_mapping"):
+        trainer_for(tmp_path, shuffled, tiny_bert(seed=1))
+    student = tiny_bert(seed=2)
+    realigned = shuffled.align_labels_with_mapping(student.config.label2id, "label")
+    trainer = trainer_for(tmp_path, realigned, tiny_bert(seed=1), student=student)
+    expected = [names[i] for i in shuffled["label"]]
+    assert [LABELS[i] for i in trainer.train_dataset["label"]] == expected
+    with pytest.raises(ValueError, match=r"names the classes \['sad', 'calm', 'happy'\]"):
+        trainer_for(tmp_path, data.cast_column("label", ClassLabel(names=["sad", "calm", "happy"])), tiny_bert(1))
+
+
+# ---- 3. arguments checked when the trainer starts; non-finite losses stop the run ----
+
+
+def test_arguments_changed_after_construction_are_checked_when_the_trainer_starts(tmp_path, data):
+    args = make_args(tmp_path)
+    args.alpha = 2
+    with pytest.raises(ValueError, match=r"alpha must be in \[0, 1\].*got 2"):
+        DistillationTrainer(model=tiny_bert(), args=args, teacher_model=tiny_bert(1), train_dataset=data)
+    trainer = trainer_for(tmp_path, data, tiny_bert(seed=1))
+    trainer.args.temperature = float("inf")
+    with pytest.raises(ValueError, match="temperature must be finite"):
+        trainer.train()
+    assert trainer.state.global_step == 0
+
+
+class PoisonAt(TrainerCallback):
+    """Sets the student's classifier weights to NaN when a step starts: the student has diverged."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_step_begin(self, args, state, control, model=None, **kwargs):
+        if state.global_step == self.step:
+            with torch.no_grad():
+                model.classifier.weight.fill_(float("nan"))
+
+
+def test_a_diverged_student_stops_the_run_and_is_never_saved(tmp_path, data):
+    trainer = trainer_for(
+        tmp_path, data, tiny_bert(seed=1), max_steps=4, logging_steps=2, save_strategy="steps", save_steps=1
+    )
+    trainer.add_callback(PoisonAt(step=1))
+    with pytest.raises(FloatingPointError, match=r"CE \(hard-label cross-entropy\) and the distillation term"):
+        trainer.train()
+    out = tmp_path / "out"
+    assert (out / "checkpoint-1").is_dir() and not (out / "checkpoint-2").exists()
+    with pytest.raises(FloatingPointError):
+        trainer.save_model()
+    assert not (out / "model.safetensors").exists()
+
+
+def test_a_teacher_going_non_finite_mid_run_is_named(tmp_path, data):
+    teacher, calls = tiny_bert(seed=1), []
+
+    def poison(module, inputs, output):
+        calls.append(1)
+        return output * float("nan") if len(calls) > 1 else output
+
+    teacher.classifier.register_forward_hook(poison)
+    trainer = trainer_for(tmp_path, data, teacher, max_steps=2, logging_steps=2)
+    with pytest.raises(FloatingPointError, match="teacher produced NaN/inf logits by step"):
+        trainer.train()
+
+
+# ---- 4. precomputed columns ----
+
+
+def test_concatenated_columns_of_different_label_orders_are_refused(tmp_path, data):
+    teacher = tiny_bert(seed=1)
+    first = precompute_teacher_logits(teacher, data.select(range(8)), batch_size=8)
+    second = precompute_teacher_logits(permuted_teacher(teacher, [2, 0, 1]), data.select(range(8, 16)), batch_size=8)
+    with pytest.raises(ValueError, match="joins logits of different layouts.*precompute the column again"):
+        trainer_for(tmp_path, concatenate_datasets([first, second]))
+    same = concatenate_datasets([first, precompute_teacher_logits(teacher, data.select(range(8, 16)), batch_size=8)])
+    trainer_for(tmp_path, same)  # one teacher in two parts is fine
+
+
+def test_a_ragged_logits_column_is_refused_not_padded(tmp_path, data):
+    rows = [[0.1, 0.2, 0.3]] * len(data)
+    rows[5] = [0.1, 0.2]
+    with pytest.raises(ValueError, match="ragged: its rows hold from 2 to 3 values"):
+        trainer_for(tmp_path, data.add_column("teacher_logits", rows))
+
+
+# ---- 5. TrainingArguments honoured ----
+
+
+def test_label_smoothing_applies_to_the_ce_term(tmp_path, data):
+    """The loss with label_smoothing_factor equals a float64 reference."""
+    teacher, student = varied_bert(seed=1), varied_bert(seed=2)
+    trainer = trainer_for(
+        tmp_path, data, teacher, student=student, alpha=0.6, temperature=3.0, label_smoothing_factor=0.2
+    )
+    batch = trainer._prepare_inputs(trainer.data_collator([data[i] for i in range(8)]))
+    student.eval()
+    with torch.no_grad():
+        loss = trainer.compute_loss(student, batch)
+        inputs = {k: v for k, v in batch.items() if k != "labels"}
+        s, t = student(**inputs).logits.double(), teacher(**inputs).logits.double()
+    labels = batch["labels"]
+    log_p = s.log_softmax(-1)
+    smoothed = F.one_hot(labels, 3).double() * 0.8 + 0.2 / 3
+    ce = -(smoothed * log_p).sum(-1).mean()
+    log_ps, log_pt = (s / 3.0).log_softmax(-1), (t / 3.0).log_softmax(-1)
+    kd = (log_pt.exp() * (log_pt - log_ps)).sum(-1).mean() * 9.0
+    assert loss.item() == pytest.approx((0.6 * ce + 0.4 * kd).item(), rel=1e-5)
+    assert ce.item() != pytest.approx(F.cross_entropy(s, labels).item(), rel=1e-3)  # smoothing changed the CE
+
+
+# ---- 6. gradient accumulation with ignored labels ----
+
+
+def test_gradient_accumulation_with_unevenly_ignored_labels_matches_a_full_batch(tmp_path, data):
+    """bs 8 x GA 1 and bs 4 x GA 2 give the same loss and gradients when -100 labels sit in one micro-batch."""
+    uneven = data.select(range(8)).map(
+        lambda row, i: {"label": -100 if i in (0, 1, 2) else row["label"]}, with_indices=True
+    )
+    logs = []
+    for bs, ga in [(8, 1), (4, 2), (2, 4)]:
+        trainer = trainer_for(
+            tmp_path,
+            uneven,
+            varied_bert(seed=1),
+            student=varied_bert(seed=2),
+            per_device_train_batch_size=bs,
+            gradient_accumulation_steps=ga,
+            max_steps=1,
+            alpha=0.7,
+        )
+        trainer.train()
+        logs.append(trainer.state.log_history[0])
+    for accumulated in logs[1:]:
+        for key in ("loss", "grad_norm", "loss_ce", "loss_kd"):
+            assert accumulated[key] == pytest.approx(logs[0][key], rel=1e-4), key
+
+
+# ---- 7. bad data ----
+
+
+@pytest.mark.parametrize("values", [[0.0, 1.0, 2.0, 1.0] * 4, ["negative", "neutral", "positive", "neutral"] * 4])
+def test_float_or_string_label_columns_are_refused(tmp_path, data, values):
+    bad = data.remove_columns("label").add_column("label", values)
+    with pytest.raises(TypeError, match="labels must be integer class ids.*ClassLabel"):
+        trainer_for(tmp_path, bad, tiny_bert(seed=1))
+
+
+def test_empty_data_files_and_cells_are_refused(tmp_path, word_tokenizer):
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    with pytest.raises(ValueError, match="empty.csv is empty"):
+        load_text_dataset(train_file=str(empty))
+    header = tmp_path / "header.csv"
+    header.write_text("text,label\n")
+    with pytest.raises(ValueError, match="header.csv has a header but no rows"):
+        load_text_dataset(train_file=str(header))
+    with pytest.raises(FileNotFoundError, match="missing.csv not found"):
+        load_text_dataset(train_file=str(tmp_path / "missing.csv"))
+    cell = tmp_path / "cell.csv"
+    cell.write_text("text,label\ngood movie,positive\n,negative\n")
+    raw = load_text_dataset(train_file=str(cell))
+    with pytest.raises(ValueError, match=r"Text column 'text' is empty \(or not text\) in row\(s\) \[1\]"):
+        tokenize_for_distillation(raw, word_tokenizer, text_columns=["text"], labels=LABELS)
+
+
+def test_max_seq_length_zero_is_refused():
+    with pytest.raises(ValueError, match="max_seq_length must be >= 1"):
+        TextDataArguments(max_seq_length=0)
+
+
+def test_a_corrupt_image_is_named_when_the_dataset_is_prepared(tmp_path):
+    good = io.BytesIO()
+    Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8)).save(good, format="PNG")
+    (tmp_path / "good.png").write_bytes(good.getvalue())
+    (tmp_path / "broken.png").write_bytes(good.getvalue()[:40])
+    from datasets import Image as ImageFeature
+
+    paths = [str(tmp_path / "good.png"), str(tmp_path / "broken.png")]
+    dataset = Dataset.from_dict({"image": paths, "label": [0, 1]}).cast_column("image", ImageFeature())
+    check_images(dataset.select([0]))
+    with pytest.raises(ValueError, match=r"Image .*broken.png cannot be read"):
+        check_images(dataset)
+
+
+def test_a_missing_teacher_path_is_not_found_and_a_headless_teacher_is_refused(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not found"):
+        load_teacher(str(tmp_path / "no" / "teacher"))
+    BertModel(tiny_bert().config).save_pretrained(tmp_path / "base")
+    with pytest.raises(ValueError, match="no trained classification head.*classifier.weight"):
+        load_teacher(str(tmp_path / "base"))
+
+
+# ---- 2. reruns ----
+
+
+def test_rerun_resumes_from_the_last_checkpoint_or_refuses(tmp_path):
+    out = tmp_path / "out"
+    args = make_args(tmp_path, do_train=True)
+    resolve_checkpoint(args)  # nothing there yet
+    assert args.resume_from_checkpoint is None
+    (out / "checkpoint-2").mkdir(parents=True)
+    (out / "checkpoint-4").mkdir()
+    args = make_args(tmp_path, do_train=True)
+    resolve_checkpoint(args)
+    assert args.resume_from_checkpoint == str(out / "checkpoint-4")
+    args = make_args(tmp_path, do_train=True, resume_from_checkpoint="True")
+    resolve_checkpoint(args)
+    assert args.resume_from_checkpoint == str(out / "checkpoint-4")
+    args = make_args(tmp_path, do_train=True, overwrite_output_dir=True)
+    resolve_checkpoint(args)
+    assert args.resume_from_checkpoint is None
+    finished = tmp_path / "finished"
+    finished.mkdir()
+    (finished / "all_results.json").write_text("{}")
+    with pytest.raises(ValueError, match="not empty and holds no checkpoint.*--overwrite_output_dir"):
+        resolve_checkpoint(make_args(tmp_path, output_dir=str(finished), do_train=True))
+    with pytest.raises(ValueError, match="--resume_from_checkpoint True, but .* holds no checkpoint"):
+        resolve_checkpoint(
+            make_args(tmp_path, output_dir=str(tmp_path / "new"), do_train=True, resume_from_checkpoint="True")
+        )
+
+
+# ---- property test: random datasets and arguments ----
+
+
+def float64_reference(student, teacher, batch, alpha, temperature, smoothing):
+    """``alpha * CE + (1 - alpha) * T^2 KL`` in float64, the CE averaged over the labelled rows of the whole batch."""
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    with torch.no_grad():
+        s, t = student.double()(**inputs).logits, teacher.double()(**inputs).logits
+    log_ps, log_pt = (s / temperature).log_softmax(-1), (t / temperature).log_softmax(-1)
+    kd = (log_pt.exp() * (log_pt - log_ps)).sum(-1).mean() * temperature**2
+    labels = batch["labels"]
+    keep = labels != -100
+    if not keep.any():
+        return ((1 - alpha) * kd).item(), 0.0, kd.item()
+    target = F.one_hot(labels[keep], 3).double() * (1 - smoothing) + smoothing / 3
+    ce = -(target * s[keep].log_softmax(-1)).sum(-1).mean()
+    return (alpha * ce + (1 - alpha) * kd).item(), ce.item(), kd.item()
+
+
+def test_random_datasets_and_arguments_train_right_or_fail_before_the_first_step(tmp_path):
+    """Random label orders (teacher, ClassLabel), -100 patterns, label dtypes, GA splits and arguments: either a
+    ValueError/TypeError before the first step, or finite weights and a first loss equal to a float64 reference."""
+    rng = np.random.default_rng(0)
+    outcomes = {"refused": 0, "trained": 0}
+    for case in range(15):
+        n, (bs, ga) = 8, [(8, 1), (4, 2), (2, 4)][case % 3]
+        order = [int(i) for i in rng.permutation(3)]
+        dataset = tiny_text_dataset(n, seed=case, ragged=False).remove_columns("text")
+        labels = [int(v) if rng.random() > 0.3 else -100 for v in dataset["label"]]
+        kind = str(rng.choice(["int", "int", "int", "float", "string", "classlabel"]))
+        if kind == "float":
+            labels = [float(v) for v in labels]
+        elif kind == "string":
+            labels = [str(v) for v in labels]
+        elif kind == "classlabel":  # ClassLabel holds no -100
+            labels = [max(v, 0) for v in labels]
+        dataset = dataset.remove_columns("label").add_column("label", labels)
+        if kind == "classlabel":
+            dataset = dataset.cast_column("label", ClassLabel(names=[LABELS[i] for i in order]))
+        alpha = float(rng.choice([0.0, 0.3, 1.0, 1.5]))
+        temperature = float(rng.choice([1.0, 4.0, 0.0, math.inf]))
+        smoothing = float(rng.choice([0.0, 0.1]))
+        teacher = permuted_teacher(varied_bert(seed=1), order)  # the same function, classes stored in `order`
+        options = dict(per_device_train_batch_size=bs, gradient_accumulation_steps=ga, max_steps=1, alpha=alpha)
+        options.update(temperature=temperature, label_smoothing_factor=smoothing)
+        valid = 0 <= alpha <= 1 and 0 < temperature < math.inf
+        valid = valid and (kind == "int" or (kind == "classlabel" and order == [0, 1, 2]))
+        try:
+            if rng.random() > 0.5:
+                trainer = trainer_for(
+                    tmp_path,
+                    precompute_teacher_logits(teacher, dataset, batch_size=4),
+                    student=varied_bert(2),
+                    **options,
+                )
+            else:
+                trainer = trainer_for(tmp_path, dataset, teacher, student=varied_bert(seed=2), **options)
+        except (ValueError, TypeError) as error:
+            assert not valid and len(str(error)) > 40, (case, error)  # refused with a message
+            outcomes["refused"] += 1
+            continue
+        assert valid, case
+        trainer.train()
+        log = trainer.state.log_history[0]
+        assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
+        batch = trainer.data_collator([dataset[i] for i in range(n)])
+        loss, ce, kd = float64_reference(
+            varied_bert(seed=2), varied_bert(seed=1), batch, alpha, temperature, smoothing
+        )
+        assert log["loss"] == pytest.approx(loss, rel=1e-5, abs=1e-6), case
+        assert log["loss_kd"] == pytest.approx(kd, rel=1e-5, abs=1e-6), case
+        if "loss_ce" in log and any(v != -100 for v in labels):
+            assert log["loss_ce"] == pytest.approx(ce, rel=1e-5, abs=1e-6), case
+        outcomes["trained"] += 1
+    assert outcomes["refused"] >= 3 and outcomes["trained"] >= 3, outcomes
