@@ -209,7 +209,7 @@ def run_sweep(config: SweepConfig, log=print) -> pd.DataFrame:
         metrics, seconds, returncode = _run_trial(config, params)
         if returncode != 0 or config.objective not in metrics:
             failures.append(label)
-            log(f"    FAILED (exit {returncode}) after {seconds:.0f}s: see {config.trial_dir(params) / 'log.txt'}")
+            log(f"    FAILED (exit {returncode}) after {seconds:.0f}s: see {config.trial_dir(params)}.log")
             raise TrialFailed(label)
         trial.set_user_attr("output_dir", str(config.trial_dir(params)))
         log(
@@ -243,14 +243,16 @@ class TrialFailed(RuntimeError):
 
 
 def _run_trial(config: SweepConfig, params: dict[str, Any]) -> tuple[dict[str, float], float, int]:
+    """Run one trial's recipe, its output in ``trial_dir`` and its log beside it (``trial_dir.log``). A killed
+    trial's folder is reused: the recipe resumes from its last ``checkpoint-*``, else overwrites what it left."""
     trial_dir = config.trial_dir(params)
-    trial_dir.mkdir(parents=True, exist_ok=True)
-    (trial_dir / METRICS_FILE).unlink(
-        missing_ok=True
-    )  # a killed run's partial metrics; finished trials never get here
     command = config.command(params)
+    if trial_dir.is_dir() and any(trial_dir.iterdir()) and not any(trial_dir.glob("checkpoint-*")):
+        (trial_dir / METRICS_FILE).unlink(missing_ok=True)  # partial metrics of the killed run
+        command += ["--overwrite_output_dir", "true"]
+    trial_dir.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    with open(trial_dir / "log.txt", "w") as log_file:
+    with open(trial_dir.parent / f"{trial_dir.name}.log", "w") as log_file:
         log_file.write(shlex.join(command) + "\n")
         log_file.flush()
         returncode = subprocess.run(command, stdout=log_file, stderr=subprocess.STDOUT).returncode

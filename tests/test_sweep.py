@@ -20,6 +20,9 @@ FAKE_RECIPE = textwrap.dedent(
     from pathlib import Path
     flags = dict(zip(sys.argv[1::2], sys.argv[2::2]))
     out = Path(flags["--output_dir"])
+    if out.is_dir() and any(out.iterdir()) and flags.get("--overwrite_output_dir") != "true":
+        sys.exit("refusing a non-empty output_dir, as the recipes do")
+    out.mkdir(parents=True, exist_ok=True)
     with open(out.parent.parent / "calls.txt", "a") as calls:
         calls.write(out.name + "\\n")
     if flags.get("--crash") == "true":
