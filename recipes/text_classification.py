@@ -62,6 +62,8 @@ def main(argv: list[str] | None = None) -> dict:
     set_seed(training_args.seed)
 
     raw = data_args.load(seed=training_args.seed)
+    if not training_args.do_predict:
+        raw.pop("test", None)  # no tokenizing or teacher logits for a split that is never evaluated
     labels = label_list(raw, data_args.label_column)
     teacher = load_classifier(
         model_args.teacher_model_name_or_path, AutoModelForSequenceClassification, cache_dir=data_args.cache_dir
