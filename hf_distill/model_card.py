@@ -1,4 +1,8 @@
-"""Model cards for distilled students, rendered from the template in the top-level ``model_cards/`` folder."""
+"""Model cards for distilled students, rendered from the template in the top-level ``model_cards/`` folder.
+
+The card is made from data (:class:`StudentRun`), which `DistillationTrainer.create_model_card` gathers: this module
+does not know the trainer.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +11,11 @@ import importlib.metadata
 import re
 import shlex
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import datasets
+import torch
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from transformers import (
     AutoModelForAudioClassification,
@@ -23,13 +28,8 @@ from transformers.modelcard import TrainingSummary, make_markdown_table
 from .compare import ComparisonReport
 from .labels import label_names
 from .losses import get_loss
-from .provenance import read_logits_info
 from .teacher import auto_class_for, unwrap
-from .teacher import model_name as name_of_model
-from .training_args import DistillationTrainingArguments
-
-if TYPE_CHECKING:
-    from .trainer import DistillationTrainer
+from .training_args import METHOD_FIELDS, DistillationTrainingArguments
 
 TEMPLATE_PATH = Path(__file__).parent / "model_cards" / "distilled_model_card.md"
 TAGS = ["knowledge-distillation", "hf_distill"]
@@ -44,58 +44,57 @@ MODEL_INDEX_METRICS = [
     ("macro_f1", "f1", "Macro F1"),
     ("agreement", "agreement", "Top-1 agreement with the teacher"),
 ]
+# Metric prefixes in the logs, most telling first, and the dataset split each one names.
+EVAL_SPLITS = {"test": "test", "eval": "validation"}
 _SKIPPED_EVAL_KEYS = ("runtime", "samples_per_second", "steps_per_second", "model_preparation_time")
 _SECRET_ARG = re.compile(r"^--?[\w-]*token(=.*)?$")
 
 
-def distillation_model_card(
-    trainer: DistillationTrainer,
-    *,
-    model_name: str | None = None,
-    language: str | list[str] | None = None,
-    license: str | None = None,
-    tags: str | list[str] | None = None,
-    finetuned_from: str | None = None,
-    tasks: str | list[str] | None = None,
-    dataset_tags: str | list[str] | None = None,
-    dataset: str | list[str] | None = None,
-    dataset_args: str | list[str] | None = None,
-    teacher_model_name: str | None = None,
-    comparison: ComparisonReport | str | None = None,
-    reproduce_command: str | None = None,
-) -> ModelCard:
-    """The model card of ``trainer``'s student.
+@dataclass
+class StudentRun:
+    """What a distillation model card says, as data.
 
-    YAML metadata: ``base_model`` (the student's starting point), ``teacher_model``, a ``distillation`` mapping (loss,
-    alpha, temperature and the other distillation arguments), ``datasets``, tags with ``knowledge-distillation``, and
-    ``model-index`` results (accuracy, macro-F1, agreement of the last evaluation) when task and dataset are known.
-    Body: a teacher-vs-student table (from ``comparison``, a :class:`~hf_distill.compare.ComparisonReport` or its
-    JSON, else from the last evaluation's ``eval_*`` and ``eval_teacher_*`` metrics), the method, hyperparameters,
-    usage, the command to reproduce (default: this process's command line with ``*token`` arguments removed),
-    limitations and citations. PEFT students get ``library_name: peft`` and adapter usage.
+    ``summary`` is transformers' `TrainingSummary` of the run (names, datasets, hyperparameters, results table);
+    ``repo`` is where users load the student from (the Hub id when pushed, else the output folder); ``method`` holds
+    settings of the method beyond `DistillationTrainingArguments` (cached views, augmentation, schedules, ...), each
+    shown in the card and its ``distillation`` metadata; ``method_description`` is a paragraph on the method.
     """
-    student = trainer.accelerator.unwrap_model(trainer.model)
-    summary = TrainingSummary.from_trainer(
-        trainer,
-        language=language,
-        license=license,
-        tags=_as_list(tags),
-        model_name=model_name,
-        finetuned_from=finetuned_from,
-        tasks=tasks or TASKS[auto_class_for(student)],
-        dataset_tags=dataset_tags,
-        dataset=dataset,
-        dataset_args=dataset_args,
-    )
-    args: DistillationTrainingArguments = trainer.args
+
+    summary: TrainingSummary
+    student: torch.nn.Module
+    args: DistillationTrainingArguments
+    teacher: str
+    teacher_parameters: int | None
+    teacher_logits_source: str
+    log_history: list[dict[str, Any]]
+    repo: str
+    method: dict[str, Any] = field(default_factory=dict)
+    method_description: str | None = None
+
+
+def distillation_model_card(
+    run: StudentRun, *, comparison: ComparisonReport | str | None = None, reproduce_command: str | None = None
+) -> ModelCard:
+    """The model card of a distilled student.
+
+    YAML metadata: ``base_model`` (the student's starting point, when it is a Hub id), ``teacher_model`` (when a Hub
+    id), a ``distillation`` mapping (loss, alpha, temperature, the other distillation arguments and ``run.method``),
+    ``datasets`` (Hub ids), tags with ``knowledge-distillation``, and ``model-index`` results (accuracy, macro-F1,
+    agreement) of the test split when it was scored, else of the validation split, naming the split. Body: a
+    teacher-vs-student table (from ``comparison``, a :class:`~hf_distill.compare.ComparisonReport` or its JSON, else
+    from the logged metrics), the method, hyperparameters, usage that runs as printed, the command to reproduce
+    (default: this process's command line with ``*token`` arguments removed), limitations and citations. PEFT
+    students get ``library_name: peft`` and adapter usage.
+    """
+    summary, args, student = run.summary, run.args, run.student
     peft_type = _peft_type(student)
-    teacher = teacher_model_name or _teacher_name(trainer)
-    task = _first(summary.tasks)
-    metrics = _last_eval_metrics(trainer.state.log_history)
+    task = _first(summary.tasks) or TASKS[auto_class_for(student)]
+    split, metrics = _latest_metrics(run.log_history)
     if isinstance(comparison, str):
         comparison = ComparisonReport.from_json(comparison)
 
-    settings = _distillation_settings(args)
+    settings = {**distillation_settings(args), **run.method}
+    teacher_id = _hub_id(run.teacher)
     tag_list = _unique([*(_as_list(summary.tags)), *TAGS, *(["peft", peft_type.lower()] if peft_type else [])])
     card_data = ModelCardData(
         model_name=summary.model_name,
@@ -103,12 +102,12 @@ def distillation_model_card(
         license=summary.license,
         library_name="peft" if peft_type else "transformers",
         base_model=_hub_id(summary.finetuned_from),
-        datasets=_as_list(summary.dataset_tags) or None,
+        datasets=[d for d in _as_list(summary.dataset_tags) if _hub_id(d)] or None,
         tags=tag_list,
         pipeline_tag=task,
-        eval_results=_eval_results(metrics, task, summary) or None,
-        teacher_model=teacher,
-        distillation={"teacher_model": teacher, **settings},
+        eval_results=_eval_results(metrics, split, task, summary) or None,
+        teacher_model=teacher_id,
+        distillation={**({"teacher_model": teacher_id} if teacher_id else {}), **settings},
     )
     return ModelCard.from_template(
         card_data,
@@ -117,72 +116,66 @@ def distillation_model_card(
         is_peft=bool(peft_type),
         peft_type=peft_type,
         base_model=_hub_link(summary.finetuned_from) if summary.finetuned_from else None,
-        teacher_link=_hub_link(teacher),
+        teacher_link=_hub_link(run.teacher),
         dataset_names=", ".join(str(d) for d in _as_list(summary.dataset)),
-        teacher_student_table=_teacher_student_table(trainer, metrics, comparison),
+        metrics_split=split,
+        teacher_student_table=_teacher_student_table(run, metrics, comparison),
         loss_name=args.distillation_loss,
         loss_description=(get_loss(args.distillation_loss).__doc__ or "").strip().splitlines()[0],
-        distillation_settings={"teacher": teacher, **settings},
-        teacher_logits_source=(
-            "computed on the fly by the teacher"
-            if trainer.teacher_model is not None
-            else f"precomputed once and read from the dataset column `{args.teacher_logits_column}`"
-        ),
+        method_description=run.method_description,
+        distillation_settings={"teacher": run.teacher, **settings},
+        teacher_logits_source=run.teacher_logits_source,
         hyperparameters=summary.hyperparameters,
         training_results=make_markdown_table(summary.eval_lines) if summary.eval_lines else "",
-        usage=_usage(summary.model_name, trainer.hub_model_id, student, summary.finetuned_from),
+        usage=_usage(run.repo, student, task, summary.finetuned_from),
         reproduce_command=reproduce_command or _command_line(),
         framework_versions=_framework_versions(peft_type),
     )
 
 
-def _distillation_settings(args: DistillationTrainingArguments) -> dict[str, Any]:
-    """The fields DistillationTrainingArguments adds to TrainingArguments (loss, alpha, temperature, ...)."""
-    base = {f.name for f in dataclasses.fields(TrainingArguments)}
+def distillation_settings(args: DistillationTrainingArguments) -> dict[str, Any]:
+    """The method (:meth:`~hf_distill.DistillationTrainingArguments.method_summary`: loss, hyperparameters,
+    corrections, schedules) and the other fields DistillationTrainingArguments adds to TrainingArguments."""
+    skipped = {f.name for f in dataclasses.fields(TrainingArguments)} | set(METHOD_FIELDS)
     return {
-        f.name: getattr(args, f.name)
-        for f in dataclasses.fields(args)
-        if f.name not in base and f.init and not f.name.endswith("_token")
+        **args.method_summary(),
+        **{
+            f.name: getattr(args, f.name)
+            for f in dataclasses.fields(args)
+            if f.name not in skipped and f.init and not f.name.endswith("_token")
+        },
     }
 
 
-def _teacher_name(trainer: DistillationTrainer) -> str:
-    """The teacher's name or path; for precomputed logits, the one recorded with the column."""
-    if trainer.teacher_model is not None:
-        return name_of_model(trainer.teacher_model)
-    sets = trainer.eval_dataset.values() if isinstance(trainer.eval_dataset, dict) else [trainer.eval_dataset]
-    for dataset in [trainer.train_dataset, *sets]:
-        if isinstance(dataset, datasets.Dataset):
-            info = read_logits_info(dataset, trainer.args.teacher_logits_column)
-            if info is not None:
-                return info.teacher
-    return "unknown"
+def _latest_metrics(log_history: list[dict[str, Any]]) -> tuple[str | None, dict[str, float]]:
+    """The split and metrics (prefix removed) of the most telling evaluation: the test split's if it was scored,
+    else the latest validation."""
+    for prefix, split in EVAL_SPLITS.items():
+        for log in reversed(log_history):
+            if f"{prefix}_loss" in log or f"{prefix}_accuracy" in log:
+                return split, {
+                    k[len(prefix) + 1 :]: v
+                    for k, v in log.items()
+                    if k.startswith(prefix + "_")
+                    and not k.endswith(_SKIPPED_EVAL_KEYS)
+                    and isinstance(v, (int, float))
+                }
+    return None, {}
 
 
-def _last_eval_metrics(log_history: list[dict[str, Any]]) -> dict[str, float]:
-    """The most recent evaluation's metrics without their ``eval_`` prefix (the first set's, if there are several)."""
-    for log in reversed(log_history):
-        losses = [k for k in log if re.fullmatch(r"eval_(\w+_)?loss", k)]
-        if losses:
-            prefix = sorted(losses)[0][: -len("loss")]
-            return {
-                k[len(prefix) :]: v
-                for k, v in log.items()
-                if k.startswith(prefix) and not k.endswith(_SKIPPED_EVAL_KEYS) and isinstance(v, (int, float))
-            }
-    return {}
-
-
-def _eval_results(metrics: dict[str, float], task: str | None, summary: TrainingSummary) -> list[EvalResult]:
-    dataset_type, dataset_name = _first(summary.dataset_tags), _first(summary.dataset)
+def _eval_results(
+    metrics: dict[str, float], split: str | None, task: str | None, summary: TrainingSummary
+) -> list[EvalResult]:
+    dataset_type = next((d for d in _as_list(summary.dataset_tags) if _hub_id(d)), None)
     if task is None or dataset_type is None:
         return []
     return [
         EvalResult(
             task_type=task,
             dataset_type=dataset_type,
-            dataset_name=dataset_name or dataset_type,
+            dataset_name=_first(summary.dataset) or dataset_type,
             dataset_config=_first(summary.dataset_args),
+            dataset_split=split,
             metric_type=metric_type,
             metric_name=display_name,
             metric_value=float(metrics[key]),
@@ -192,9 +185,7 @@ def _eval_results(metrics: dict[str, float], task: str | None, summary: Training
     ]
 
 
-def _teacher_student_table(
-    trainer: DistillationTrainer, metrics: dict[str, float], comparison: ComparisonReport | None
-) -> str:
+def _teacher_student_table(run: StudentRun, metrics: dict[str, float], comparison: ComparisonReport | None) -> str:
     if comparison is not None:
         return comparison.to_markdown()
     rows = [
@@ -204,26 +195,24 @@ def _teacher_student_table(
     ]
     if "agreement" in metrics:
         rows.append(("top-1 agreement with the teacher", "1", f"{metrics['agreement']:.4f}"))
-    student_params = sum(p.numel() for p in unwrap(trainer.model).parameters())
-    teacher_params = None
-    if trainer.teacher_model is not None:
-        teacher_params = sum(p.numel() for p in trainer.teacher_model.parameters())
+    student_params = sum(p.numel() for p in unwrap(run.student).parameters())
+    teacher_params = run.teacher_parameters
     rows.append(("parameters", f"{teacher_params:,}" if teacher_params else "—", f"{student_params:,}"))
     if teacher_params:
         rows.append(("compression (teacher / student parameters)", "1", f"{teacher_params / student_params:.2f}x"))
     lines = ["| | Teacher | Student |", "|:---|---:|---:|", *(f"| {a} | {b} | {c} |" for a, b, c in rows)]
     note = (
-        "\nQuality from the last evaluation during training. For latency, throughput, speed-up, size on disk, KL and "
-        "calibration, run `hf-distill compare` and pass its report as `comparison=` to `create_model_card` / "
-        "`push_to_hub`."
+        "\nQuality from the last evaluation. For latency, throughput, speed-up, size on disk, KL and calibration, run "
+        "`hf-distill compare` and pass its report as `comparison=` to `create_model_card` / `push_to_hub`."
     )
     return "\n".join(lines) + "\n" + note
 
 
-def _usage(model_name: str, hub_model_id: str | None, student: Any, base_model: str | None) -> str:
-    repo = hub_model_id or model_name
+def _usage(repo: str, student: Any, task: str, base_model: str | None) -> str:
     if _peft_type(student) is None:
-        return f'from transformers import pipeline\n\nclassifier = pipeline(model="{repo}")\nclassifier("...")'
+        return (
+            f'from transformers import pipeline\n\nclassifier = pipeline("{task}", model="{repo}")\nclassifier("...")'
+        )
     auto_class = auto_class_for(student).__name__
     id2label = dict(enumerate(label_names(unwrap(student).config)))
     return (

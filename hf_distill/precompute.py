@@ -245,6 +245,7 @@ def _precompute_split(
         teacher_fingerprint=runner.fingerprint,
         top_k=top_k,
         temperature=temperature,
+        teacher_parameters=sum(p.numel() for p in runner.teacher.parameters()),
     )
     write_logits_info(result, column, info)
     return result

@@ -11,17 +11,19 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 from transformers import EvalPrediction, PreTrainedModel, Trainer
+from transformers.modelcard import TrainingSummary
 from transformers.utils import logging
 
 from .compare import ComparisonReport
 from .distributed import place_teacher
 from .labels import check_label_names, label_names, teacher_to_student_permutation
-from .losses import IGNORE_INDEX, DistillationLossOutput, TopKLogits, distillation_loss
+from .losses import IGNORE_INDEX, DistillationObjective, LossParts, TopKLogits
 from .metrics import classification_metrics
-from .model_card import distillation_model_card
+from .model_card import StudentRun, distillation_model_card
 from .provenance import read_logits_info
+from .schedules import ObjectiveSchedule, TwoStageCallback, objective_schedule
 from .streaming import first_rows
-from .teacher import forward_input_names, load_teacher, teacher_inputs, unwrap
+from .teacher import forward_input_names, load_teacher, model_name, teacher_inputs, unwrap
 from .top_k import check_top_k_column, indices_column
 from .training_args import DistillationTrainingArguments
 
@@ -43,7 +45,12 @@ class DistillationTrainer(Trainer):
     preprocesses differently from the student. A top-k column (``precompute_teacher_logits(..., top_k=K)``) is read with
     its ``<column>_indices`` column and trained with :func:`~hf_distill.losses.top_k_kl_loss`.
 
-    Logs ``loss_ce`` and ``loss_kd`` beside ``loss``, and ``eval_loss_ce``, ``eval_loss_kd`` and ``eval_agreement``
+    The loss is ``self.objective`` (:class:`~hf_distill.losses.DistillationObjective`, configured from the arguments:
+    loss, hyperparameters, teacher corrections), called with the scheduled alpha and temperature of each step (see
+    :mod:`hf_distill.schedules`); in the CE phase of "KD then CE" the teacher is not run during training.
+
+    Logs every loss part (``loss_ce``, ``loss_kd``, ...) and the ``alpha`` and ``temperature`` of the last step beside
+    ``loss``, and ``eval_loss_ce``, ``eval_loss_kd`` and ``eval_agreement``
     (top-1 agreement with the teacher) in evaluation, plus the teacher's own metrics (``eval_teacher_accuracy``, ...:
     ``compute_metrics``, or accuracy and macro-F1, on the teacher logits the loss already used), computed once per
     evaluation set. ``create_model_card`` (and so ``push_to_hub``) writes a distillation model card.
@@ -79,6 +86,10 @@ class DistillationTrainer(Trainer):
                 f"problem_type={config.problem_type!r} with num_labels={config.num_labels}."
             )
         self.student_labels = label_names(config)
+        self.objective = DistillationObjective.from_args(args)
+        self._last_schedule: ObjectiveSchedule | None = None
+        if args.two_stage_steps is not None or args.two_stage_epochs is not None:
+            self.add_callback(TwoStageCallback(self.model, args))
         self.teacher_model = None if teacher_model is None else load_teacher(teacher_model, like=self.model)
         self._teacher_permutation: list[int] | None = None
         if self.teacher_model is not None:
@@ -118,26 +129,36 @@ class DistillationTrainer(Trainer):
         stored_logits = inputs.pop(args.teacher_logits_column, None)
         stored_indices = inputs.pop(self._indices_column, None)
         labels = inputs.pop("labels", None)
+        if labels is not None and labels.is_floating_point():  # a dtype check: no device sync
+            raise TypeError(
+                f"The batch's labels are {labels.dtype}, but they must be integer class ids (or -100) of the student's "
+                f"classes {self.student_labels}. Convert the label column to integers."
+            )
         student_inputs = {k: v for k, v in inputs.items() if not k.startswith(args.teacher_input_prefix)}
+        schedule = objective_schedule(args, self.state)
+        teacher_logits = None
         # The teacher runs first: its activations are freed before the student's autograd graph is built.
-        if stored_logits is not None:
-            teacher_logits = self._stored_teacher_logits(stored_logits, stored_indices)
-        else:
-            teacher_logits = self._teacher_forward(inputs)
+        if schedule.distil or not model.training:
+            if stored_logits is not None:
+                teacher_logits = self._stored_teacher_logits(stored_logits, stored_indices)
+            else:
+                teacher_logits = self._teacher_forward(inputs)
         outputs = model(**student_inputs)
-        parts = self.loss_from_outputs(outputs, teacher_logits, labels)
+        parts = self.loss_from_outputs(outputs, teacher_logits, labels, schedule)
         if model.training:
             parts = self._weigh_for_accumulation(parts, labels, num_items_in_batch)
         self._record(parts, outputs.logits, teacher_logits, train=model.training)
+        if model.training:
+            self._last_schedule = schedule
         if self._teacher_eval_outputs is not None and labels is not None and not model.training:
             if isinstance(teacher_logits, TopKLogits):
-                teacher_logits = teacher_logits.dense(len(self.student_labels), args.temperature)
+                teacher_logits = teacher_logits.dense(len(self.student_labels), schedule.temperature)
             self._teacher_eval_outputs.append(self.accelerator.gather_for_metrics((teacher_logits.detach(), labels)))
         return (parts.loss, outputs) if return_outputs else parts.loss
 
     def _weigh_for_accumulation(
-        self, parts: DistillationLossOutput, labels: torch.Tensor | None, num_items_in_batch: torch.Tensor | int | None
-    ) -> DistillationLossOutput:
+        self, parts: LossParts, labels: torch.Tensor | None, num_items_in_batch: torch.Tensor | int | None
+    ) -> LossParts:
         """Rescale the CE part so that, after `training_step` divides by the accumulation steps, it is the CE summed
         over this micro-batch divided by the labelled examples of the whole accumulated batch (``num_items_in_batch``,
         counted over every process with ``average_tokens_across_devices``), as Trainer does for its own losses. The
@@ -150,31 +171,23 @@ class DistillationTrainer(Trainer):
         labelled = (labels != IGNORE_INDEX).sum()
         total = torch.as_tensor(num_items_in_batch, device=labelled.device).clamp(min=1)
         scale = labelled * self.current_gradient_accumulation_steps * processes / total
-        ce = parts.ce * scale
-        return parts._replace(loss=parts.loss + self.args.alpha * (ce - parts.ce), ce=ce)
+        return LossParts({**parts.parts, "loss_ce": parts.ce * scale}, parts.weights)
 
     def loss_from_outputs(
-        self, outputs: Any, teacher_logits: torch.Tensor | TopKLogits, labels: torch.Tensor | None
-    ) -> DistillationLossOutput:
-        """The loss parts from the student's outputs; subclasses override it for students with several heads."""
-        return self.compute_distillation_loss(outputs.logits, teacher_logits, labels, self.args)
-
-    @staticmethod
-    def compute_distillation_loss(
-        student_logits: torch.Tensor,
-        teacher_logits: torch.Tensor | TopKLogits,
+        self,
+        outputs: Any,
+        teacher_logits: torch.Tensor | TopKLogits | None,
         labels: torch.Tensor | None,
-        args: DistillationTrainingArguments,
-    ) -> DistillationLossOutput:
-        """The training objective for one batch, in float32 (see :func:`hf_distill.losses.distillation_loss`)."""
-        return distillation_loss(
-            student_logits,
+        schedule: ObjectiveSchedule,
+    ) -> LossParts:
+        """The loss parts from the student's outputs; subclasses override it for students with several heads."""
+        return self.objective(
+            outputs.logits,
             teacher_logits,
             labels,
-            alpha=args.alpha,
-            temperature=args.temperature,
-            loss=args.distillation_loss,
-            label_smoothing=args.label_smoothing_factor,
+            alpha=schedule.alpha,
+            temperature=schedule.temperature,
+            student_outputs=outputs,
         )
 
     # ---- teacher logits ----
@@ -429,6 +442,11 @@ class DistillationTrainer(Trainer):
         self._eval_fingerprint = dataset._fingerprint if isinstance(dataset, datasets.Dataset) else None
         return super().get_eval_dataloader(eval_dataset)
 
+    def get_test_dataloader(self, test_dataset: datasets.Dataset):
+        """As :meth:`get_eval_dataloader`: ``predict`` on a labelled set reports the teacher's metrics too."""
+        self._eval_fingerprint = test_dataset._fingerprint if isinstance(test_dataset, datasets.Dataset) else None
+        return super().get_test_dataloader(test_dataset)
+
     def _teacher_metrics(self, outputs: list[tuple[torch.Tensor, torch.Tensor]]) -> dict[str, float]:
         """``compute_metrics`` (or accuracy and macro-F1) of the teacher logits gathered during evaluation."""
         logits = torch.cat([logits for logits, _ in outputs])
@@ -441,6 +459,10 @@ class DistillationTrainer(Trainer):
         return dict(self.compute_metrics(prediction))
 
     # ---- model card ----
+
+    # Settings of the method beyond DistillationTrainingArguments and a paragraph on it, for the model card;
+    # subclasses add theirs (see DeiTDistillationTrainer).
+    method_description: str | None = None
 
     def create_model_card(
         self,
@@ -456,49 +478,78 @@ class DistillationTrainer(Trainer):
         teacher_model_name: str | None = None,
         comparison: ComparisonReport | str | None = None,
         reproduce_command: str | None = None,
+        method: dict[str, Any] | None = None,
     ) -> None:
         """Write ``README.md`` in ``output_dir``: a distillation card (``push_to_hub(**kwargs)`` passes kwargs here).
 
         Takes Trainer's arguments plus ``teacher_model_name`` (default: the teacher's name or path, or the one
         recorded with precomputed logits), ``comparison`` (a :class:`~hf_distill.compare.ComparisonReport` or its JSON
-        path, for the speed and size columns) and ``reproduce_command`` (default: this command line, tokens removed).
+        path, for the speed and size columns), ``reproduce_command`` (default: this command line, tokens removed) and
+        ``method`` (further settings of the method to record, such as cached views or augmentation).
         See :func:`hf_distill.model_card.distillation_model_card`.
         """
         if not self.is_world_process_zero():
             return
-        card = distillation_model_card(
+        summary = TrainingSummary.from_trainer(
             self,
             language=language,
             license=license,
-            tags=tags,
+            tags=[tags] if isinstance(tags, str) else tags,
             model_name=model_name,
             finetuned_from=finetuned_from,
             tasks=tasks,
             dataset_tags=dataset_tags,
             dataset=dataset,
             dataset_args=dataset_args,
-            teacher_model_name=teacher_model_name,
-            comparison=comparison,
-            reproduce_command=reproduce_command,
         )
+        teacher, teacher_parameters = self._teacher_record()
+        column = self.args.teacher_logits_column
+        run = StudentRun(
+            summary=summary,
+            student=self.accelerator.unwrap_model(self.model),
+            args=self.args,
+            teacher=teacher_model_name or teacher,
+            teacher_parameters=teacher_parameters,
+            teacher_logits_source=(
+                "computed on the fly by the teacher"
+                if self.teacher_model is not None
+                else f"precomputed once and read from the dataset column `{column}`"
+            ),
+            log_history=self.state.log_history,
+            repo=self.hub_model_id or self.args.output_dir,  # the Hub repo once one is set up for pushing
+            method=method or {},
+            method_description=self.method_description,
+        )
+        card = distillation_model_card(run, comparison=comparison, reproduce_command=reproduce_command)
         card.save(os.path.join(self.args.output_dir, "README.md"))
+
+    def _teacher_record(self) -> tuple[str, int | None]:
+        """The teacher's name or path and parameter count; for precomputed logits, those recorded with the column."""
+        if self.teacher_model is not None:
+            return model_name(self.teacher_model), sum(p.numel() for p in self.teacher_model.parameters())
+        sets = self.eval_dataset.values() if isinstance(self.eval_dataset, dict) else [self.eval_dataset]
+        for dataset in [self.train_dataset, *sets]:
+            if isinstance(dataset, datasets.Dataset):
+                info = read_logits_info(dataset, self.args.teacher_logits_column)
+                if info is not None:
+                    return info.teacher, info.teacher_parameters
+        return "unknown", None
 
     # ---- logging ----
 
     def _record(
         self,
-        parts: DistillationLossOutput,
+        parts: LossParts,
         student_logits: torch.Tensor,
-        teacher_logits: torch.Tensor | TopKLogits,
+        teacher_logits: torch.Tensor | TopKLogits | None,
         train: bool,
     ) -> None:
         """Keep batch means and sizes; weighting them waits for ``log`` so that a training step adds no tensor op."""
         n = student_logits.shape[0]
         metrics = self._metrics["train" if train else "eval"]
-        metrics["loss_kd"].append((parts.kd.detach(), n))
-        if parts.ce is not None:
-            metrics["loss_ce"].append((parts.ce.detach(), n))
-        if not train:
+        for name, value in parts.parts.items():
+            metrics[name].append((value.detach(), n))
+        if not train and teacher_logits is not None:
             top1 = teacher_logits.top1() if isinstance(teacher_logits, TopKLogits) else teacher_logits.argmax(-1)
             metrics["agreement"].append(((student_logits.argmax(-1) == top1).float().mean(), n))
 
@@ -518,6 +569,8 @@ class DistillationTrainer(Trainer):
         if "loss" in logs:
             self._raise_if_not_finite()
             logs = {**logs, **self._pop_metrics("train")}
+            if self._last_schedule is not None:
+                logs.update(alpha=self._last_schedule.alpha, temperature=self._last_schedule.temperature)
         super().log(logs, start_time)
 
     # ---- non-finite losses ----
@@ -530,11 +583,12 @@ class DistillationTrainer(Trainer):
         self._raise_if_not_finite()
         return output
 
-    def _raise_if_not_finite(self) -> None:
+    def _raise_if_not_finite(self, synchronize: bool = True) -> None:
         """Stop a run whose CE, distillation term or in-batch teacher logits went NaN/inf since the last check.
 
         Called at logging and saving steps and at the end of training: the values are recorded every step anyway,
-        so a step adds no device sync; each check costs one (and one reduction across processes).
+        so a step adds no device sync; each check costs one, plus a reduction across processes when ``synchronize``
+        (saving checks this process's values only, as a user may call ``save_model`` on one process).
         """
         recorded = self._metrics["train"]
         parts = {"CE (hard-label cross-entropy)": "loss_ce", "distillation term": "loss_kd"}
@@ -547,7 +601,7 @@ class DistillationTrainer(Trainer):
         teacher = torch.stack(self._teacher_finite).all() if self._teacher_finite else torch.tensor(True)
         self._teacher_finite.clear()
         flags = torch.stack([~f.to(self.args.device) for f in [*flags, teacher]]).float()
-        bad = self.accelerator.reduce(flags, reduction="sum").tolist()
+        bad = (self.accelerator.reduce(flags, reduction="sum") if synchronize else flags).tolist()
         if not any(bad):
             return
         step = self.state.global_step
@@ -566,7 +620,7 @@ class DistillationTrainer(Trainer):
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
         """Trainer's ``save_model``, refused when a loss part went non-finite or the student holds NaN/inf weights,
         so that no checkpoint or final model is a broken student."""
-        self._raise_if_not_finite()
+        self._raise_if_not_finite(synchronize=False)
         if not all(torch.isfinite(p).all() for p in self.model.parameters() if p.is_floating_point()):
             raise FloatingPointError(
                 "The student's weights hold NaN/inf values; it is not saved. Lower --learning_rate or keep "

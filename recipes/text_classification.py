@@ -9,6 +9,8 @@
 Students: `teacher_layers` (DistilBERT-style copy of teacher layers), `random` (teacher config, smaller), or
 `pretrained` (`--student_model_name_or_path`, with its own tokenizer; the teacher then reads `teacher_` columns).
 Teacher logits come from an in-batch teacher, or with `--precompute_teacher_logits` from a dataset column.
+`--use_peft` trains a LoRA adapter on a pretrained student; `--do_predict` writes `predict_results.txt` for the test
+split (labelled or not); `--push_to_hub` checks the Hub before any work and uploads only once all is saved.
 """
 
 from __future__ import annotations
@@ -30,7 +32,9 @@ from hf_distill.pruning import PruningArguments, prune_student
 from hf_distill.teacher import load_classifier
 from hf_distill.text.data import TextDataArguments, label_list, tokenize_for_distillation
 from hf_distill.text.students import STUDENT_INITS, create_student
-from hf_distill.workflow.arguments import parse_arguments, setup_logging
+from hf_distill.workflow.arguments import ModelLoadingArguments, parse_arguments, setup_logging
+from hf_distill.workflow.hub import check_hub_access
+from hf_distill.workflow.peft import PeftArguments
 from hf_distill.workflow.publish import train_evaluate_publish
 
 logger = logging.getLogger(__name__)
@@ -56,20 +60,35 @@ class StudentArguments:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = HfArgumentParser((StudentArguments, TextDataArguments, PruningArguments, DistillationTrainingArguments))
-    model_args, data_args, pruning_args, training_args = parse_arguments(parser, argv)
+    parser = HfArgumentParser(
+        (
+            StudentArguments,
+            ModelLoadingArguments,
+            PeftArguments,
+            TextDataArguments,
+            PruningArguments,
+            DistillationTrainingArguments,
+        )
+    )
+    model_args, loading, peft_args, data_args, pruning_args, training_args = parse_arguments(parser, argv)
     setup_logging(training_args)
+    if peft_args.use_peft and model_args.student_init != "pretrained":
+        raise ValueError("--use_peft adapts a saved base model: use --student_init pretrained.")
+    check_hub_access(training_args)
     set_seed(training_args.seed)
 
-    raw = data_args.load(seed=training_args.seed)
+    raw = data_args.load(seed=training_args.seed, cache_dir=loading.cache_dir, token=loading.token)
     if not training_args.do_predict:
         raw.pop("test", None)  # no tokenizing or teacher logits for a split that is never evaluated
     labels = label_list(raw, data_args.label_column)
-    teacher = load_classifier(
-        model_args.teacher_model_name_or_path, AutoModelForSequenceClassification, cache_dir=data_args.cache_dir
+    text_columns = data_args.columns(raw)
+    logger.info(
+        "Data: %s; text %s; labels %s", {split: len(rows) for split, rows in raw.items()}, text_columns, labels
     )
+    hub = loading.from_pretrained_kwargs()
+    teacher = load_classifier(model_args.teacher_model_name_or_path, AutoModelForSequenceClassification, **hub)
     teacher_tokenizer = AutoTokenizer.from_pretrained(
-        model_args.teacher_tokenizer_name or model_args.teacher_model_name_or_path
+        model_args.teacher_tokenizer_name or model_args.teacher_model_name_or_path, **hub
     )
     student = create_student(
         model_args.student_init,
@@ -82,10 +101,19 @@ def main(argv: list[str] | None = None) -> dict:
         intermediate_size=model_args.student_intermediate_size,
         labels=labels,
         seed=training_args.seed,
+        **(hub if model_args.student_init == "pretrained" else {}),
     )
     labels = encoding_order(labels, label_names(student.config))  # ids follow the student's id2label, by name
+    logger.info(
+        "Teacher %s: %s parameters; %s student: %s",
+        model_args.teacher_model_name_or_path,
+        f"{teacher.num_parameters():,}",
+        model_args.student_init,
+        f"{student.num_parameters():,}",
+    )
+    student = peft_args.apply(student)
     tokenizer = (
-        AutoTokenizer.from_pretrained(model_args.student_model_name_or_path)
+        AutoTokenizer.from_pretrained(model_args.student_model_name_or_path, **hub)
         if model_args.student_init == "pretrained"
         else teacher_tokenizer
     )
@@ -95,11 +123,13 @@ def main(argv: list[str] | None = None) -> dict:
             tokenizer,
             teacher_tokenizer=teacher_tokenizer,
             teacher_input_prefix=training_args.teacher_input_prefix,
-            text_columns=data_args.text_columns.split(","),
+            text_columns=text_columns,
             labels=labels,
             label_column=data_args.label_column,
             max_length=data_args.max_seq_length,
+            pad_to_max_length=data_args.pad_to_max_length,
             num_proc=data_args.preprocessing_num_workers,
+            load_from_cache_file=not data_args.overwrite_cache,
         )
     if model_args.precompute_teacher_logits:  # every process at once: each computes one shard
         data = precompute_teacher_logits(
@@ -135,14 +165,13 @@ def main(argv: list[str] | None = None) -> dict:
         data_collator=collator,
         compute_metrics=compute_metrics_fn(),
     )
-    card = {"finetuned_from": model_args.teacher_model_name_or_path, "tasks": "text-classification"}
-    if data_args.dataset_name:
-        card.update(dataset=data_args.dataset_name, dataset_tags=data_args.dataset_name)
-        if data_args.dataset_config_name:
-            card["dataset_args"] = data_args.dataset_config_name
-    splits = {"eval": data.get("validation") if training_args.do_eval else None}
-    splits["test"] = data.get("test") if training_args.do_predict else None
-    metrics = train_evaluate_publish(trainer, splits, card)
+    starts_from = {"pretrained": model_args.student_model_name_or_path, "random": None}
+    starts_from = starts_from.get(model_args.student_init, model_args.teacher_model_name_or_path)
+    card = {"finetuned_from": starts_from, "tasks": "text-classification", **data_args.card_kwargs()}
+    eval_splits = {"eval": data.get("validation") if training_args.do_eval else None}
+    metrics = train_evaluate_publish(
+        trainer, eval_splits, card, data.get("test") if training_args.do_predict else None
+    )
     if pruning_metrics:
         trainer.save_metrics("pruning", pruning_metrics)
     return metrics | pruning_metrics

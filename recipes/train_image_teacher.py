@@ -28,7 +28,8 @@ from hf_distill.vision import (
     pixel_spec_for,
     prepare_image_splits,
 )
-from hf_distill.workflow.arguments import parse_arguments, setup_logging
+from hf_distill.workflow.arguments import ModelLoadingArguments, parse_arguments, setup_logging
+from hf_distill.workflow.hub import check_hub_access
 from hf_distill.workflow.publish import train_evaluate_publish
 from hf_distill.workflow.snapshots import write_snapshots
 
@@ -41,7 +42,7 @@ class ModelArguments:
     model_type: str | None = field(default=None, metadata={"help": "Build from a config instead: resnet, convnext..."})
     config_overrides: str | None = field(default=None, metadata={"help": "JSON object of config fields."})
     image_size: int | None = field(default=None, metadata={"help": "Input side in pixels (default: the images')."})
-    ignore_mismatched_sizes: bool = field(default=True, metadata={"help": "Replace a pretrained head of other size."})
+    image_processor_name: str | None = field(default=None, metadata={"help": "Image processor, if not the model's."})
 
 
 @dataclass
@@ -52,12 +53,13 @@ class TeacherTrainingArguments(TrainingArguments):
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = HfArgumentParser((ModelArguments, ImageDataArguments, TeacherTrainingArguments))
-    model_args, data_args, training_args = parse_arguments(parser, argv)
+    parser = HfArgumentParser((ModelArguments, ModelLoadingArguments, ImageDataArguments, TeacherTrainingArguments))
+    model_args, loading, data_args, training_args = parse_arguments(parser, argv)
     if (model_args.model_name_or_path is None) == (model_args.model_type is None):
         raise ValueError("Pass exactly one of --model_name_or_path (fine-tune) and --model_type (from a config).")
     training_args.remove_unused_columns = False  # the transform needs the raw image column
     setup_logging(training_args)
+    check_hub_access(training_args)
     set_seed(training_args.seed)
 
     dataset, labels = prepare_image_splits(data_args, training_args.seed)
@@ -69,9 +71,12 @@ def main(argv: list[str] | None = None) -> None:
             num_labels=len(labels),
             id2label=dict(enumerate(labels)),
             label2id={name: i for i, name in enumerate(labels)},
-            ignore_mismatched_sizes=model_args.ignore_mismatched_sizes,
+            ignore_mismatched_sizes=loading.ignore_mismatched_sizes,
+            **loading.from_pretrained_kwargs(),
         )
-        processor = load_image_processor(model_args.model_name_or_path)
+        processor = load_image_processor(
+            model_args.image_processor_name or model_args.model_name_or_path, **loading.from_pretrained_kwargs()
+        )
     else:
         overrides = parse_config_overrides(model_args.config_overrides)
         model = image_model_from_config(
@@ -97,8 +102,7 @@ def main(argv: list[str] | None = None) -> None:
         processing_class=processor or image_processor_for(spec),
     )
     card = {"finetuned_from": model_args.model_name_or_path, "tasks": "image-classification"}
-    if data_args.dataset_name:
-        card["dataset"] = data_args.dataset_name
+    card.update(data_args.card_kwargs())
     splits = {"eval": dataset.get("validation"), "test": dataset.get("test")} if training_args.do_eval else {}
     train_evaluate_publish(trainer, splits, card)
     if trainer.is_world_process_zero():

@@ -6,6 +6,7 @@
         --eval_strategy epoch --save_strategy epoch --num_train_epochs 3
 
 Every `checkpoint-*` folder can serve as a teacher; `snapshots.json` lists them with their validation scores.
+`--do_predict` scores the test split (`predict_results.txt`, plus `test_*` metrics when it has labels).
 `--modality image` trains an image teacher instead (see recipes/train_image_teacher.py for its flags).
 """
 
@@ -17,6 +18,7 @@ import sys
 from dataclasses import dataclass, field
 
 from transformers import (
+    AutoConfig,
     AutoModelForSequenceClassification,
     AutoTokenizer,
     DataCollatorWithPadding,
@@ -28,7 +30,8 @@ from transformers import (
 
 from hf_distill.metrics import compute_metrics_fn
 from hf_distill.text.data import TextDataArguments, label_list, tokenize_for_distillation
-from hf_distill.workflow.arguments import parse_arguments, setup_logging
+from hf_distill.workflow.arguments import ModelLoadingArguments, parse_arguments, setup_logging
+from hf_distill.workflow.hub import check_hub_access
 from hf_distill.workflow.publish import train_evaluate_publish
 from hf_distill.workflow.snapshots import write_snapshots
 
@@ -38,58 +41,79 @@ logger = logging.getLogger(__name__)
 @dataclass
 class TeacherArguments:
     model_name_or_path: str = field(metadata={"help": "The pretrained encoder to fine-tune: a Hub id or a path."})
+    config_name: str | None = field(default=None, metadata={"help": "Config name or path, if not the model's own."})
     tokenizer_name: str | None = field(default=None, metadata={"help": "Tokenizer, if not the model's own."})
+    modality: str = field(
+        default="text",
+        metadata={
+            "help": "text, or image for an image teacher (flags: recipes/train_image_teacher.py --help).",
+            "choices": ["text", "image"],
+        },
+    )
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = HfArgumentParser((TeacherArguments, TextDataArguments, TrainingArguments))
-    model_args, data_args, training_args = parse_arguments(parser, argv)
+    parser = HfArgumentParser((TeacherArguments, ModelLoadingArguments, TextDataArguments, TrainingArguments))
+    model_args, loading, data_args, training_args = parse_arguments(parser, argv)
     setup_logging(training_args)
+    check_hub_access(training_args)
     set_seed(training_args.seed)
 
-    raw = data_args.load(seed=training_args.seed)
+    raw = data_args.load(seed=training_args.seed, cache_dir=loading.cache_dir, token=loading.token)
     labels = label_list(raw, data_args.label_column)
-    tokenizer = AutoTokenizer.from_pretrained(model_args.tokenizer_name or model_args.model_name_or_path)
-    model = AutoModelForSequenceClassification.from_pretrained(
-        model_args.model_name_or_path,
+    text_columns = data_args.columns(raw)
+    logger.info(
+        "Data: %s; text %s; labels %s", {split: len(rows) for split, rows in raw.items()}, text_columns, labels
+    )
+    hub = loading.from_pretrained_kwargs()
+    tokenizer = AutoTokenizer.from_pretrained(model_args.tokenizer_name or model_args.model_name_or_path, **hub)
+    config = AutoConfig.from_pretrained(
+        model_args.config_name or model_args.model_name_or_path,
         num_labels=len(labels),
         id2label=dict(enumerate(labels)),
         label2id={name: i for i, name in enumerate(labels)},
-        ignore_mismatched_sizes=True,
-        cache_dir=data_args.cache_dir,
+        **hub,
     )
+    model = AutoModelForSequenceClassification.from_pretrained(
+        model_args.model_name_or_path, config=config, ignore_mismatched_sizes=loading.ignore_mismatched_sizes, **hub
+    )
+    logger.info("Teacher %s: %s parameters", model_args.model_name_or_path, f"{model.num_parameters():,}")
     with training_args.main_process_first(desc="tokenization"):
         data = tokenize_for_distillation(
             raw,
             tokenizer,
-            text_columns=data_args.text_columns.split(","),
+            text_columns=text_columns,
             labels=labels,
             label_column=data_args.label_column,
             max_length=data_args.max_seq_length,
+            pad_to_max_length=data_args.pad_to_max_length,
             num_proc=data_args.preprocessing_num_workers,
+            load_from_cache_file=not data_args.overwrite_cache,
         )
 
     trainer = Trainer(
         model=model,
         args=training_args,
-        train_dataset=data["train"],
+        train_dataset=data["train"] if training_args.do_train else None,
         eval_dataset=data.get("validation"),
         processing_class=tokenizer,
         data_collator=DataCollatorWithPadding(tokenizer),
         compute_metrics=compute_metrics_fn(),
     )
-    card = {"finetuned_from": model_args.model_name_or_path, "tasks": "text-classification"}
-    metrics = train_evaluate_publish(
-        trainer, {"eval": data.get("validation") if training_args.do_eval else None}, card
-    )
+    card = {"finetuned_from": model_args.model_name_or_path, "tasks": "text-classification", **data_args.card_kwargs()}
+    eval_splits = {"eval": data.get("validation") if training_args.do_eval else None}
+    predict = data.get("test") if training_args.do_predict else None
+    metrics = train_evaluate_publish(trainer, eval_splits, card, predict)
     if trainer.is_world_process_zero():
-        for snapshot in write_snapshots(training_args.output_dir):
-            logger.info("snapshot %s", snapshot)
+        snapshots = write_snapshots(training_args.output_dir)
+        scores = ", ".join(f"epoch {s['epoch']:g}: {s.get('eval_accuracy', float('nan')):.4f}" for s in snapshots)
+        logger.info("Snapshots (validation accuracy) in snapshots.json: %s", scores)
     return metrics
 
 
 def dispatch(argv: list[str]) -> None:
-    """``--modality text`` (default) runs :func:`main`; ``--modality image`` runs train_image_teacher.main."""
+    """``--modality text`` (default) runs :func:`main`; ``--modality image`` runs train_image_teacher.main (the
+    field of the same name in `TeacherArguments` shows it in ``--help``)."""
     selector = argparse.ArgumentParser(add_help=False)
     selector.add_argument("--modality", choices=["text", "image"], default="text")
     known, rest = selector.parse_known_args(argv)

@@ -14,7 +14,7 @@ from huggingface_hub.utils import filter_repo_objects
 
 from hf_distill import DataCollatorForDistillation, DistillationTrainer, compare_models, precompute_teacher_logits
 from hf_distill.metrics import compute_metrics_fn
-from tests.conftest import make_args, tiny_bert, tiny_text_dataset
+from tests.conftest import LABELS, make_args, tiny_bert, tiny_text_dataset
 
 TOKEN = "hf_SeCrEtToKeN0123456789abcdef"
 
@@ -190,3 +190,93 @@ def test_card_shows_a_comparison_report(tmp_path):
         text = (tmp_path / "out" / "README.md").read_text()
         assert report.to_markdown() in text
         assert f"{report.students[0].speedup:.2f}x" in text
+
+
+def test_card_records_the_method_loss_corrections_and_schedules(tmp_path):
+    data = tiny_text_dataset(8).remove_columns("text")
+    args = make_args(
+        tmp_path,
+        distillation_loss="dkd",
+        dkd_beta=4.0,
+        teacher_correction="swap",
+        logit_standardization=True,
+        temperature_schedule="cosine",
+        temperature_end=1.0,
+        distillation_steps=1,
+        two_stage_steps=1,
+    )
+    trainer = DistillationTrainer(
+        model=tiny_bert(seed=2), args=args, teacher_model=tiny_bert(seed=1), train_dataset=data
+    )
+    trainer.create_model_card(reproduce_command="python recipes/text.py")
+    text = (tmp_path / "out" / "README.md").read_text()
+    method = card_yaml(text)["distillation"]
+    assert method["distillation_loss"] == "dkd" and method["dkd_beta"] == 4.0 and method["dkd_alpha"] == 1.0
+    assert method["teacher_correction"] == "swap" and method["logit_standardization"] is True
+    assert method["temperature_schedule"] == "cosine to 1.0"
+    assert method["distillation_steps"] == 1 and method["two_stage_steps"] == 1
+    assert "jsd_beta" not in method and "alpha_end" not in method  # settings of methods not in use stay out
+    assert "| teacher_correction | swap |" in text and "Zhao et al." in text
+
+
+def test_card_reports_the_test_split_and_keeps_local_names_out_of_yaml(tmp_path, word_tokenizer):
+    from hf_distill.text.data import TextDataArguments
+
+    teacher = tiny_bert(seed=1, layers=3, hidden=32)
+    teacher.config._name_or_path = str(tmp_path / "my_teacher")  # a local folder, no Hub id
+    data = precompute_teacher_logits(teacher, tiny_text_dataset(16).remove_columns("text"), batch_size=8)
+    trainer = DistillationTrainer(
+        model=tiny_bert(seed=2),
+        args=make_args(tmp_path),
+        train_dataset=data,
+        eval_dataset=data,
+        processing_class=word_tokenizer,
+        data_collator=DataCollatorForDistillation(),
+        compute_metrics=compute_metrics_fn(),
+    )
+    trainer.train()
+    trainer.evaluate()
+    test_metrics = trainer.evaluate(data.select(range(8)), metric_key_prefix="test")
+    trainer.save_model()
+    trainer.create_model_card(**TextDataArguments(dataset_name="tweet_sentiment").card_kwargs())
+    text = (tmp_path / "out" / "README.md").read_text()
+    meta = card_yaml(text)
+    assert "teacher_model" not in meta and "teacher_model" not in meta["distillation"]
+    assert "datasets" not in meta and "model-index" not in meta  # the built-in corpus has no Hub id
+    assert "Measured on the test split." in text
+    assert f"| accuracy | {test_metrics['test_teacher_accuracy']:.4f} | {test_metrics['test_accuracy']:.4f} |" in text
+    assert f"| parameters | {teacher.num_parameters():,} |" in text  # kept with the precomputed logits
+    # The usage snippet runs as printed on the local folder.
+    namespace: dict = {}
+    exec(text.split("```python\n")[1].split("```")[0], namespace)
+    assert namespace["classifier"]("good movie")[0]["label"] in LABELS
+
+
+def test_card_model_index_names_the_split(tmp_path, word_tokenizer):
+    trainer = trained_trainer(tmp_path, tiny_bert(seed=2), tiny_bert(seed=1), word_tokenizer)
+    trainer.create_model_card(dataset_tags="tweet_eval", dataset="tweet_eval", dataset_args="sentiment")
+    meta = card_yaml((tmp_path / "out" / "README.md").read_text())
+    (result,) = meta["model-index"][0]["results"]
+    assert result["dataset"] == {
+        "name": "tweet_eval",
+        "type": "tweet_eval",
+        "config": "sentiment",
+        "split": "validation",
+    }
+    assert meta["datasets"] == ["tweet_eval"]
+
+
+def test_deit_card_describes_its_two_heads_and_records_the_method(tmp_path):
+    from hf_distill.vision import DeiTDistillationTrainer, ImageDataArguments
+    from tests.test_vision import tiny_deit, tiny_resnet
+
+    data_args = ImageDataArguments(dataset_name="fashion_mnist", min_crop_scale=0.5)
+    trainer = DeiTDistillationTrainer(model=tiny_deit(), args=make_args(tmp_path), teacher_model=tiny_resnet())
+    method = {"teacher_views": 4, "augmentation": data_args.augmentation_settings()}
+    trainer.create_model_card(tasks="image-classification", method=method, **data_args.card_kwargs())
+    text = (tmp_path / "out" / "README.md").read_text()
+    meta = card_yaml(text)
+    assert meta["datasets"] == ["zalando-datasets/fashion_mnist"] and meta["pipeline_tag"] == "image-classification"
+    assert meta["distillation"]["teacher_views"] == 4
+    assert meta["distillation"]["augmentation"]["min_crop_scale"] == 0.5
+    assert "distillation token" in text and "averages the two heads" in text

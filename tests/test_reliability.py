@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from datasets import ClassLabel, Dataset, concatenate_datasets
+from datasets import ClassLabel, concatenate_datasets
 from PIL import Image
 from transformers import BertModel, TrainerCallback
 
 from hf_distill import DataCollatorForDistillation, DistillationTrainer, precompute_teacher_logits
 from hf_distill.teacher import load_teacher
 from hf_distill.text.data import TextDataArguments, load_text_dataset, tokenize_for_distillation
-from hf_distill.vision.datasets import check_images
+from hf_distill.vision import ImageDataArguments, prepare_image_splits
 from hf_distill.workflow.checkpoints import resolve_checkpoint
 from tests.conftest import LABELS, make_args, permuted_teacher, tiny_bert, tiny_text_dataset, varied_bert
 
@@ -188,6 +188,14 @@ def test_float_or_string_label_columns_are_refused(tmp_path, data, values):
         trainer_for(tmp_path, bad, tiny_bert(seed=1))
 
 
+def test_float_labels_from_a_torch_dataset_are_refused_at_the_first_batch(tmp_path, data):
+    rows = [{**row, "label": float(row["label"])} for row in data]  # a plain list: no dataset check before training
+    trainer = trainer_for(tmp_path, rows, tiny_bert(seed=1))
+    with pytest.raises(TypeError, match="labels are torch.float32, but they must be integer class ids"):
+        trainer.train()
+    assert trainer.state.global_step == 0
+
+
 def test_empty_data_files_and_cells_are_refused(tmp_path, word_tokenizer):
     empty = tmp_path / "empty.csv"
     empty.write_text("")
@@ -214,15 +222,15 @@ def test_max_seq_length_zero_is_refused():
 def test_a_corrupt_image_is_named_when_the_dataset_is_prepared(tmp_path):
     good = io.BytesIO()
     Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8)).save(good, format="PNG")
-    (tmp_path / "good.png").write_bytes(good.getvalue())
-    (tmp_path / "broken.png").write_bytes(good.getvalue()[:40])
-    from datasets import Image as ImageFeature
-
-    paths = [str(tmp_path / "good.png"), str(tmp_path / "broken.png")]
-    dataset = Dataset.from_dict({"image": paths, "label": [0, 1]}).cast_column("image", ImageFeature())
-    check_images(dataset.select([0]))
-    with pytest.raises(ValueError, match=r"Image .*broken.png cannot be read"):
-        check_images(dataset)
+    for name in ("cat", "dog"):
+        (tmp_path / "train" / name).mkdir(parents=True)
+        for i in range(2):
+            (tmp_path / "train" / name / f"{i}.png").write_bytes(good.getvalue())
+    args = ImageDataArguments(train_dir=str(tmp_path / "train"), train_val_split=0.5)
+    prepare_image_splits(args, seed=0)
+    (tmp_path / "train" / "dog" / "broken.png").write_bytes(good.getvalue()[:40])  # truncated
+    with pytest.raises(ValueError, match=r"Image .*dog/broken.png cannot be read"):
+        prepare_image_splits(args, seed=0)
 
 
 def test_a_missing_teacher_path_is_not_found_and_a_headless_teacher_is_refused(tmp_path):
@@ -338,3 +346,43 @@ def test_random_datasets_and_arguments_train_right_or_fail_before_the_first_step
             assert log["loss_ce"] == pytest.approx(ce, rel=1e-5, abs=1e-6), case
         outcomes["trained"] += 1
     assert outcomes["refused"] >= 3 and outcomes["trained"] >= 3, outcomes
+
+
+def test_evaluation_and_checkpoint_selection_arguments_are_honoured(tmp_path, data):
+    """include_for_metrics, batch_eval_metrics, eval_do_concat_batches=False, prediction_loss_only and
+    load_best_model_at_end on loss_kd (lowest kept) all run through DistillationTrainer's evaluation."""
+    seen = []
+
+    def metrics(prediction, compute_result=True):
+        seen.append(prediction)  # the student's predictions first, then the teacher's logits
+        return {"rows": float(len(prediction.label_ids))}
+
+    def trainer(**overrides):
+        return DistillationTrainer(
+            model=tiny_bert(seed=2),
+            args=make_args(tmp_path, **overrides),
+            teacher_model=tiny_bert(seed=1),
+            train_dataset=data,
+            eval_dataset=data,
+            data_collator=DataCollatorForDistillation(),
+            compute_metrics=metrics,
+        )
+
+    result = trainer(include_for_metrics=["inputs", "loss"]).evaluate()
+    assert seen[0].losses is not None and seen[0].inputs is not None and result["eval_rows"] == 16
+    assert trainer(batch_eval_metrics=True).evaluate()["eval_rows"] == 8  # the last batch's result
+    assert "eval_loss_kd" in trainer(eval_do_concat_batches=False, prediction_loss_only=True).evaluate()
+    best = trainer(
+        max_steps=3,
+        learning_rate=0.05,
+        eval_strategy="steps",
+        eval_steps=1,
+        save_strategy="steps",
+        save_steps=1,
+        load_best_model_at_end=True,
+        metric_for_best_model="loss_kd",
+    )
+    best.train()
+    evals = {e["step"]: e["eval_loss_kd"] for e in best.state.log_history if "eval_loss_kd" in e}
+    assert best.state.best_metric == min(evals.values())
+    assert best.state.best_model_checkpoint.endswith(f"checkpoint-{min(evals, key=evals.get)}")

@@ -62,15 +62,44 @@ def test_help_renders():
         ({"temperature": float("nan")}, "temperature must be finite and > 0, got nan"),
         ({"label_names": ["target"]}, "label_names=.*reads the class labels from the `labels` key"),
         ({"label_smoothing_factor": 1.0}, r"label_smoothing_factor must be in \[0, 1\)"),
-        ({"distillation_loss": "kld"}, "Unknown distillation_loss 'kld'. Known losses: hard, kl, mse"),
+        ({"distillation_loss": "kld"}, "Unknown distillation_loss 'kld'. Known losses: dist, dkd, hard, jsd, kl, mse"),
         ({"teacher_dtype": "int8"}, "teacher_dtype must be one of"),
         ({"teacher_torch_compile": "yes"}, "teacher_torch_compile must be True or False"),
         ({"teacher_logits_column": ""}, "teacher_logits_column must be a non-empty"),
+        ({"dkd_beta": -1.0}, "dkd_beta must be >= 0"),
+        ({"jsd_beta": 1.5}, r"jsd_beta must be in \[0, 1\]"),
+        ({"teacher_correction": "onehot"}, "teacher_correction must be one of swap"),
+        ({"alpha_schedule": "step"}, "alpha_schedule must be one of constant, linear, cosine"),
+        ({"alpha_end": 0.1}, "alpha_end=0.1 has no effect with alpha_schedule='constant'"),
+        ({"temperature_schedule": "linear", "temperature_end": 0.0}, "temperature_end must be finite and > 0"),
+        ({"distillation_steps": 0}, "distillation_steps must be > 0"),
+        ({"two_stage_steps": 5, "two_stage_epochs": 1.0}, "Set two_stage_steps or two_stage_epochs, not both"),
     ],
 )
 def test_bad_values_raise_clear_errors(tmp_path, overrides, message):
     with pytest.raises(ValueError, match=message):
         DistillationTrainingArguments(output_dir=str(tmp_path), report_to=[], **overrides)
+
+
+def test_method_flags_parse_and_summarise(tmp_path):
+    parser = HfArgumentParser(DistillationTrainingArguments)
+    (args,) = parser.parse_args_into_dataclasses(
+        ["--output_dir", str(tmp_path), "--report_to", "none", "--distillation_loss", "dkd", "--dkd_beta", "2"]
+        + ["--alpha_schedule", "cosine", "--alpha_end", "0.1", "--teacher_correction", "swap"]
+        + ["--logit_standardization", "--distillation_epochs", "1", "--two_stage_steps", "100"]
+    )
+    assert args.method_summary() == {
+        "distillation_loss": "dkd",
+        "dkd_alpha": 1.0,
+        "dkd_beta": 2.0,
+        "alpha": 0.5,
+        "alpha_schedule": "cosine to 0.1",
+        "temperature": 2.0,
+        "teacher_correction": "swap",
+        "distillation_epochs": 1.0,
+        "two_stage_steps": 100,
+        "logit_standardization": True,
+    }
 
 
 def test_teacher_torch_compile_flag_parses_and_compiles_the_teacher_on_placement(tmp_path):

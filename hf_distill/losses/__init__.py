@@ -1,30 +1,45 @@
-"""Distillation losses: a registry of logit losses (``--distillation_loss``) and the objective that combines one
-with the hard-label cross-entropy. One module per family; adding a loss is one decorated function::
+"""Distillation losses: a registry of logit losses (``--distillation_loss``), teacher corrections, and the objective
+that combines a loss with the hard-label cross-entropy. One module per family; adding a loss is one decorated
+function (keyword-only parameters are hyperparameters, filled from the training arguments of the same name)::
 
     @register_loss("my_loss")
-    def my_loss(student_logits, teacher_logits, temperature, labels=None):
+    def my_loss(student_logits, teacher_logits, temperature, labels=None, *, my_loss_weight=1.0):
         ...
 """
 
+from .corrections import TEACHER_CORRECTIONS, standardize_logits, swap_teacher_mistakes
+from .dist import dist_loss
+from .divergence import generalized_jsd_loss, reverse_kl_loss
+from .dkd import dkd_loss
 from .logit import hard_distillation_loss, hard_label_cross_entropy, kl_divergence_loss, logit_mse_loss
-from .objective import DistillationLossOutput, distillation_loss, distillation_term
-from .registry import _LOSSES, IGNORE_INDEX, LossFn, available_losses, get_loss, register_loss
+from .objective import DistillationObjective, LossParts, ObjectiveTerm, distillation_loss, distillation_term
+from .registry import _LOSSES, IGNORE_INDEX, LossFn, available_losses, get_loss, loss_hyperparameters, register_loss
 from .top_k import TopKLogits, top_k_kl_loss
 
 __all__ = [
     "IGNORE_INDEX",
-    "DistillationLossOutput",
+    "TEACHER_CORRECTIONS",
+    "DistillationObjective",
     "LossFn",
+    "LossParts",
+    "ObjectiveTerm",
     "TopKLogits",
     "available_losses",
+    "dist_loss",
     "distillation_loss",
     "distillation_term",
+    "dkd_loss",
+    "generalized_jsd_loss",
     "get_loss",
     "hard_distillation_loss",
     "hard_label_cross_entropy",
     "kl_divergence_loss",
     "logit_mse_loss",
+    "loss_hyperparameters",
     "register_loss",
+    "reverse_kl_loss",
+    "standardize_logits",
+    "swap_teacher_mistakes",
     "top_k_kl_loss",
     "_LOSSES",
 ]

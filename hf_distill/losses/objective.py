@@ -1,14 +1,59 @@
-"""The training objective: ``alpha * CE(student, labels) + (1 - alpha) * distill(student, teacher)``."""
+"""The training objective: named loss parts and their weights, ``alpha * CE + (1 - alpha) * distill`` by default.
+
+:class:`DistillationObjective` is configured once (from ``DistillationTrainingArguments``: the loss, its
+hyperparameters, the teacher corrections, and any extra terms) and called per batch with the scheduled ``alpha`` and
+``temperature``. It returns :class:`LossParts`, which the trainer sums for the gradient and logs part by part.
+"""
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import torch
 
+from .corrections import TEACHER_CORRECTIONS, standardize_logits
 from .logit import hard_label_cross_entropy
-from .registry import LossFn, get_loss
+from .registry import LossFn, get_loss, loss_hyperparameters
 from .top_k import TopKLogits, top_k_kl_loss
+
+if TYPE_CHECKING:
+    from ..training_args import DistillationTrainingArguments
+
+
+@dataclass(frozen=True)
+class LossParts:
+    """Named loss parts (``loss_ce``, ``loss_kd``, ...) and the weight of each in the total loss.
+
+    Every part is logged (as ``loss_ce``, ``eval_loss_ce``, ...); a part without a weight is logged only.
+    """
+
+    parts: dict[str, torch.Tensor]
+    weights: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def loss(self) -> torch.Tensor:
+        """``sum(weight * part)`` over the weighted parts."""
+        return sum(weight * self.parts[name] for name, weight in self.weights.items())
+
+    @property
+    def ce(self) -> torch.Tensor | None:
+        return self.parts.get("loss_ce")
+
+    @property
+    def kd(self) -> torch.Tensor | None:
+        return self.parts.get("loss_kd")
+
+    def __add__(self, other: LossParts) -> LossParts:
+        if self.parts.keys() & other.parts.keys():
+            raise ValueError(f"Loss parts {sorted(self.parts.keys() & other.parts.keys())} are computed twice.")
+        return LossParts({**self.parts, **other.parts}, {**self.weights, **other.weights})
+
+
+# An extra term of the objective (hidden states, attention maps, ...): gets the student's and the teacher's model
+# outputs (``None`` where not run) and the labels, returns its own named, weighted parts.
+ObjectiveTerm = Callable[[Any, Any, "torch.Tensor | None"], LossParts]
 
 
 def distillation_term(
@@ -17,10 +62,12 @@ def distillation_term(
     teacher_logits: torch.Tensor | TopKLogits,
     temperature: float,
     labels: torch.Tensor | None = None,
+    **hyperparameters: float,
 ) -> torch.Tensor:
     """The distillation term for full teacher logits (any registered loss) or top-k ones (``kl`` and ``hard``)."""
     if not isinstance(teacher_logits, TopKLogits):
-        return (get_loss(loss) if isinstance(loss, str) else loss)(student_logits, teacher_logits, temperature, labels)
+        fn = get_loss(loss) if isinstance(loss, str) else loss
+        return fn(student_logits, teacher_logits, temperature, labels, **hyperparameters)
     if loss == "kl":
         return top_k_kl_loss(student_logits, teacher_logits, temperature, labels)
     if loss == "hard":
@@ -31,10 +78,110 @@ def distillation_term(
     )
 
 
-class DistillationLossOutput(NamedTuple):
-    loss: torch.Tensor
-    ce: torch.Tensor | None
-    kd: torch.Tensor
+@dataclass(frozen=True)
+class DistillationObjective:
+    """``alpha * CE(student, labels) + (1 - alpha) * loss(student, correct(teacher))`` plus any ``terms``.
+
+    ``alpha`` weighs the hard-label term, as in the Hugging Face distillation tutorials: ``alpha=0`` is pure
+    distillation and needs no labels; the CE part is computed (and logged) whenever labels are given. The teacher
+    logits first go through ``teacher_correction`` (``"swap"``, see :mod:`hf_distill.losses.corrections`), then, with
+    ``logit_standardization``, teacher and student logits are both z-scored before the loss divides them by the
+    temperature. ``hyperparameters`` are passed to the loss as keyword arguments; ``label_smoothing`` applies to the
+    CE part (``TrainingArguments.label_smoothing_factor``). ``teacher_logits=None`` (the CE phase
+    of "KD then CE", where the teacher is not run) gives the CE alone.
+    """
+
+    loss: str | LossFn = "kl"
+    hyperparameters: Mapping[str, float] = field(default_factory=dict)
+    teacher_correction: str | None = None
+    logit_standardization: bool = False
+    label_smoothing: float = 0.0
+    terms: Sequence[ObjectiveTerm] = ()
+
+    @classmethod
+    def from_args(
+        cls, args: DistillationTrainingArguments, terms: Sequence[ObjectiveTerm] = ()
+    ) -> DistillationObjective:
+        """The objective the arguments configure; the loss's hyperparameters come from the fields of the same name."""
+        return cls(
+            loss=args.distillation_loss,
+            hyperparameters={name: getattr(args, name) for name in loss_hyperparameters(args.distillation_loss)},
+            teacher_correction=args.teacher_correction,
+            logit_standardization=args.logit_standardization,
+            label_smoothing=args.label_smoothing_factor,
+            terms=tuple(terms),
+        )
+
+    def __post_init__(self) -> None:
+        if self.teacher_correction is not None and self.teacher_correction not in TEACHER_CORRECTIONS:
+            raise ValueError(
+                f"Unknown teacher_correction {self.teacher_correction!r}; use one of {', '.join(TEACHER_CORRECTIONS)} "
+                "or None."
+            )
+
+    def distillation_term(
+        self,
+        student_logits: torch.Tensor,
+        teacher_logits: torch.Tensor | TopKLogits,
+        labels: torch.Tensor | None,
+        temperature: float,
+    ) -> torch.Tensor:
+        """The distillation part alone: corrections, then the loss."""
+        if self.teacher_correction is not None or self.logit_standardization:
+            if isinstance(teacher_logits, TopKLogits):
+                raise ValueError(
+                    "teacher_correction and logit_standardization need every teacher logit, but the teacher logits "
+                    "are stored as top-k. Precompute the full logits (top_k=None) or drop the correction."
+                )
+            if self.teacher_correction is not None:
+                teacher_logits = TEACHER_CORRECTIONS[self.teacher_correction](teacher_logits, labels)
+            if self.logit_standardization:
+                student_logits, teacher_logits = standardize_logits(student_logits), standardize_logits(teacher_logits)
+        return distillation_term(
+            self.loss, student_logits, teacher_logits, temperature, labels, **self.hyperparameters
+        )
+
+    def __call__(
+        self,
+        student_logits: torch.Tensor,
+        teacher_logits: torch.Tensor | TopKLogits | None,
+        labels: torch.Tensor | None,
+        *,
+        alpha: float,
+        temperature: float,
+        student_outputs: Any = None,
+        teacher_outputs: Any = None,
+    ) -> LossParts:
+        parts = self.logit_parts(student_logits, teacher_logits, labels, alpha=alpha, temperature=temperature)
+        for term in self.terms:
+            parts = parts + term(student_outputs, teacher_outputs, labels)
+        return parts
+
+    def logit_parts(
+        self,
+        student_logits: torch.Tensor,
+        teacher_logits: torch.Tensor | TopKLogits | None,
+        labels: torch.Tensor | None,
+        *,
+        alpha: float,
+        temperature: float,
+    ) -> LossParts:
+        """``loss_ce`` (weight ``alpha``) and ``loss_kd`` (weight ``1 - alpha``)."""
+        if labels is None and alpha > 0:
+            raise ValueError(
+                f"alpha={alpha} weighs a hard-label cross-entropy, but the batch has no `labels`. "
+                "Add a label column, or set alpha=0 for pure distillation."
+            )
+        parts, weights = {}, {}
+        if labels is not None:
+            ce = hard_label_cross_entropy(student_logits, labels, self.label_smoothing)
+            parts["loss_ce"], weights["loss_ce"] = ce, alpha
+        if teacher_logits is not None:
+            parts["loss_kd"] = self.distillation_term(student_logits, teacher_logits, labels, temperature)
+            weights["loss_kd"] = 1.0 - alpha
+        elif alpha != 1.0:
+            raise ValueError(f"alpha={alpha} weighs a distillation term, but no teacher logits were given.")
+        return LossParts(parts, weights)
 
 
 def distillation_loss(
@@ -46,21 +193,10 @@ def distillation_loss(
     temperature: float,
     loss: str | LossFn = "kl",
     label_smoothing: float = 0.0,
-) -> DistillationLossOutput:
-    """``alpha * CE(student, labels) + (1 - alpha) * distill(student, teacher)``.
-
-    ``alpha`` weighs the hard-label term, as in the Hugging Face distillation tutorials: ``alpha=0`` is pure
-    distillation and needs no labels. The CE part is computed whenever labels are given, so it can be logged.
-    ``teacher_logits`` may be :class:`TopKLogits` (see :func:`distillation_term`). ``label_smoothing`` applies to the
-    CE part (``TrainingArguments.label_smoothing_factor``).
-    """
-    kd = distillation_term(loss, student_logits, teacher_logits, temperature, labels)
-    if labels is None:
-        if alpha > 0:
-            raise ValueError(
-                f"alpha={alpha} weighs a hard-label cross-entropy, but the batch has no `labels`. "
-                "Add a label column, or set alpha=0 for pure distillation."
-            )
-        return DistillationLossOutput((1.0 - alpha) * kd, None, kd)
-    ce = hard_label_cross_entropy(student_logits, labels, label_smoothing)
-    return DistillationLossOutput(alpha * ce + (1.0 - alpha) * kd, ce, kd)
+    **hyperparameters: float,
+) -> LossParts:
+    """``alpha * CE(student, labels) + (1 - alpha) * loss(student, teacher)``: :class:`DistillationObjective` without
+    corrections, as a function. ``teacher_logits`` may be :class:`TopKLogits` (``kl`` and ``hard`` only);
+    ``label_smoothing`` applies to the CE part (``TrainingArguments.label_smoothing_factor``)."""
+    objective = DistillationObjective(loss, hyperparameters, label_smoothing=label_smoothing)
+    return objective(student_logits, teacher_logits, labels, alpha=alpha, temperature=temperature)

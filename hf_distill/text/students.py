@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import re
+from typing import Any
 
 import torch
 from transformers import AutoModelForSequenceClassification, PretrainedConfig, PreTrainedModel
@@ -129,10 +130,12 @@ def create_student(
     intermediate_size: int | None = None,
     labels: list[str] | None = None,
     seed: int | None = None,
+    **from_pretrained_kwargs: Any,
 ) -> PreTrainedModel:
     """A student by ``init``: ``teacher_layers`` (copy of chosen teacher layers), ``random`` (teacher's config with
-    size overrides) or ``pretrained`` (``name_or_path`` with a fresh head for ``labels``, truncated to ``layers`` /
-    ``num_layers`` of its own layers when given, as for ``teacher_layers``)."""
+    size overrides) or ``pretrained`` (``name_or_path`` with a fresh head for ``labels``, loaded with
+    ``from_pretrained_kwargs`` such as ``revision`` or ``cache_dir``, and truncated to ``layers`` / ``num_layers`` of
+    its own layers when given, as for ``teacher_layers``)."""
     if init == "teacher_layers":
         return student_from_teacher(teacher, layers=layers, num_layers=num_layers)
     if init == "random":
@@ -154,6 +157,7 @@ def create_student(
             id2label=dict(enumerate(labels)),
             label2id={name: i for i, name in enumerate(labels)},
             ignore_mismatched_sizes=True,
+            **from_pretrained_kwargs,
         )
         if layers is None and num_layers is None:
             return model

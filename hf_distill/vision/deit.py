@@ -14,7 +14,8 @@ from typing import Any
 import torch
 from transformers import DeiTForImageClassificationWithTeacher
 
-from ..losses import DistillationLossOutput, TopKLogits, distillation_term, hard_label_cross_entropy
+from ..losses import DistillationObjective, LossParts, TopKLogits, hard_label_cross_entropy
+from ..schedules import ObjectiveSchedule
 from ..teacher import unwrap
 from ..trainer import DistillationTrainer
 from ..training_args import DistillationTrainingArguments
@@ -23,31 +24,45 @@ from ..training_args import DistillationTrainingArguments
 def deit_distillation_loss(
     cls_logits: torch.Tensor,
     distillation_logits: torch.Tensor,
-    teacher_logits: torch.Tensor | TopKLogits,
+    teacher_logits: torch.Tensor | TopKLogits | None,
     labels: torch.Tensor,
     *,
     alpha: float,
     temperature: float,
     loss: str = "kl",
     label_smoothing: float = 0.0,
-) -> DistillationLossOutput:
+    objective: DistillationObjective | None = None,
+) -> LossParts:
     """``alpha * CE(cls_logits, labels) + (1 - alpha) * distill(distillation_logits, teacher_logits)``, in float32.
 
     DeiT's ``(1 - alpha) * CE + alpha * KD`` with this library's convention (alpha weighs the labels); hard
     distillation is ``loss="hard"`` with ``alpha=0.5``, as in the paper. The KL is averaged over the batch (DeiT's code
-    divides it by the number of logits instead, which shrinks it by the class count).
+    divides it by the number of logits instead, which shrinks it by the class count). ``objective`` (default: ``loss``
+    with ``label_smoothing``, without corrections) computes both parts; without teacher logits (the CE phase of "KD then CE") the
+    class head alone learns.
     """
     if labels is None:
         raise ValueError("DeiT distillation trains the class token on labels; the batch has no `labels`.")
-    ce = hard_label_cross_entropy(cls_logits, labels, label_smoothing)
-    kd = distillation_term(loss, distillation_logits, teacher_logits, temperature, labels)
-    return DistillationLossOutput(alpha * ce + (1.0 - alpha) * kd, ce, kd)
+    objective = objective or DistillationObjective(loss, label_smoothing=label_smoothing)
+    ce = hard_label_cross_entropy(cls_logits, labels, objective.label_smoothing)
+    if teacher_logits is None:
+        return LossParts({"loss_ce": ce}, {"loss_ce": 1.0})
+    kd = objective.distillation_term(distillation_logits, teacher_logits, labels, temperature)
+    return LossParts({"loss_ce": ce, "loss_kd": kd}, {"loss_ce": alpha, "loss_kd": 1.0 - alpha})
 
 
 class DeiTDistillationTrainer(DistillationTrainer):
     """Trains a `DeiTForImageClassificationWithTeacher`: its class head on the labels, its distillation head on the
     teacher (in the loop or precomputed, as with :class:`~hf_distill.DistillationTrainer`). ``alpha`` must lie strictly
     between 0 and 1 so both heads learn; evaluation and the saved model use the average of the two heads."""
+
+    method_description = (
+        'The student is a DeiT with a distillation token (Touvron et al., 2021, "Training data-efficient image '
+        'transformers & distillation through attention"). Beside the class token it carries a distillation token '
+        "with its own head: the class head is trained on the labels (weight `alpha`) and the distillation head on "
+        "the teacher (weight `1 - alpha`; `hard` = the teacher's top-1 class, else its soft targets). At inference "
+        "the model averages the two heads' logits."
+    )
 
     def __init__(self, model: Any = None, args: DistillationTrainingArguments | None = None, **kwargs: Any):
         if model is not None and not isinstance(unwrap(model), DeiTForImageClassificationWithTeacher):
@@ -65,15 +80,18 @@ class DeiTDistillationTrainer(DistillationTrainer):
             self.label_names = ["labels"]
 
     def loss_from_outputs(
-        self, outputs: Any, teacher_logits: torch.Tensor | TopKLogits, labels: torch.Tensor | None
-    ) -> DistillationLossOutput:
+        self,
+        outputs: Any,
+        teacher_logits: torch.Tensor | TopKLogits | None,
+        labels: torch.Tensor | None,
+        schedule: ObjectiveSchedule,
+    ) -> LossParts:
         return deit_distillation_loss(
             outputs.cls_logits,
             outputs.distillation_logits,
             teacher_logits,
             labels,
-            alpha=self.args.alpha,
-            temperature=self.args.temperature,
-            loss=self.args.distillation_loss,
-            label_smoothing=self.args.label_smoothing_factor,
+            alpha=schedule.alpha,
+            temperature=schedule.temperature,
+            objective=self.objective,
         )

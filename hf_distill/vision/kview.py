@@ -140,7 +140,11 @@ def _precompute_split(
         fmt["type"], [*fmt["columns"], views_column, column], fmt["output_all_columns"], **fmt["format_kwargs"]
     )
     info = TeacherLogitsInfo(
-        teacher=model_name(runner.teacher), labels=runner.labels, dtype=dtype, teacher_fingerprint=runner.fingerprint
+        teacher=model_name(runner.teacher),
+        labels=runner.labels,
+        dtype=dtype,
+        teacher_fingerprint=runner.fingerprint,
+        teacher_parameters=sum(p.numel() for p in runner.teacher.parameters()),
     )
     write_logits_info(result, column, info)
     return result

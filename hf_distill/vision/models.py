@@ -65,10 +65,10 @@ def image_model_from_config(
     return AutoModelForImageClassification.from_config(config)
 
 
-def load_image_processor(name_or_path: str) -> Any | None:
+def load_image_processor(name_or_path: str, **from_pretrained_kwargs: Any) -> Any | None:
     """The image processor saved with a model, or ``None`` when it has none (models built from a config)."""
     try:
-        return AutoImageProcessor.from_pretrained(name_or_path)
+        return AutoImageProcessor.from_pretrained(name_or_path, **from_pretrained_kwargs)
     except (OSError, ValueError):
         return None
 

@@ -9,6 +9,9 @@ from datasets import DatasetDict
 from .augment import RandomResizedCropFlip, to_chw_uint8
 from .datasets import BUILTIN_DATASETS, check_images, class_names, eval_split, load_image_dataset
 
+# Built-in offline copies of Hub datasets (sklearn_digits has none).
+BUILTIN_HUB_IDS = {"fashion_mnist": "zalando-datasets/fashion_mnist"}
+
 
 @dataclass
 class ImageDataArguments:
@@ -36,6 +39,22 @@ class ImageDataArguments:
     augment: bool = field(default=True, metadata={"help": "Random resized crop and horizontal flip on train images."})
     min_crop_scale: float = field(default=0.08, metadata={"help": "Smallest crop area, as a share of the image."})
     flip_prob: float = field(default=0.5, metadata={"help": "Probability of a horizontal flip."})
+
+    def card_kwargs(self) -> dict[str, str]:
+        """The dataset as `create_model_card` names it: by its Hub id when it has one (built-in copies included)."""
+        if not self.dataset_name:
+            return {}
+        hub_id = BUILTIN_HUB_IDS.get(
+            self.dataset_name, None if self.dataset_name in BUILTIN_DATASETS else self.dataset_name
+        )
+        kwargs = {"dataset": self.dataset_name, **({"dataset_tags": hub_id} if hub_id else {})}
+        if hub_id and self.dataset_config_name:
+            kwargs["dataset_args"] = self.dataset_config_name
+        return kwargs
+
+    def augmentation_settings(self) -> dict[str, float | bool]:
+        """The training augmentation, for the model card."""
+        return {"augment": self.augment, "min_crop_scale": self.min_crop_scale, "flip_prob": self.flip_prob}
 
     def augmentation(self) -> RandomResizedCropFlip | None:
         return (

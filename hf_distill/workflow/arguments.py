@@ -1,4 +1,4 @@
-"""Parsing recipe arguments the way transformers' examples do: CLI flags, or one JSON / YAML file."""
+"""Parsing recipe arguments and logging the way transformers' examples do."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ import logging
 import sys
 import typing
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import datasets
 import transformers
@@ -15,6 +17,32 @@ import yaml
 from transformers import HfArgumentParser, TrainingArguments
 
 from .checkpoints import resolve_checkpoint
+
+
+@dataclass
+class ModelLoadingArguments:
+    """How every model, tokenizer, image processor and Hub dataset of a recipe is loaded (run_glue.py's names)."""
+
+    cache_dir: str | None = field(default=None, metadata={"help": "Where Hub models and datasets are cached."})
+    model_revision: str = field(default="main", metadata={"help": "Model version: a branch, tag or commit id."})
+    token: str | None = field(
+        default=None, metadata={"help": "Hub token for private models, if not the one saved by `hf auth login`."}
+    )
+    trust_remote_code: bool = field(
+        default=False, metadata={"help": "Run modelling code from the Hub repo; only for repos you trust."}
+    )
+    ignore_mismatched_sizes: bool = field(
+        default=False, metadata={"help": "Load a checkpoint whose head size differs (the head is re-initialised)."}
+    )
+
+    def from_pretrained_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for every ``from_pretrained`` call."""
+        return {
+            "cache_dir": self.cache_dir,
+            "revision": self.model_revision,
+            "token": self.token,
+            "trust_remote_code": self.trust_remote_code,
+        }
 
 
 def parse_arguments(parser: HfArgumentParser, argv: Sequence[str] | None = None) -> tuple:
@@ -58,12 +86,22 @@ def _coerce_numbers(parser: HfArgumentParser, config: dict) -> dict:
 
 
 def setup_logging(training_args: TrainingArguments) -> None:
-    """Log as transformers' examples do: INFO on the main process (``--log_level`` to change), WARNING elsewhere,
-    for the recipe's own loggers and for transformers and datasets alike."""
-    logging.basicConfig(
-        format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", datefmt="%m/%d/%Y %H:%M:%S", level=logging.INFO
-    )
-    log_level = training_args.get_process_log_level()
-    logging.getLogger().setLevel(log_level)
-    datasets.utils.logging.set_verbosity(log_level)
-    transformers.utils.logging.set_verbosity(log_level)
+    """Log as transformers' examples do: the recipe's and hf_distill's INFO lines on the main process, WARNING on
+    the others.
+
+    transformers and datasets keep their own level (WARNING) unless ``--log_level`` names one, so a run reads as one
+    line per stage; ``--log_level info`` shows their INFO lines too. The progress bars of weight loading and saving
+    are turned off (the Trainer's own bars follow ``--disable_tqdm``), and so is pinned memory where there is no
+    accelerator to pin for.
+    """
+    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", datefmt="%m/%d/%Y %H:%M:%S")
+    main_level = logging.INFO if training_args.should_log else logging.WARNING
+    library_level = training_args.get_process_log_level()
+    if training_args.log_level != "passive":
+        main_level = library_level
+    logging.getLogger().setLevel(main_level)
+    datasets.utils.logging.set_verbosity(library_level)
+    transformers.utils.logging.set_verbosity(library_level)
+    transformers.utils.logging.disable_progress_bar()
+    if training_args.device.type == "cpu":
+        training_args.dataloader_pin_memory = False

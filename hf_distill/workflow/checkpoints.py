@@ -11,42 +11,51 @@ from transformers.trainer_utils import get_last_checkpoint
 logger = logging.getLogger(__name__)
 
 _TRUE = ("true", "True", "1")
+# Written by `train_evaluate_publish` once training has finished.
+FINISHED_MARKER = "train_results.json"
 
 
 def resolve_checkpoint(args: TrainingArguments) -> None:
     """Set ``args.resume_from_checkpoint`` for a rerun, or refuse before anything is written.
 
-    With ``--do_train`` and an ``output_dir`` holding ``checkpoint-*`` folders, training resumes from the last one (a
-    crashed run goes on; nothing it saved is deleted). ``--resume_from_checkpoint True`` asks for exactly that and
-    refuses when there is no checkpoint. A non-empty ``output_dir`` without checkpoints (the results of a finished
-    run) is refused. ``--overwrite_output_dir`` trains from scratch instead (later checkpoints then replace the old
-    ones of the same step, and ``save_total_limit`` may rotate the old ones out).
+    With ``--do_train`` and an ``output_dir`` holding ``checkpoint-*`` folders of an unfinished run, training
+    resumes from the last one (a crashed run goes on; nothing it saved is deleted). ``--resume_from_checkpoint True``
+    asks for exactly that (also to train a finished run further) and refuses when there is no checkpoint. A finished
+    run (``train_results.json``) or a non-empty ``output_dir`` without checkpoints is refused, so that its results
+    are not overwritten. ``--overwrite_output_dir`` trains from scratch instead (later checkpoints then replace the
+    old ones of the same step, and ``save_total_limit`` may rotate the old ones out).
     """
     resume = args.resume_from_checkpoint
-    if isinstance(resume, str) and resume in _TRUE:
+    if resume in _TRUE:
         resume = True
-    if resume is not None and not isinstance(resume, bool) and not os.path.isdir(resume):
+    elif isinstance(resume, str) and not os.path.isdir(resume):
         raise ValueError(f"--resume_from_checkpoint {resume!r} is not a folder; give a checkpoint-* folder or True.")
-    overwrite = getattr(args, "overwrite_output_dir", False)
-    if not args.do_train or (overwrite and resume is None) or not os.path.isdir(args.output_dir):
-        if resume is True:
-            raise ValueError(f"--resume_from_checkpoint True, but {args.output_dir} holds no checkpoint-* folder.")
-        args.resume_from_checkpoint = resume or None
+    if not args.do_train:
         return
-    last = get_last_checkpoint(args.output_dir)
-    if resume is True or resume is None:
-        if last is None and resume is True:
-            raise ValueError(f"--resume_from_checkpoint True, but {args.output_dir} holds no checkpoint-* folder.")
-        if last is None and os.listdir(args.output_dir):
-            raise ValueError(
-                f"Output directory {args.output_dir} already exists, is not empty and holds no checkpoint to resume "
-                "from. Pass --overwrite_output_dir to train there from scratch (its files may be overwritten), or "
-                "choose another --output_dir."
-            )
-        if last is not None:
-            logger.info(
-                f"Checkpoint detected, resuming training at {last}. To start from scratch, pass "
-                "--overwrite_output_dir or choose another --output_dir."
-            )
-        resume = last
-    args.resume_from_checkpoint = resume
+    output_dir = args.output_dir
+    last = get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None
+    if resume is True:
+        if last is None:
+            raise ValueError(f"--resume_from_checkpoint True, but {output_dir} holds no checkpoint-* folder.")
+        args.resume_from_checkpoint = last
+        return
+    if resume is not None or getattr(args, "overwrite_output_dir", False) or not os.path.isdir(output_dir):
+        return
+    if os.path.exists(os.path.join(output_dir, FINISHED_MARKER)):
+        raise ValueError(
+            f"Output directory {output_dir} holds a finished run ({FINISHED_MARKER}). Pass --overwrite_output_dir "
+            "to train there from scratch (its files may be overwritten), --resume_from_checkpoint True to train it "
+            "further from its last checkpoint, or choose another --output_dir."
+        )
+    if last is None and os.listdir(output_dir):
+        raise ValueError(
+            f"Output directory {output_dir} already exists, is not empty and holds no checkpoint to resume from. Pass "
+            "--overwrite_output_dir to train there from scratch (its files may be overwritten), or choose another "
+            "--output_dir."
+        )
+    if last is not None:
+        logger.info(
+            f"Checkpoint detected, resuming training at {last}. To start from scratch, pass --overwrite_output_dir or "
+            "choose another --output_dir."
+        )
+        args.resume_from_checkpoint = last

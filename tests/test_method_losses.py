@@ -1,0 +1,199 @@
+"""The method losses (dkd, dist, reverse_kl, jsd) against float64 references written from the papers' definitions."""
+
+import math
+
+import pytest
+import torch
+
+from hf_distill.losses import (
+    dist_loss,
+    distillation_loss,
+    dkd_loss,
+    generalized_jsd_loss,
+    get_loss,
+    kl_divergence_loss,
+    loss_hyperparameters,
+    reverse_kl_loss,
+)
+
+SHAPES = [(1, 2), (3, 10), (16, 2), (16, 1000), (5, 37)]
+TEMPERATURES = [0.5, 1.0, 4.0, 8.0]
+
+
+def random_logits(batch, classes, seed=0, scale=3.0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(batch, classes, generator=g) * scale, torch.randn(batch, classes, generator=g) * scale
+
+
+def random_labels(batch, classes, seed=0, ignored=True):
+    labels = torch.randint(0, classes, (batch,), generator=torch.Generator().manual_seed(seed + 1))
+    if ignored and batch > 1:
+        labels[::3] = -100
+    return labels
+
+
+def probs(logits, temperature):
+    return torch.softmax(logits.double() / temperature, -1)
+
+
+def kl64(p, q):
+    """``sum p log(p / q)`` per row, in float64, with ``0 log 0 = 0``."""
+    return torch.where(p > 0, p * (p.log() - q.log()), torch.zeros_like(p)).sum(-1)
+
+
+def dkd_reference(student, teacher, labels, temperature, alpha, beta):
+    """Zhao et al. (2022), eq. 1-4: binary and non-target distributions from the full softmax."""
+    keep = labels != -100
+    p_s, p_t, labels = probs(student, temperature)[keep], probs(teacher, temperature)[keep], labels[keep]
+    if len(labels) == 0:
+        return torch.tensor(0.0, dtype=torch.float64)
+    target = torch.nn.functional.one_hot(labels, p_s.shape[-1]).bool()
+    pt_s, pt_t = p_s[target], p_t[target]
+    tckd = kl64(torch.stack([pt_t, 1 - pt_t], -1), torch.stack([pt_s, 1 - pt_s], -1))
+    others_s = p_s[~target].view(len(labels), -1) / (1 - pt_s)[:, None]
+    others_t = p_t[~target].view(len(labels), -1) / (1 - pt_t)[:, None]
+    nckd = kl64(others_t, others_s)
+    return ((alpha * tckd + beta * nckd) * temperature**2).mean()
+
+
+def dist_reference(student, teacher, temperature, beta, gamma):
+    """Huang et al. (2022), the authors' code in float64."""
+    y_s, y_t = probs(student, temperature), probs(teacher, temperature)
+
+    def pearson(a, b):
+        a, b = a - a.mean(1, keepdim=True), b - b.mean(1, keepdim=True)
+        return (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1) + 1e-8)
+
+    inter = 1 - pearson(y_s, y_t).mean()
+    intra = 1 - pearson(y_s.T, y_t.T).mean()
+    return temperature**2 * (beta * inter + gamma * intra)
+
+
+def jsd_reference(student, teacher, temperature, beta):
+    """GKD's generalized JSD: ``beta KL(P||M) + (1 - beta) KL(Q||M)``, ``M = beta P + (1 - beta) Q``."""
+    p, q = probs(teacher, temperature), probs(student, temperature)
+    if beta == 0:
+        return kl64(p, q).mean() * temperature**2
+    if beta == 1:
+        return kl64(q, p).mean() * temperature**2
+    m = beta * p + (1 - beta) * q
+    return (beta * kl64(p, m) + (1 - beta) * kl64(q, m)).mean() * temperature**2
+
+
+def assert_matches(value, reference):
+    assert value.dtype == torch.float32
+    torch.testing.assert_close(value.double(), reference, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("batch,classes", SHAPES)
+@pytest.mark.parametrize("temperature", TEMPERATURES)
+def test_dkd_matches_float64_reference(batch, classes, temperature):
+    student, teacher = random_logits(batch, classes)
+    labels = random_labels(batch, classes)
+    for alpha, beta in [(1.0, 8.0), (0.5, 2.0)]:
+        value = dkd_loss(student, teacher, temperature, labels, dkd_alpha=alpha, dkd_beta=beta)
+        assert_matches(value, dkd_reference(student, teacher, labels, temperature, alpha, beta))
+
+
+@pytest.mark.parametrize("batch,classes", SHAPES)
+@pytest.mark.parametrize("temperature", TEMPERATURES)
+def test_dkd_with_identity_weights_equals_kl(batch, classes, temperature):
+    """The paper's identity KD = TCKD + (1 - p_t) NCKD, per example (p_t: the teacher's target probability)."""
+    student, teacher = random_logits(batch, classes, seed=3)
+    labels = random_labels(batch, classes, seed=3, ignored=False)
+    p_target = probs(teacher, temperature).gather(1, labels[:, None])[:, 0]
+    for i in range(batch):
+        row = slice(i, i + 1)
+        dkd = dkd_loss(
+            student[row], teacher[row], temperature, labels[row], dkd_alpha=1.0, dkd_beta=1 - p_target[i].item()
+        )
+        kl = kl_divergence_loss(student[row], teacher[row], temperature)
+        torch.testing.assert_close(dkd, kl, rtol=1e-4, atol=1e-5)
+
+
+def test_dkd_excludes_ignored_rows_and_needs_labels():
+    student, teacher = random_logits(4, 5)
+    labels = torch.tensor([1, -100, 3, -100])
+    kept = dkd_loss(student[[0, 2]], teacher[[0, 2]], 2.0, labels[[0, 2]])
+    torch.testing.assert_close(dkd_loss(student, teacher, 2.0, labels), kept)
+    assert dkd_loss(student, teacher, 2.0, torch.full((4,), -100)).item() == 0.0
+    with pytest.raises(ValueError, match="dkd.*needs `labels`"):
+        dkd_loss(student, teacher, 2.0, None)
+
+
+@pytest.mark.parametrize("batch,classes", SHAPES)
+@pytest.mark.parametrize("temperature", TEMPERATURES)
+def test_dist_matches_float64_reference(batch, classes, temperature):
+    student, teacher = random_logits(batch, classes, seed=1)
+    for beta, gamma in [(1.0, 1.0), (2.0, 0.5)]:
+        value = dist_loss(student, teacher, temperature, dist_beta=beta, dist_gamma=gamma)
+        assert_matches(value, dist_reference(student, teacher, temperature, beta, gamma))
+
+
+@pytest.mark.parametrize(
+    "student",
+    [
+        torch.zeros(8, 10),  # constant rows and columns
+        torch.randn(1, 10),  # a batch of one: every column is constant
+        torch.randn(1, 10).expand(8, 10) + 1e-6 * torch.randn(8, 10),  # near-constant columns
+        1e-4 * torch.randn(8, 1000),  # near-uniform rows over many classes
+    ],
+)
+def test_dist_is_finite_in_float32_on_near_constant_inputs(student):
+    student = student.clone().requires_grad_(True)
+    teacher = torch.randn(student.shape) * 1e-4
+    value = dist_loss(student, teacher, 4.0)
+    value.backward()
+    assert math.isfinite(value.item()) and torch.isfinite(student.grad).all()
+
+
+@pytest.mark.parametrize("batch,classes", SHAPES)
+@pytest.mark.parametrize("temperature", TEMPERATURES)
+def test_reverse_kl_matches_float64_reference(batch, classes, temperature):
+    student, teacher = random_logits(batch, classes, seed=2)
+    reference = kl64(probs(student, temperature), probs(teacher, temperature)).mean() * temperature**2
+    assert_matches(reverse_kl_loss(student, teacher, temperature), reference)
+
+
+@pytest.mark.parametrize("batch,classes", SHAPES)
+@pytest.mark.parametrize("temperature", TEMPERATURES)
+@pytest.mark.parametrize("beta", [0.0, 0.1, 0.5, 0.9, 1.0])
+def test_jsd_matches_float64_reference(batch, classes, temperature, beta):
+    student, teacher = random_logits(batch, classes, seed=4)
+    value = generalized_jsd_loss(student, teacher, temperature, jsd_beta=beta)
+    assert_matches(value, jsd_reference(student, teacher, temperature, beta))
+
+
+def test_jsd_end_points_are_forward_and_reverse_kl():
+    student, teacher = random_logits(6, 7)
+    torch.testing.assert_close(
+        generalized_jsd_loss(student, teacher, 2.0, jsd_beta=0.0), kl_divergence_loss(student, teacher, 2.0)
+    )
+    torch.testing.assert_close(
+        generalized_jsd_loss(student, teacher, 2.0, jsd_beta=1.0), reverse_kl_loss(student, teacher, 2.0)
+    )
+
+
+@pytest.mark.parametrize("name", ["dkd", "dist", "reverse_kl", "jsd"])
+def test_losses_are_zero_for_a_perfect_student_and_finite_at_huge_margins(name):
+    labels = torch.tensor([0, 1, 2])
+    logits = torch.randn(3, 4)
+    fn = get_loss(name)
+    assert abs(fn(logits, logits.clone(), 2.0, labels).item()) < 1e-5
+    student = torch.tensor([[300.0, -300.0, 0.0, 0.0]] * 3)
+    teacher = torch.tensor([[-300.0, 300.0, 0.0, 0.0]] * 3)
+    assert math.isfinite(fn(student, teacher, 1.0, labels).item())
+
+
+def test_loss_hyperparameters_are_keyword_only_parameters():
+    assert loss_hyperparameters("dkd") == ["dkd_alpha", "dkd_beta"]
+    assert loss_hyperparameters("dist") == ["dist_beta", "dist_gamma"]
+    assert loss_hyperparameters("jsd") == ["jsd_beta"]
+    assert loss_hyperparameters("kl") == [] and loss_hyperparameters("reverse_kl") == []
+
+
+def test_distillation_loss_passes_hyperparameters_to_the_loss():
+    student, teacher = random_logits(4, 5)
+    labels = torch.tensor([0, 1, 2, 3])
+    out = distillation_loss(student, teacher, labels, alpha=0.0, temperature=2.0, loss="dkd", dkd_beta=0.0)
+    torch.testing.assert_close(out.kd, dkd_loss(student, teacher, 2.0, labels, dkd_beta=0.0))
