@@ -1,9 +1,10 @@
 """Sweeps over recipe flags: ``hf-distill sweep study.yaml``.
 
 Each trial is an ordinary recipe run (``script`` under ``launcher``, e.g. ``accelerate launch``) in its own output
-directory. The bookkeeping is an Optuna study in SQLite (``output_dir/study.db``) sampled by ``GridSampler``, so an
-interrupted sweep resumes where it stopped: finished trials are skipped, a trial killed mid-run is run again, nothing
-finished is deleted, and ``optuna-dashboard sqlite:///output_dir/study.db`` inspects it. At the end every finished
+directory. The bookkeeping is an Optuna study in SQLite (``output_dir/study.db``) over the grid (``GridSampler``),
+with the pending points enqueued in grid order so that an interrupted sweep leaves whole cells. It resumes where it
+stopped: finished trials are skipped, a trial killed mid-run is run again, nothing finished is deleted, and
+``optuna-dashboard sqlite:///output_dir/study.db`` inspects it. At the end every finished
 trial's metric file (``all_results.json``, written by the recipe) is collected into ``results.csv``, a markdown table
 of mean +- std over seeds (``results.md``) and a plot (``results.png``).
 
@@ -224,11 +225,11 @@ def run_sweep(config: SweepConfig, log=print) -> pd.DataFrame:
         pending = [p for p in config.points() if _key(p) not in done and _key(p) not in attempted]
         if not pending:
             break
-        # GridSampler proposes grid points never tried; points whose trial failed or was killed are enqueued again.
-        tried = {_key(t.params) for t in study.get_trials(deepcopy=False)}
+        # Pending points are enqueued in grid order (the last grid entry, usually the seed, varies fastest), so an
+        # interrupted sweep leaves whole cells; points whose trial failed or was killed are enqueued again.
         waiting = {_key(t.params) for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))}
         for params in pending:
-            if _key(params) in tried - waiting:
+            if _key(params) not in waiting:
                 study.enqueue_trial(params)
         study.optimize(objective, n_trials=len(pending), catch=(TrialFailed,))
     results = collect_results(config)
