@@ -29,6 +29,7 @@ teacher study of Cho & Hariharan (2019). Trials are the grid's product; the tabl
 from __future__ import annotations
 
 import argparse
+import hashlib
 import itertools
 import json
 import math
@@ -111,6 +112,12 @@ class SweepConfig:
         return cls(**config)
 
     @property
+    def study_name(self) -> str:
+        """``study`` plus a digest of the grid: a changed grid is a new Optuna study (that adopts finished trials)."""
+        digest = hashlib.sha1(json.dumps(self.search_space, sort_keys=True, default=str).encode()).hexdigest()
+        return f"{self.study}-{digest[:8]}"
+
+    @property
     def search_space(self) -> dict[str, list[Any]]:
         """Optuna's grid: every grid entry's values (the names, for named dimensions)."""
         return self.grid
@@ -185,7 +192,7 @@ def run_sweep(config: SweepConfig, log=print) -> pd.DataFrame:
     output.mkdir(parents=True, exist_ok=True)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(
-        study_name=config.study,
+        study_name=config.study_name,
         storage=f"sqlite:///{output / 'study.db'}",
         sampler=optuna.samplers.GridSampler(config.search_space, seed=0),
         direction="maximize",
@@ -195,6 +202,7 @@ def run_sweep(config: SweepConfig, log=print) -> pd.DataFrame:
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
         log(f"Trial {trial.number} ({trial.params}) was interrupted: it runs again.")
+    _adopt_finished_trials(study, config)
     total = len(config.points())
     attempted: set[str] = set()
     failures: list[str] = []
@@ -237,6 +245,28 @@ def run_sweep(config: SweepConfig, log=print) -> pd.DataFrame:
     if failures:
         raise RuntimeError(f"{len(failures)} trial(s) failed: {failures}. Run the sweep again to retry them.")
     return results
+
+
+def _adopt_finished_trials(study, config: SweepConfig) -> None:
+    """Record in ``study`` the finished trial folders it does not know yet: those of an earlier, smaller grid (more
+    seeds or snapshots were added, which makes a new study) or of a lost database. Nothing runs twice."""
+    import optuna
+
+    known = {_key(t.params) for t in study.get_trials(deepcopy=False)}
+    distributions = {name: optuna.distributions.CategoricalDistribution(v) for name, v in config.search_space.items()}
+    for params in config.points():
+        trial_dir = config.trial_dir(params)
+        if _key(params) in known or not (trial_dir / TRIAL_FILE).is_file():
+            continue
+        metrics = json.loads((trial_dir / METRICS_FILE).read_text()) if (trial_dir / METRICS_FILE).is_file() else {}
+        if config.objective in metrics:
+            trial = optuna.trial.create_trial(
+                params=params,
+                distributions=distributions,
+                value=metrics[config.objective],
+                user_attrs={"output_dir": str(trial_dir), "adopted": True},
+            )
+            study.add_trial(trial)
 
 
 class TrialFailed(RuntimeError):

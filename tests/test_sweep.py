@@ -70,7 +70,7 @@ def test_sweep_runs_every_trial_and_tables_equal_metric_files(config):
     table = (Path(config.output_dir) / "results.md").read_text()
     assert "| ce | 3 | 0.6200 +- 0.0100 |" in table
     assert (Path(config.output_dir) / "results.png").stat().st_size > 0
-    study = optuna.load_study(study_name="sweep", storage=f"sqlite:///{config.output_dir}/study.db")
+    study = optuna.load_study(study_name=config.study_name, storage=f"sqlite:///{config.output_dir}/study.db")
     assert sorted(t.value for t in study.trials) == sorted(results["eval_accuracy"])
 
 
@@ -81,7 +81,9 @@ def test_sweep_skips_finished_trials(config):
     grid = {"arm": {"ce": {"alpha": 1.0}, "kd": {"alpha": 0.5}}, "seed": [1, 2, 3, 4]}
     bigger = SweepConfig(**{**fields(config), "grid": grid, "study": "sweep4"})
     results = run_sweep(bigger, log=lambda *_: None)
-    assert len(results) == 8  # the new study reuses nothing from the old database but no finished dir is deleted
+    assert len(results) == 8 and len(calls(config)) == 8  # a bigger grid adopts the 6 finished trials, runs 2
+    study = optuna.load_study(study_name=bigger.study_name, storage=f"sqlite:///{config.output_dir}/study.db")
+    assert sum(bool(t.user_attrs.get("adopted")) for t in study.trials) == 6
 
 
 def test_sweep_reruns_a_killed_trial(config):
@@ -89,7 +91,7 @@ def test_sweep_reruns_a_killed_trial(config):
 
     Path(config.output_dir).mkdir(parents=True)
     study = optuna.create_study(
-        study_name=config.study,
+        study_name=config.study_name,
         storage=f"sqlite:///{config.output_dir}/study.db",
         sampler=optuna.samplers.GridSampler(config.search_space, seed=0),
         direction="maximize",
@@ -102,7 +104,7 @@ def test_sweep_reruns_a_killed_trial(config):
     results = run_sweep(config, log=lambda *_: None)
     assert sorted(calls(config)) == sorted(config.trial_dir(p).name for p in config.points())
     assert len(results) == 6 and 9 not in results["train_loss"].tolist()
-    states = [t.state for t in optuna.load_study(study_name="sweep", storage=study._storage).trials]
+    states = [t.state for t in optuna.load_study(study_name=config.study_name, storage=study._storage).trials]
     assert states.count(optuna.trial.TrialState.FAIL) == 1 and states.count(optuna.trial.TrialState.COMPLETE) == 6
 
 
