@@ -188,6 +188,8 @@ def run_sweep(config: SweepConfig, log=print) -> pd.DataFrame:
     import optuna
     from optuna.trial import TrialState
 
+    if not Path(config.script).is_file():
+        raise ValueError(f"The sweep's script {config.script!r} does not exist (paths are relative to {Path.cwd()}).")
     output = Path(config.output_dir)
     output.mkdir(parents=True, exist_ok=True)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -445,7 +447,8 @@ def add_parser(commands) -> None:
     parser = commands.add_parser(
         "sweep",
         help="Run a grid of recipe runs from a YAML config, resumably; write a CSV, a table and a plot.",
-        description=__doc__.split("\n\n")[0],
+        description="Run a grid of recipe runs from a YAML config, one folder per trial, resumable through an Optuna "
+        "SQLite study; write results.csv, results.md (mean +- std over seeds) and results.png.",
     )
     parser.add_argument("config", help="The sweep's YAML file (see recipes/studies/).")
     parser.add_argument("--output_dir", default=None, help="Override the config's output_dir.")

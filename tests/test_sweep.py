@@ -148,5 +148,7 @@ def test_snapshot_grid_and_bad_configs(tmp_path):
         SweepConfig(script="x.py", output_dir=str(tmp_path), grid={"seed": []})
     with pytest.raises(ValueError, match="snapshots.json"):
         SweepConfig(script="x.py", output_dir=str(tmp_path), grid={"t": {"snapshots": str(tmp_path / "none")}})
+    with pytest.raises(ValueError, match="does not exist"):
+        run_sweep(config)
     with pytest.raises(ValueError, match="Name each run"):
         runs_table([str(tmp_path)], ["eval_accuracy"])
