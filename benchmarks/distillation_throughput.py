@@ -5,15 +5,24 @@ reporting medians:
 
 - ``ce``: the student fine-tuned on labels with a plain `transformers.Trainer`;
 - ``kd_precomputed``: `DistillationTrainer` reading teacher logits from a dataset column;
+- ``kd_python_lists``: the same, with the logits reaching the collator as Python lists of floats, one example at a
+  time (the data path before `hf_distill.logit_columns.LogitColumns`), to show what the column read costs;
 - ``kd_in_batch``: `DistillationTrainer` running the teacher in the loop (``--teacher_dtype``, ``--teacher_compile``);
 - ``tutorial``: the common tutorial trainer (fp32 teacher moved with ``.to(device)``, ``no_grad``, no autocast,
   ``F.kl_div(log_softmax, softmax)``);
 - ``ideal_in_batch``: ``1 / (1 / ce + teacher forward seconds per example)``, the teacher timed on the same batches;
 - on text, ``precompute_teacher_logits`` against a plain DataLoader + DataCollatorWithPadding forward loop.
 
-Throughput counts examples per second over the training steps after ``--warmup_steps``. Peak memory is CUDA's max
+Throughput counts examples per second over the training steps after ``--warmup_steps``, per wall-clock second and per
+CPU second of the benchmark process (``time.process_time``; with one torch thread it is the work done, which other
+jobs on a shared machine do not inflate). Peak memory is CUDA's max
 allocated bytes on GPU; on CPU it is the peak resident set size (``VmHWM``, reset through ``/proc/self/clear_refs``)
 above the resident size before the run, so it includes allocator caching and is coarser.
+
+The many-class CPU shapes (1000 classes at batch 256: text, and images with 8 stored views per image) run ``ce``,
+``kd_precomputed`` and ``kd_python_lists`` only. The image shape trains on a `datasets.Dataset` through
+`hf_distill.vision.DistillationImageTransform` (random crops for ``ce``, stored views for the others) with an 8 x 1000
+``teacher_logits`` column of random values, the layout `hf_distill.vision.precompute_teacher_views` writes.
 
     python benchmarks/distillation_throughput.py --output benchmarks/results/cpu.json
     python benchmarks/distillation_throughput.py --shapes gpu --device cuda --bf16 --teacher_dtype bfloat16 \\
@@ -38,7 +47,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from datasets import Dataset
+from datasets import Array2D, Dataset, Features, List, Value
 from torch.utils.data import DataLoader
 from transformers import (
     BertConfig,
@@ -54,9 +63,18 @@ from transformers import (
     default_data_collator,
 )
 
-from hf_distill import DistillationTrainer, DistillationTrainingArguments, precompute_teacher_logits
+from hf_distill import (
+    DataCollatorForDistillation,
+    DistillationTrainer,
+    DistillationTrainingArguments,
+    precompute_teacher_logits,
+)
+from hf_distill.vision import DistillationImageTransform, PixelSpec, RandomResizedCropFlip
+from hf_distill.vision.augment import VIEW_SIZE
+from hf_distill.vision.transforms import VIEWS_COLUMN
 
 MODES = ("ce", "kd_precomputed", "kd_in_batch", "tutorial")
+PRECOMPUTED_MODES = ("ce", "kd_precomputed", "kd_python_lists")
 
 
 @dataclass(frozen=True)
@@ -69,6 +87,8 @@ class Shape:
     batch_size: int
     num_examples: int
     max_length: int = 0  # text: token counts drawn uniformly from [8, max_length]
+    modes: tuple[str, ...] = MODES
+    views: int = 0  # images: stored views per image, read through DistillationImageTransform
 
     @property
     def is_text(self) -> bool:
@@ -87,14 +107,15 @@ def bert(layers: int, hidden: int, num_labels: int, vocab_size: int, max_length:
     )
 
 
-def vit(layers: int, hidden: int, heads: int, num_labels: int) -> ViTConfig:
+def vit(layers: int, hidden: int, heads: int, num_labels: int, size: int = 224, channels: int = 3) -> ViTConfig:
     return ViTConfig(
         hidden_size=hidden,
         num_hidden_layers=layers,
         num_attention_heads=heads,
         intermediate_size=4 * hidden,
-        image_size=224,
-        patch_size=16,
+        image_size=size,
+        patch_size=16 if size >= 64 else 8,
+        num_channels=channels,
         num_labels=num_labels,
     )
 
@@ -102,6 +123,24 @@ def vit(layers: int, hidden: int, heads: int, num_labels: int) -> ViTConfig:
 SHAPES: dict[str, list[Shape]] = {
     "cpu": [
         Shape("text-tiny", bert(4, 192, 3, 1000, 64), bert(2, 96, 3, 1000, 64), 16, 1024, max_length=64),
+        Shape(
+            "text-1000-classes",
+            bert(1, 32, 1000, 1000, 32),
+            bert(1, 32, 1000, 1000, 32),
+            256,
+            2048,
+            max_length=32,
+            modes=PRECOMPUTED_MODES,
+        ),
+        Shape(
+            "image-8-views-1000-classes",
+            vit(1, 32, 2, 1000, size=32, channels=1),
+            vit(1, 32, 2, 1000, size=32, channels=1),
+            256,
+            2048,
+            modes=PRECOMPUTED_MODES,
+            views=8,
+        ),
     ],
     "gpu": [
         Shape("text-bert-base", bert(12, 768, 3, 30522, 128), bert(6, 768, 3, 30522, 128), 32, 8192, 128),
@@ -132,15 +171,24 @@ class TutorialDistillationTrainer(Trainer):
         return (loss, outputs) if return_outputs else loss
 
 
+class PythonListsDistillationTrainer(DistillationTrainer):
+    """`DistillationTrainer` with the logit columns read the `datasets` default way: Python lists, row by row."""
+
+    def _remove_unused_columns(self, dataset: Dataset, description: str | None = None) -> Dataset:
+        self._check_dataset(dataset)
+        return Trainer._remove_unused_columns(self, dataset, description)
+
+
 class StepClock(TrainerCallback):
-    """Time stamps at the end of every optimizer step (after a device sync)."""
+    """Wall-clock and process CPU time stamps at the end of every optimizer step (after a device sync)."""
 
     def __init__(self, sync: Callable[[], None]):
-        self.sync, self.stamps = sync, []
+        self.sync, self.stamps, self.cpu_stamps = sync, [], []
 
     def on_step_end(self, args, state, control, **kwargs):
         self.sync()
         self.stamps.append(time.perf_counter())
+        self.cpu_stamps.append(time.process_time())
 
 
 class PeakMemory:
@@ -178,6 +226,11 @@ def make_data(shape: Shape, seed: int) -> Dataset | list[dict[str, torch.Tensor]
     """Random token ids of uniformly drawn lengths (text) or random images, with random labels."""
     g = np.random.default_rng(seed)
     labels = g.integers(0, shape.student.num_labels, shape.num_examples)
+    if shape.views:
+        side = shape.student.image_size + 8
+        images = g.integers(0, 256, (shape.num_examples, side, side), dtype=np.uint8)
+        features = Features({"image": Array2D((side, side), "uint8"), "label": Value("int64")})
+        return Dataset.from_dict({"image": images, "label": labels}, features=features)
     if shape.is_text:
         lengths = g.integers(8, shape.max_length + 1, shape.num_examples)
         ids = [[2, *g.integers(5, shape.teacher.vocab_size, n - 2).tolist(), 3] for n in lengths]
@@ -215,11 +268,35 @@ class Benchmark:
         self.collator = (
             DataCollatorWithPadding(word_tokenizer(shape.teacher.vocab_size, workdir))
             if shape.is_text
+            else DataCollatorForDistillation()
+            if shape.views
             else default_data_collator
         )
         self.data_with_logits = self._with_logits()
+        if shape.views:
+            transform = DistillationImageTransform(
+                student=PixelSpec((shape.student.image_size,) * 2, num_channels=1), augment=RandomResizedCropFlip()
+            )
+            self.data = self.data.with_transform(transform)
+            self.data_with_logits = self.data_with_logits.with_transform(transform)
 
     def _with_logits(self) -> Dataset | list[dict[str, torch.Tensor]]:
+        if self.shape.views:  # random stored views and logits, in the layout of precompute_teacher_views
+            g, side = np.random.default_rng(1), self.shape.student.image_size + 8
+            crop = RandomResizedCropFlip()
+            generator = torch.Generator().manual_seed(1)
+            views = [[crop.sample(side, side, generator) for _ in range(self.shape.views)] for _ in self.data]
+            logits = g.standard_normal((len(self.data), self.shape.views, self.shape.student.num_labels), np.float32)
+            width = self.shape.student.num_labels
+            features = Features(
+                {
+                    **self.data.features,
+                    VIEWS_COLUMN: List(List(Value("int32"), length=VIEW_SIZE), length=self.shape.views),
+                    "teacher_logits": List(List(Value("float32"), length=width), length=self.shape.views),
+                }
+            )
+            columns = {**self.data.to_dict(), VIEWS_COLUMN: views, "teacher_logits": logits}
+            return Dataset.from_dict(columns, features=features)
         if self.shape.is_text:
             return precompute_teacher_logits(self.teacher_fp32, self.data, batch_size=64, device=self.device)
         logits = self.plain_forward_loop(self.teacher_fp32, self.data)
@@ -243,6 +320,7 @@ class Benchmark:
             disable_tqdm=True,
             bf16=cli.bf16,
             seed=0,
+            remove_unused_columns=not self.shape.views,
             **extra,
         )
 
@@ -257,9 +335,10 @@ class Benchmark:
         )
         if mode == "ce":
             return Trainer(args=self.training_args(TrainingArguments), train_dataset=self.data, **common)
-        if mode == "kd_precomputed":
+        if mode in ("kd_precomputed", "kd_python_lists"):
             args = self.training_args(DistillationTrainingArguments, **kd_args)
-            return DistillationTrainer(args=args, train_dataset=self.data_with_logits, **common)
+            trainer_cls = DistillationTrainer if mode == "kd_precomputed" else PythonListsDistillationTrainer
+            return trainer_cls(args=args, train_dataset=self.data_with_logits, **common)
         if mode == "kd_in_batch":
             args = self.training_args(DistillationTrainingArguments, **kd_args)
             return DistillationTrainer(args=args, teacher_model=self.teacher, train_dataset=self.data, **common)
@@ -268,15 +347,17 @@ class Benchmark:
             args=args, teacher_model=self.teacher_fp32, alpha=0.5, temperature=2.0, train_dataset=self.data, **common
         )
 
-    def train(self, mode: str) -> tuple[float, float | None]:
-        """Examples per second after warm-up, and peak memory in MiB."""
+    def train(self, mode: str) -> tuple[float, float, float | None]:
+        """Examples per wall-clock second and per CPU second of this process after warm-up, and peak memory in MiB."""
         trainer = self.trainer(mode)
         clock = StepClock(self.sync)
         trainer.add_callback(clock)
         with PeakMemory(self.device) as memory:
             trainer.train()
-        stamps = clock.stamps[self.cli.warmup_steps - 1 :]
-        return (len(stamps) - 1) * self.shape.batch_size / (stamps[-1] - stamps[0]), memory.peak_mib
+        examples = (len(clock.stamps) - self.cli.warmup_steps) * self.shape.batch_size
+        start = self.cli.warmup_steps - 1
+        wall, cpu = clock.stamps[-1] - clock.stamps[start], clock.cpu_stamps[-1] - clock.cpu_stamps[start]
+        return examples / wall, examples / cpu, memory.peak_mib
 
     def teacher_seconds_per_example(self) -> float:
         """The in-batch teacher's forward time per example, on the batches the trainers train on."""
@@ -327,30 +408,40 @@ def run_task(shape: Shape, cli: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as workdir:
         bench = Benchmark(shape, cli, workdir)
         rounds = []
+        in_batch = "kd_in_batch" in shape.modes
         for r in range(cli.rounds):
-            order = MODES if r % 2 == 0 else MODES[::-1]  # alternate the order against drift
+            order = shape.modes if r % 2 == 0 else shape.modes[::-1]  # alternate the order against drift
             result = {mode: bench.train(mode) for mode in order}
-            row = {f"{mode}_examples_per_s": result[mode][0] for mode in MODES}
-            row.update({f"{mode}_peak_mib": result[mode][1] for mode in MODES})
-            row["teacher_s_per_example"] = bench.teacher_seconds_per_example()
-            row["ideal_in_batch_examples_per_s"] = 1 / (1 / row["ce_examples_per_s"] + row["teacher_s_per_example"])
-            if shape.is_text:
+            row = {f"{mode}_examples_per_s": result[mode][0] for mode in shape.modes}
+            row.update({f"{mode}_examples_per_cpu_s": result[mode][1] for mode in shape.modes})
+            row.update({f"{mode}_peak_mib": result[mode][2] for mode in shape.modes})
+            if in_batch:
+                row["teacher_s_per_example"] = bench.teacher_seconds_per_example()
+                row["ideal_in_batch_examples_per_s"] = 1 / (
+                    1 / row["ce_examples_per_s"] + row["teacher_s_per_example"]
+                )
+            if shape.is_text and in_batch:
                 row["precompute_s"], row["plain_forward_loop_s"] = bench.precompute_seconds()
             rounds.append(row)
             print(
                 f"[{shape.name}] round {r + 1}/{cli.rounds}: " + ", ".join(f"{k}={v:.4g}" for k, v in row.items() if v)
             )
-    ratios = {
-        "kd_precomputed / ce": ("kd_precomputed_examples_per_s", "ce_examples_per_s"),
-        "kd_in_batch / ideal": ("kd_in_batch_examples_per_s", "ideal_in_batch_examples_per_s"),
-        "kd_in_batch / tutorial": ("kd_in_batch_examples_per_s", "tutorial_examples_per_s"),
-    }
-    if shape.is_text:
+    ratios = {"kd_precomputed / ce": ("kd_precomputed_examples_per_s", "ce_examples_per_s")}
+    ratios["kd_precomputed / ce, CPU time"] = ("kd_precomputed_examples_per_cpu_s", "ce_examples_per_cpu_s")
+    if "kd_python_lists" in shape.modes:
+        ratios["kd_python_lists / ce"] = ("kd_python_lists_examples_per_s", "ce_examples_per_s")
+        ratios["kd_python_lists / ce, CPU time"] = ("kd_python_lists_examples_per_cpu_s", "ce_examples_per_cpu_s")
+    if in_batch:
+        ratios["kd_in_batch / ideal"] = ("kd_in_batch_examples_per_s", "ideal_in_batch_examples_per_s")
+        ratios["kd_in_batch / tutorial"] = ("kd_in_batch_examples_per_s", "tutorial_examples_per_s")
+    if shape.is_text and in_batch:
         ratios["precompute speed / plain loop"] = ("plain_forward_loop_s", "precompute_s")
     median = {key: _median([row[key] for row in rounds]) for key in rounds[0]}
     return {
+        "modes": list(shape.modes),
         "shape": {
             "batch_size": shape.batch_size,
+            "views": shape.views,
             "num_examples": shape.num_examples,
             "max_length": shape.max_length,
             "teacher": shape.teacher.to_diff_dict(),
@@ -358,12 +449,35 @@ def run_task(shape: Shape, cli: argparse.Namespace) -> dict[str, Any]:
         },
         "median": median,
         "ratios": {name: _median([row[a] / row[b] for row in rounds]) for name, (a, b) in ratios.items()},
+        "ratio_ranges": {name: _range([row[a] / row[b] for row in rounds]) for name, (a, b) in ratios.items()},
         "rounds": rounds,
     }
 
 
 def _median(values: list[float | None]) -> float | None:
     return None if any(v is None for v in values) else statistics.median(values)
+
+
+def _range(values: list[float | None]) -> list[float] | None:
+    return None if any(v is None for v in values) else [min(values), max(values)]
+
+
+def markdown_table(results: dict[str, Any]) -> str:
+    """The ratios of every task (median and per-round range) and its median throughputs, as markdown."""
+    lines = ["| task | ratio | median | per-round range |", "|---|---|---|---|"]
+    for name, task in results["tasks"].items():
+        for ratio, value in task["ratios"].items():
+            bounds = task.get("ratio_ranges", {}).get(ratio)
+            spread = "–" if bounds is None else f"{bounds[0]:.3f} – {bounds[1]:.3f}"
+            lines.append(f"| {name} | `{ratio}` | {value:.3f} | {spread} |")
+    lines += ["", "| task | mode | examples / s (wall) | examples / CPU s |", "|---|---|---|---|"]
+    for name, task in results["tasks"].items():
+        for mode in task.get("modes", MODES):
+            median = task["median"]
+            per_cpu = median.get(f"{mode}_examples_per_cpu_s")
+            cpu = "–" if per_cpu is None else f"{per_cpu:.1f}"
+            lines.append(f"| {name} | `{mode}` | {median[f'{mode}_examples_per_s']:.1f} | {cpu} |")
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -377,8 +491,13 @@ def main() -> None:
     parser.add_argument("--warmup_steps", type=int, default=5)
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--precompute_batch_size", type=int, default=64)
+    parser.add_argument("--tasks", nargs="+", help="run only these tasks of --shapes (default: all)")
     parser.add_argument("--output", type=Path, help="write the results as JSON here")
+    parser.add_argument("--table", type=Path, help="only print the markdown table of this results JSON")
     cli = parser.parse_args()
+    if cli.table:
+        print(markdown_table(json.loads(cli.table.read_text())))
+        return
     if cli.warmup_steps < 1:
         parser.error("--warmup_steps must be >= 1 (the first timed step needs a start stamp).")
 
@@ -389,18 +508,13 @@ def main() -> None:
             "device": torch.cuda.get_device_name() if cli.device.startswith("cuda") else platform.processor(),
             "torch_threads": torch.get_num_threads(),
         },
-        "tasks": {shape.name: run_task(shape, cli) for shape in SHAPES[cli.shapes]},
+        "tasks": {
+            shape.name: run_task(shape, cli)
+            for shape in SHAPES[cli.shapes]
+            if cli.tasks is None or shape.name in cli.tasks
+        },
     }
-    print(f"\n{'task':<20} {'ratio':<32} {'median':>8}")
-    for name, task in results["tasks"].items():
-        for ratio, value in task["ratios"].items():
-            print(f"{name:<20} {ratio:<32} {value:>8.3f}")
-        for mode in MODES:
-            mib = task["median"][f"{mode}_peak_mib"]
-            speed = task["median"][f"{mode}_examples_per_s"]
-            print(
-                f"{name:<20} {mode + ' examples/s, peak MiB':<32} {speed:>8.1f} {mib if mib is None else round(mib)}"
-            )
+    print(markdown_table(results))
     if cli.output:
         cli.output.parent.mkdir(parents=True, exist_ok=True)
         cli.output.write_text(json.dumps(results, indent=2) + "\n")

@@ -27,7 +27,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from datasets import DatasetDict
+from datasets import DatasetDict, load_from_disk
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, HfArgumentParser, set_seed
 
 from hf_distill import (
@@ -85,15 +85,23 @@ def tweets_setup(ns: argparse.Namespace):
 
     teacher = AutoModelForSequenceClassification.from_pretrained(ns.teacher or TWEETS_TEACHER)
     tokenizer = AutoTokenizer.from_pretrained(ns.teacher or TWEETS_TEACHER)
-    raw = load_tweet_sentiment(seed=SPLIT_SEED)
-    raw = DatasetDict(train=raw["train"].select(range(max(ns.train_samples, 2000))), test=raw["test"])
-    labels = label_list(raw)
-    data = tokenize_for_distillation(raw, tokenizer, text_columns=["text"], labels=labels, max_length=48)
-    data = precompute_teacher_logits(teacher, data, batch_size=128)  # cached by `datasets` across runs
-    test = data["test"].select(range(min(ns.test_samples, len(data["test"]))))
-    # Evaluation in order of length: batches pad less; the metrics do not depend on the order.
-    test = test.add_column("length", [len(ids) for ids in test["input_ids"]]).sort("length").remove_columns("length")
-    data = DatasetDict(train=data["train"].select(range(ns.train_samples)), test=test)
+    cache = (
+        Path(ns.output).parent
+        / f"tweets_data_{Path(ns.teacher or TWEETS_TEACHER).name}_{ns.train_samples}_{ns.test_samples}"
+    )
+    if cache.exists():  # tokenized, with teacher logits: computed once, shared by the processes of one study
+        data = load_from_disk(str(cache))
+    else:
+        raw = load_tweet_sentiment(seed=SPLIT_SEED)
+        test = raw["test"].select(range(min(ns.test_samples, len(raw["test"]))))
+        raw = DatasetDict(train=raw["train"].select(range(ns.train_samples)), test=test)
+        data = tokenize_for_distillation(raw, tokenizer, text_columns=["text"], labels=label_list(raw), max_length=48)
+        data = precompute_teacher_logits(teacher, data, batch_size=128)
+        # Evaluation in order of length: batches pad less; the metrics do not depend on the order.
+        lengths = [len(ids) for ids in data["test"]["input_ids"]]
+        data["test"] = data["test"].add_column("length", lengths).sort("length").remove_columns("length")
+        data.save_to_disk(str(cache) + ".tmp")
+        Path(str(cache) + ".tmp").rename(cache)
 
     def run(args: DistillationTrainingArguments) -> dict[str, float]:
         set_seed(args.seed)
@@ -126,27 +134,32 @@ def fmnist_setup(ns: argparse.Namespace):
         prepare_image_splits,
     )
 
-    data_args = ImageDataArguments(
-        dataset_name="fashion_mnist", max_train_samples=ns.train_samples, min_crop_scale=0.5
-    )
+    data_args = ImageDataArguments(dataset_name=ns.dataset, max_train_samples=ns.train_samples, min_crop_scale=0.5)
     dataset, labels = prepare_image_splits(data_args, SPLIT_SEED)
-    dataset = DatasetDict(train=dataset["train"], test=dataset["test"])
+    # The official test split (Fashion-MNIST: 10,000 images); datasets without one use their validation split.
+    dataset = DatasetDict(train=dataset["train"], test=dataset["test" if "test" in dataset else "validation"])
     channels, height, _ = image_shape(dataset)
     path = ns.teacher or FMNIST_TEACHER
     teacher = load_teacher(path)
     teacher_spec = pixel_spec_for(teacher.config, load_image_processor(path), default_size=height)
     augment = data_args.augmentation()
-    for split in dataset:
-        train = split == "train"
-        dataset[split] = precompute_teacher_views(
-            teacher,
-            dataset[split],
-            teacher_spec=teacher_spec,
-            augment=augment if train else None,
-            num_views=4 if train else 1,
-            seed=SPLIT_SEED,
-            batch_size=256,
-        )
+    cache = Path(ns.output).parent / f"{ns.dataset}_views_{Path(path).name}_{ns.train_samples}"
+    if cache.exists():  # teacher logits of the views: computed once, shared by the processes of one study
+        dataset = load_from_disk(str(cache))
+    else:
+        for split in dataset:
+            train = split == "train"
+            dataset[split] = precompute_teacher_views(
+                teacher,
+                dataset[split],
+                teacher_spec=teacher_spec,
+                augment=augment if train else None,
+                num_views=4 if train else 1,
+                seed=SPLIT_SEED,
+                batch_size=256,
+            )
+        dataset.save_to_disk(str(cache) + ".tmp")
+        Path(str(cache) + ".tmp").rename(cache)
 
     def run(args: DistillationTrainingArguments) -> dict[str, float]:
         set_seed(args.seed)
@@ -247,8 +260,9 @@ def report(paths: list[Path]) -> str:
 def mean_std(values: list[float]) -> str:
     if not values:
         return "—"
-    std = statistics.stdev(values) if len(values) > 1 else float("nan")
-    return f"{statistics.mean(values):.2f} ± {std:.2f}"
+    if len(values) == 1:
+        return f"{values[0]:.2f}"
+    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
 
 
 def main() -> None:
@@ -260,6 +274,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=float, default=None, help="Default: 1 (tweets), 3 (fmnist).")
     parser.add_argument("--test_samples", type=int, default=2500, help="tweets: the first N of the test split.")
     parser.add_argument("--teacher", help="Teacher folder (default: the shared teacher of the task).")
+    parser.add_argument("--dataset", default="fashion_mnist", help="fmnist: the image dataset (for smoke tests).")
     parser.add_argument("--output", help="JSON-lines results file (appended; finished runs are skipped).")
     parser.add_argument("--report", nargs="+", type=Path, help="Print the markdown table of these results files.")
     ns = parser.parse_args()

@@ -1,102 +1,164 @@
-"""The ``hf-distill`` console command. ``hf-distill compare`` compares a teacher with its students."""
+"""The ``hf-distill`` console command. ``hf-distill compare`` compares a teacher with its students.
+
+Its arguments are `HfArgumentParser` dataclasses with the recipes' names (``--teacher_model_name_or_path``,
+``--dataset_name``, ``--max_eval_samples``, ``--max_seq_length``, ``--output_dir``, ...); like the recipes it also
+reads one JSON or YAML file of them.
+"""
 
 from __future__ import annotations
 
 import argparse
 import os
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import datasets
-from transformers import AutoTokenizer, PreTrainedModel
+from transformers import AutoTokenizer, HfArgumentParser, PreTrainedModel
 
 from . import sweep
-from .compare import compare_models
+from .compare import BACKENDS, compare_models
 from .data_collator import DataCollatorForDistillation
+from .onnx_export import QUANTIZATION_MODES
 from .teacher import auto_class_for, load_teacher, unwrap
 from .text.data import FILE_BUILDERS, TWEET_SENTIMENT, load_text_dataset
+from .workflow.arguments import parse_arguments
 
 PREFERRED_SPLITS = ("validation", "test")
+IMAGE_DATASETS = ("fashion_mnist", "sklearn_digits", "imagefolder")
+
+
+@dataclass
+class CompareModelArguments:
+    """The models to compare."""
+
+    teacher_model_name_or_path: str = field(metadata={"help": "The teacher: a local path or Hub id."})
+    student_model_name_or_path: list[str] = field(
+        metadata={
+            "help": "One or more students, each PATH or NAME=PATH (a path, Hub id or PEFT adapter folder).",
+            "nargs": "+",
+        }
+    )
+
+
+@dataclass
+class CompareDataArguments:
+    """The evaluation set, loaded as the recipes load it."""
+
+    dataset_name: str | None = field(
+        default=None,
+        metadata={
+            "help": f"A Hub dataset, a folder written by save_to_disk, 'imagefolder' (with --data_dir), or offline: "
+            f"{TWEET_SENTIMENT!r} (text), 'fashion_mnist', 'sklearn_digits' (images)."
+        },
+    )
+    dataset_config_name: str | None = field(default=None, metadata={"help": "The Hub dataset's configuration."})
+    data_dir: str | None = field(default=None, metadata={"help": "data_dir passed to datasets.load_dataset."})
+    validation_file: str | None = field(
+        default=None, metadata={"help": f"A text file to evaluate on ({', '.join(sorted(FILE_BUILDERS))})."}
+    )
+    validation_dir: str | None = field(default=None, metadata={"help": "A folder of images, one folder a class."})
+    eval_split: str | None = field(default=None, metadata={"help": "Split to use (default: validation, else test)."})
+    text_columns: str = field(default="text", metadata={"help": "Comma-separated text column(s): 'text' or 'a,b'."})
+    label_column: str = field(default="label", metadata={"help": "Labels: class ids or label names."})
+    image_column_name: str = field(default="image", metadata={"help": "The column holding the images."})
+    max_seq_length: int = field(default=128, metadata={"help": "Truncation length when tokenizing."})
+    max_eval_samples: int | None = field(
+        default=None, metadata={"help": "Evaluate on N examples (text: the first N; images: a seeded random N)."}
+    )
+    train_val_split: float = field(
+        default=0.15, metadata={"help": "Images: share of train held out when there is no validation split."}
+    )
+    seed: int = field(default=42, metadata={"help": "The recipes' --seed: it fixes the built-in splits."})
+
+
+@dataclass
+class CompareArguments:
+    """How to measure, and where to write."""
+
+    output_dir: str = field(default="comparison", metadata={"help": "Where comparison.{json,md,png} are written."})
+    backend: str = field(
+        default="pytorch",
+        metadata={"help": f"Comma-separated backends for the students: {', '.join(BACKENDS)}."},
+    )
+    quantize: str | None = field(
+        default=None,
+        metadata={"help": f"With onnxruntime: {', '.join(QUANTIZATION_MODES)} adds an int8 row per student."},
+    )
+    onnx_dir: str | None = field(default=None, metadata={"help": "Where ONNX exports go (default: output_dir/onnx)."})
+    device: str | None = field(default=None, metadata={"help": "cpu, cuda, cuda:1 (default: cuda when available)."})
+    num_threads: int | None = field(default=None, metadata={"help": "torch.set_num_threads for the comparison."})
+    batch_size: int = field(default=32, metadata={"help": "Batch size of the quality pass."})
+    latency_runs: int = field(default=50, metadata={"help": "Single-example calls timed per model."})
+    throughput_batch_size: int = field(default=32, metadata={"help": "Batch size of the throughput runs."})
+    throughput_runs: int = field(default=10, metadata={"help": "Throughput calls timed per model."})
+    warmup_runs: int = field(default=5, metadata={"help": "Untimed calls before timing."})
+    bootstrap_resamples: int = field(default=1000, metadata={"help": "Resamples of the accuracy intervals."})
+    no_plot: bool = field(default=False, metadata={"help": "Skip the PNG (no matplotlib needed)."})
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="hf-distill", description="Knowledge distillation tools for classifiers.")
-    commands = parser.add_subparsers(dest="command", required=True)
-    _add_compare_parser(commands)
-    sweep.add_parser(commands)
+    commands = {"compare": compare_command, "sweep": sweep.sweep_command, "sweep-table": sweep.table_command}
+    parser.add_argument(
+        "command",
+        choices=list(commands),
+        help="compare: a teacher against its students; sweep: a resumable grid of recipe runs from a YAML config; "
+        "sweep-table: mean +- std over runs.",
+    )
+    parser.add_argument("arguments", nargs=argparse.REMAINDER, help="The command's arguments (--help lists them).")
     args = parser.parse_args(argv)
-    return args.run(args)
+    return commands[args.command](args.arguments)
 
 
-def _add_compare_parser(commands) -> None:
-    parser = commands.add_parser(
-        "compare",
-        help="Teacher vs. students: accuracy, macro-F1, agreement, KL, ECE, size, latency, throughput.",
-        description="Compare a teacher with one or more students on an evaluation set and write JSON, markdown and "
-        "a PNG plot of accuracy against latency. Text columns are tokenized with each side's tokenizer.",
+def compare_parser() -> HfArgumentParser:
+    return HfArgumentParser(
+        (CompareModelArguments, CompareDataArguments, CompareArguments),
+        prog="hf-distill compare",
+        description="Teacher vs. students: accuracy (with bootstrap intervals), macro-F1, agreement, KL, ECE, size, "
+        "latency and throughput, in PyTorch and ONNX Runtime; writes JSON, markdown and a PNG plot.",
     )
-    parser.add_argument("--teacher", required=True, help="Teacher model: local path or Hub id.")
-    parser.add_argument(
-        "--student",
-        action="append",
-        required=True,
-        metavar="[NAME=]PATH",
-        help="A student (path, Hub id or PEFT adapter folder), optionally named; repeat for several.",
-    )
-    parser.add_argument(
-        "--dataset",
-        required=True,
-        help=f"A folder written by save_to_disk, a .csv/.tsv/.json/.jsonl/.parquet file, a Hub dataset id, or "
-        f"{TWEET_SENTIMENT!r} (the built-in offline tweets).",
-    )
-    parser.add_argument("--dataset_config", default=None, help="Hub dataset configuration name.")
-    parser.add_argument("--split", default=None, help="Split to use (default: validation, else test).")
-    parser.add_argument("--text_column", default="text", help="Text to tokenize when the set is not tokenized.")
-    parser.add_argument("--text_pair_column", default=None, help="Second text of sentence-pair tasks.")
-    parser.add_argument("--label_column", default="label", help="Labels: class ids or label names.")
-    parser.add_argument("--max_length", type=int, default=128, help="Truncation length when tokenizing.")
-    parser.add_argument("--max_eval_samples", type=int, default=None, help="Use only the first N examples.")
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda when available).")
-    parser.add_argument("--num_threads", type=int, default=None, help="torch.set_num_threads for the comparison.")
-    parser.add_argument("--batch_size", type=int, default=32, help="Batch size of the quality pass.")
-    parser.add_argument("--latency_runs", type=int, default=50)
-    parser.add_argument("--throughput_batch_size", type=int, default=32)
-    parser.add_argument("--throughput_runs", type=int, default=10)
-    parser.add_argument("--warmup_runs", type=int, default=5)
-    parser.add_argument("--output_dir", default="comparison", help="Where comparison.{json,md,png} are written.")
-    parser.add_argument("--no_plot", action="store_true", help="Skip the PNG (no matplotlib needed).")
-    parser.set_defaults(run=_run_compare)
 
 
-def _run_compare(args: argparse.Namespace) -> int:
-    teacher = load_teacher(args.teacher)
-    students = dict(_load_student(spec, teacher) for spec in args.student)
-    first = next(iter(students.values()))
-    dataset = _load_eval_set(args)
-    dataset = _encode_labels(dataset, args.label_column, unwrap(first).config.label2id)
-    collator = DataCollatorForDistillation()
-    if args.text_column in dataset.column_names and not {"input_ids", "pixel_values"} & set(dataset.column_names):
-        dataset, collator = _tokenize(dataset, args, teacher_path=args.teacher, student_paths=_paths(args.student))
+def compare_command(argv: list[str]) -> int:
+    models, data, run = parse_arguments(compare_parser(), argv)
+    backends = [name.strip() for name in run.backend.split(",") if name.strip()]
+    teacher = load_teacher(models.teacher_model_name_or_path)
+    students = dict(_load_student(spec, teacher) for spec in models.student_model_name_or_path)
+    student_paths = [_split_spec(spec)[1] for spec in models.student_model_name_or_path]
+    label2id = unwrap(next(iter(students.values()))).config.label2id
+    if unwrap(teacher).main_input_name == "pixel_values":
+        dataset = _image_eval_set(data, label2id, teacher, students, models.teacher_model_name_or_path, student_paths)
+        collator = DataCollatorForDistillation()
+    else:
+        dataset = _encode_labels(_load_text_eval_set(data), data.label_column, label2id)
+        collator = DataCollatorForDistillation()
+        if not {"input_ids", "pixel_values"} & set(dataset.column_names):
+            dataset, collator = _tokenize(dataset, data, models.teacher_model_name_or_path, student_paths)
+    output = Path(run.output_dir)
     report = compare_models(
         teacher,
         students,
         dataset,
         data_collator=collator,
-        batch_size=args.batch_size,
-        device=args.device,
-        num_threads=args.num_threads,
-        latency_runs=args.latency_runs,
-        throughput_batch_size=args.throughput_batch_size,
-        throughput_runs=args.throughput_runs,
-        warmup_runs=args.warmup_runs,
+        batch_size=run.batch_size,
+        device=run.device,
+        num_threads=run.num_threads,
+        latency_runs=run.latency_runs,
+        throughput_batch_size=run.throughput_batch_size,
+        throughput_runs=run.throughput_runs,
+        warmup_runs=run.warmup_runs,
+        backends=backends,
+        quantize=run.quantize,
+        onnx_dir=run.onnx_dir or output / "onnx",
+        bootstrap_resamples=run.bootstrap_resamples,
     )
-    output = Path(args.output_dir)
     output.mkdir(parents=True, exist_ok=True)
     report.to_json(output / "comparison.json")
     markdown = report.to_markdown()
     (output / "comparison.md").write_text(markdown, encoding="utf-8")
     written = ["comparison.json", "comparison.md"]
-    if not args.no_plot:
+    if not run.no_plot:
         report.plot(output / "comparison.png")
         written.append("comparison.png")
     print(markdown)
@@ -110,10 +172,6 @@ def _split_spec(spec: str) -> tuple[str, str]:
         path = spec
         name = Path(spec.rstrip("/")).name or spec
     return name, path
-
-
-def _paths(specs: list[str]) -> list[str]:
-    return [_split_spec(spec)[1] for spec in specs]
 
 
 def _load_student(spec: str, teacher: PreTrainedModel) -> tuple[str, PreTrainedModel]:
@@ -134,31 +192,82 @@ def _load_student(spec: str, teacher: PreTrainedModel) -> tuple[str, PreTrainedM
     return name, PeftModel.from_pretrained(base, path)
 
 
-def _load_eval_set(args: argparse.Namespace) -> datasets.Dataset:
-    path = Path(args.dataset)
-    if path.is_dir():
-        loaded = datasets.load_from_disk(str(path))
-    elif path.suffix in FILE_BUILDERS:
-        loaded = load_text_dataset(train_file=str(path))["train"]
+def _pick_split(loaded: datasets.Dataset | datasets.DatasetDict, data: CompareDataArguments, what: str):
+    if not isinstance(loaded, datasets.DatasetDict):
+        return loaded
+    split = data.eval_split or next((s for s in PREFERRED_SPLITS if s in loaded), None)
+    if split not in loaded:
+        raise ValueError(f"Choose a split with --eval_split: {what} has {list(loaded)}.")
+    return loaded[split]
+
+
+def _load_text_eval_set(data: CompareDataArguments) -> datasets.Dataset:
+    if data.dataset_name and Path(data.dataset_name).is_dir():
+        loaded = datasets.load_from_disk(data.dataset_name)
+    elif data.validation_file:
+        loaded = load_text_dataset(validation_file=data.validation_file)
     else:
-        loaded = load_text_dataset(args.dataset, args.dataset_config)
-    if isinstance(loaded, datasets.DatasetDict):
-        split = args.split or next((s for s in PREFERRED_SPLITS if s in loaded), None)
-        if split not in loaded:
-            raise ValueError(f"Choose a split with --split: {args.dataset} has {list(loaded)}.")
-        loaded = loaded[split]
-    if args.max_eval_samples is not None:
-        loaded = loaded.select(range(min(args.max_eval_samples, len(loaded))))
+        loaded = load_text_dataset(data.dataset_name, data.dataset_config_name, seed=data.seed)
+    loaded = _pick_split(loaded, data, data.dataset_name or data.validation_file)
+    if data.max_eval_samples is not None:
+        loaded = loaded.select(range(min(data.max_eval_samples, len(loaded))))
     return loaded
 
 
+def _image_eval_set(data: CompareDataArguments, label2id, teacher, students, teacher_path, student_paths):
+    """The evaluation images as the image recipe splits and subsamples them, turned into ``pixel_values`` by the
+    students' image processor and, when the teacher's differs, ``teacher_pixel_values`` by the teacher's."""
+    from .vision import DistillationImageTransform, ImageDataArguments, load_image_processor, pixel_format_for
+    from .vision.recipe import image_shape, prepare_image_splits
+
+    if data.dataset_name and Path(data.dataset_name).is_dir():
+        dataset = _pick_split(datasets.load_from_disk(data.dataset_name), data, data.dataset_name)
+        if data.image_column_name != "image":
+            dataset = dataset.rename_column(data.image_column_name, "image")
+        if data.max_eval_samples is not None and data.max_eval_samples < len(dataset):
+            dataset = dataset.shuffle(seed=data.seed).select(range(data.max_eval_samples))
+    else:
+        image_args = ImageDataArguments(
+            dataset_name=data.dataset_name,
+            dataset_config_name=data.dataset_config_name,
+            data_dir=data.data_dir,
+            validation_dir=data.validation_dir,
+            image_column_name=data.image_column_name,
+            label_column_name=data.label_column,
+            train_val_split=data.train_val_split,
+            max_eval_samples=data.max_eval_samples,
+        )
+        splits, _ = prepare_image_splits(image_args, data.seed)
+        dataset = _pick_split(splits, data, data.dataset_name or data.validation_dir)
+    dataset = _encode_labels(dataset, "label", label2id)
+    height = image_shape(dataset)[0]
+    formats = [
+        pixel_format_for(unwrap(model).config, load_image_processor(path), default_size=height)
+        for model, path in zip(students.values(), student_paths, strict=True)
+    ]
+    if any(f != formats[0] for f in formats[1:]):
+        raise ValueError("The students' image processors differ; compare them in separate runs.")
+    teacher_format = pixel_format_for(unwrap(teacher).config, load_image_processor(teacher_path), default_size=height)
+    transform = DistillationImageTransform(
+        student=formats[0], teacher=None if teacher_format == formats[0] else teacher_format, label_column="label"
+    )
+    return dataset.map(transform, batched=True, remove_columns=dataset.column_names, desc="Preparing images")
+
+
 def _encode_labels(dataset: datasets.Dataset, column: str, label2id: dict[str, int]) -> datasets.Dataset:
-    """Labels named ``label``, as class ids of the first student (label names are looked up in its label2id)."""
+    """Labels named ``label``, as class ids of the first student: label names (strings, or a `ClassLabel`'s names)
+    are looked up in its label2id."""
     if column not in dataset.column_names:
         return dataset
     if column != "label":
         dataset = dataset.rename_column(column, "label")
-    if dataset.features["label"].dtype in ("string", "large_string"):
+    feature = dataset.features["label"]
+    if isinstance(feature, datasets.ClassLabel):
+        unknown = sorted(set(feature.names) - set(label2id))
+        if unknown:
+            raise ValueError(f"Labels {unknown} are not among the student's labels {list(label2id)}.")
+        return dataset.align_labels_with_mapping(label2id, "label")
+    if feature.dtype in ("string", "large_string"):
         values = dataset["label"]
         if None in values:
             raise ValueError(f"{values.count(None)} rows have no {column!r}; drop them from the evaluation set.")
@@ -170,7 +279,7 @@ def _encode_labels(dataset: datasets.Dataset, column: str, label2id: dict[str, i
     return dataset
 
 
-def _tokenize(dataset: datasets.Dataset, args: argparse.Namespace, teacher_path: str, student_paths: list[str]):
+def _tokenize(dataset: datasets.Dataset, data: CompareDataArguments, teacher_path: str, student_paths: list[str]):
     """Tokenize for the students (one tokenizer, checked) and, when its vocabulary differs, for the teacher."""
     tokenizers = [AutoTokenizer.from_pretrained(path) for path in student_paths]
     student_tokenizer = tokenizers[0]
@@ -181,18 +290,24 @@ def _tokenize(dataset: datasets.Dataset, args: argparse.Namespace, teacher_path:
             )
     teacher_tokenizer = AutoTokenizer.from_pretrained(teacher_path)
     separate = teacher_tokenizer.get_vocab() != student_tokenizer.get_vocab()
+    columns = [c.strip() for c in data.text_columns.split(",")]
+    missing = [c for c in columns if c not in dataset.column_names]
+    if missing or len(columns) > 2:
+        raise ValueError(
+            f"--text_columns must name one or two of the columns {dataset.column_names}, got {data.text_columns!r}."
+        )
 
     def encode(batch):
-        pair = batch[args.text_pair_column] if args.text_pair_column else None
-        encoded = dict(student_tokenizer(batch[args.text_column], pair, truncation=True, max_length=args.max_length))
+        texts = [batch[c] for c in columns]
+        encoded = dict(student_tokenizer(*texts, truncation=True, max_length=data.max_seq_length))
         if separate:
-            for key, value in teacher_tokenizer(
-                batch[args.text_column], pair, truncation=True, max_length=args.max_length
-            ).items():
+            for key, value in teacher_tokenizer(*texts, truncation=True, max_length=data.max_seq_length).items():
                 encoded["teacher_" + key] = value
         return encoded
 
-    dataset = dataset.map(encode, batched=True, remove_columns=[c for c in dataset.column_names if c != "label"])
+    dataset = dataset.map(
+        encode, batched=True, remove_columns=[c for c in dataset.column_names if c != "label"], desc="Tokenizing"
+    )
     collator = DataCollatorForDistillation(
         tokenizer=student_tokenizer, teacher_tokenizer=teacher_tokenizer if separate else None
     )

@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import itertools
 import json
 import os
 import platform
 import tempfile
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+import torch.utils.benchmark as benchmark
 from datasets import Dataset
 from transformers import PreTrainedModel
 from transformers.utils import logging
@@ -23,11 +24,14 @@ from transformers.utils import logging
 from .data_collator import DataCollatorForDistillation
 from .labels import label_names, teacher_to_student_permutation
 from .metrics import classification_metrics, expected_calibration_error, teacher_student_metrics
+from .onnx_export import QUANTIZATION_MODES, OnnxRunner, export_onnx, quantize_dynamic_int8
+from .plots import bootstrap_interval, format_count, plot_comparison
 from .teacher import forward_input_names, load_teacher, teacher_inputs, unwrap
 
 logger = logging.get_logger(__name__)
 
 LABEL_COLUMNS = ("labels", "label")
+BACKENDS = ("pytorch", "onnxruntime")
 
 
 @dataclass
@@ -50,6 +54,11 @@ class ModelResult:
     ece: float | None = None
     agreement: float | None = None
     mean_kl: float | None = None
+    backend: str = "pytorch"
+    accuracy_low: float | None = None
+    accuracy_high: float | None = None
+    agreement_low: float | None = None
+    agreement_high: float | None = None
 
 
 @dataclass
@@ -93,6 +102,7 @@ class ComparisonReport:
             "Params",
             "Size (MB)",
             "Accuracy",
+            f"{s.get('confidence_level', 0.95):.0%} CI",
             "Macro-F1",
             "Agreement",
             "KL to teacher",
@@ -107,9 +117,10 @@ class ComparisonReport:
         for r in self.results:
             cells = [
                 r.name if r.role == "student" or r.name == "teacher" else f"{r.name} (teacher)",
-                _count(r.num_parameters),
+                format_count(r.num_parameters),
                 f"{r.size_bytes / 1e6:.3g}",
                 _fmt(r.accuracy),
+                "—" if r.accuracy_low is None else f"{r.accuracy_low:.3f}-{r.accuracy_high:.3f}",
                 _fmt(r.macro_f1),
                 _fmt(r.agreement),
                 _fmt(r.mean_kl),
@@ -126,50 +137,22 @@ class ComparisonReport:
             f"({s.get('device_name', '')}) with torch.set_num_threads({s.get('num_threads', '?')}): "
             f"batch-1 latency over {s.get('latency_runs', '?')} runs and batch-{s.get('throughput_batch_size', '?')} "
             f"throughput over {s.get('throughput_runs', '?')} runs, after {s.get('warmup_runs', '?')} warm-up runs, "
-            "models interleaved. Speed-up = teacher median latency / model median latency; compression = teacher "
-            "parameters / model parameters. KL is KL(teacher || model) at T=1, ECE over "
-            f"{s.get('ece_bins', '?')} bins."
+            "models interleaved, timed with torch.utils.benchmark. Speed-up = teacher median latency / model median "
+            "latency; compression = teacher parameters / model parameters. KL is KL(teacher || model) at T=1, ECE over "
+            f"{s.get('ece_bins', '?')} bins; CI: percentile bootstrap over the evaluation examples "
+            f"({s.get('bootstrap_resamples', '?')} resamples)."
         )
+        if any(r.backend != "pytorch" for r in self.results):
+            note += (
+                f" ONNX rows: torch.onnx (dynamo) export run by ONNX Runtime {s.get('onnxruntime', '?')} on the CPU; "
+                "int8 = onnxruntime.quantization.quantize_dynamic (int8 weights)."
+            )
         return "\n".join(lines) + "\n" + note + "\n"
 
     def plot(self, path: str | os.PathLike, title: str | None = None) -> Path:
-        """A PNG of accuracy (agreement when the set has no labels) against batch-1 median latency."""
-        try:
-            from matplotlib.figure import Figure
-        except ImportError as error:
-            raise ImportError("ComparisonReport.plot needs matplotlib: pip install matplotlib") from error
-        metric = "accuracy" if self.teacher.accuracy is not None else "agreement"
-        figure = Figure(figsize=(6, 4.2), dpi=120)
-        axes = figure.subplots()
-        middle = np.mean([r.latency_ms_median for r in self.results])
-        for r in self.results:
-            y = getattr(r, metric)
-            marker, colour = ("*", "tab:red") if r.role == "teacher" else ("o", "tab:blue")
-            axes.scatter(r.latency_ms_median, y, s=140 if r.role == "teacher" else 70, marker=marker, color=colour)
-            right = r.latency_ms_median > middle  # label towards the middle so it stays inside the axes
-            axes.annotate(
-                f"{r.name}\n{_count(r.num_parameters)} params",
-                (r.latency_ms_median, y),
-                textcoords="offset points",
-                xytext=(-6 if right else 6, 6),
-                ha="right" if right else "left",
-                fontsize=8,
-            )
-        axes.set_xlabel(
-            f"batch-1 median latency (ms), {self.settings.get('device', '')}, "
-            f"{self.settings.get('num_threads', '?')} threads"
-        )
-        axes.set_ylabel("accuracy" if metric == "accuracy" else "top-1 agreement with the teacher")
-        axes.set_title(title or f"{metric.capitalize()} against latency")
-        axes.grid(alpha=0.3)
-        axes.margins(x=0.25, y=0.2)
-        figure.tight_layout()
-        figure.savefig(path, format="png")
-        return Path(path)
-
-
-def _count(n: int) -> str:
-    return f"{n / 1e6:.1f}M" if n >= 1e6 else f"{n / 1e3:.1f}k"
+        """A PNG with accuracy (bootstrap intervals) against latency, and agreement against speed-up
+        (:func:`~hf_distill.plots.plot_comparison`)."""
+        return plot_comparison(self.results, self.settings, path, title)
 
 
 def _fmt(value: float | None) -> str:
@@ -192,6 +175,11 @@ def compare_models(
     throughput_runs: int = 10,
     warmup_runs: int = 5,
     ece_bins: int = 15,
+    backends: Sequence[str] = ("pytorch",),
+    quantize: str | None = None,
+    onnx_dir: str | os.PathLike | None = None,
+    bootstrap_resamples: int = 1000,
+    confidence_level: float = 0.95,
 ) -> ComparisonReport:
     """Compare a teacher with one or more students on ``eval_dataset``.
 
@@ -200,13 +188,19 @@ def compare_models(
     (``labels`` or ``label``) follow the first student's label order; every model's logits are reordered into it by
     label name. Without labels, accuracy, macro-F1 and ECE are left out.
 
-    Reports, per model: accuracy, macro-F1, ECE, top-1 agreement with the teacher and mean KL(teacher || model),
-    parameter count, size on disk (``save_pretrained`` to safetensors), batch-1 latency (median and p95 over
-    ``latency_runs`` single examples) and throughput on one batch of ``throughput_batch_size`` examples, each after
-    ``warmup_runs`` warm-up calls, models interleaved so that load drifts hit all alike. Speed is measured on
-    ``device`` (default: CUDA when available), in each model's own dtype, with ``torch.set_num_threads(num_threads)``
-    (default: the current setting), restored afterwards. Models are put in eval mode and moved to ``device``; PEFT
-    models are measured merged (``merge_and_unload`` on a copy), as they would be deployed.
+    Reports, per model: accuracy with a percentile-bootstrap interval over the examples, macro-F1, ECE, top-1
+    agreement with the teacher (with its interval) and mean KL(teacher || model), parameter count, size on disk
+    (``save_pretrained`` to safetensors, or the ONNX file), batch-1 latency (median and p95 over ``latency_runs``
+    single examples) and throughput on one batch of ``throughput_batch_size`` examples, each after ``warmup_runs``
+    warm-up calls, timed with ``torch.utils.benchmark`` with models interleaved so that load drifts hit all alike.
+
+    ``backends`` picks how students run: ``"pytorch"`` and/or ``"onnxruntime"`` (exported with
+    :func:`~hf_distill.onnx_export.export_onnx` into ``onnx_dir``, default a temporary folder, and run on the CPU);
+    ``quantize="dynamic"`` adds an int8 ONNX Runtime row per student. The teacher runs in PyTorch. PyTorch speed is
+    measured on ``device`` (default: CUDA when available), in each model's own dtype, with
+    ``torch.set_num_threads(num_threads)`` (default: the current setting), restored afterwards. Models are put in
+    eval mode and moved to ``device``; PEFT models are measured merged (``merge_and_unload`` on a copy), as they
+    would be deployed.
     """
     if not isinstance(eval_dataset, Dataset):
         raise TypeError(
@@ -219,11 +213,20 @@ def compare_models(
         ("latency_runs", latency_runs),
         ("throughput_batch_size", throughput_batch_size),
         ("throughput_runs", throughput_runs),
+        ("bootstrap_resamples", bootstrap_resamples),
     ):
         if value < 1:
             raise ValueError(f"{name} must be >= 1, got {value}.")
     if warmup_runs < 0:
         raise ValueError(f"warmup_runs must be >= 0, got {warmup_runs}.")
+    backends = list(backends)
+    unknown = sorted(set(backends) - set(BACKENDS))
+    if unknown or not backends:
+        raise ValueError(f"backends must be a non-empty subset of {list(BACKENDS)}, got {backends}.")
+    if quantize is not None and quantize not in QUANTIZATION_MODES:
+        raise ValueError(f"quantize must be one of {list(QUANTIZATION_MODES)} or None, got {quantize!r}.")
+    if quantize is not None and "onnxruntime" not in backends:
+        raise ValueError("quantize='dynamic' quantises the ONNX export: add 'onnxruntime' to backends.")
     if not isinstance(students, Mapping):
         students = {"student": students}
     if not students:
@@ -248,47 +251,67 @@ def compare_models(
     threads = num_threads or previous_threads
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     if device.type == "cpu" and load is not None and load + threads > (os.cpu_count() or 1) + 0.5:
+        advice = (
+            "Run on a quiet machine." if threads == 1 else "Use fewer threads (--num_threads 1) or a quiet machine."
+        )
         logger.warning(
-            f"Load average {load:.1f} on {os.cpu_count()} CPUs: {threads} torch threads will contend with other "
-            "processes and latency will be inflated and noisy. Use fewer threads (num_threads=1) or a quiet machine."
+            f"Load average {load:.1f} on {os.cpu_count()} CPUs: {threads} torch thread(s) will contend with other "
+            f"processes and latency will be inflated and noisy. {advice}"
         )
-    torch.set_num_threads(threads)
-    try:
-        logits, labels = _predict(models, feeds, permutations, dataset, collator, batch_size, device)
-        latency = _time_calls(
-            models, feeds, [collator([dataset[i % len(dataset)]]) for i in range(latency_runs)], device, warmup_runs
+    with tempfile.TemporaryDirectory() as scratch:
+        rows = _rows(
+            models, feeds, teacher_name, backends, quantize, Path(onnx_dir or scratch), dataset, collator, threads
         )
-        big_batch = collator([dataset[i % len(dataset)] for i in range(throughput_batch_size)])
-        throughput_times = _time_calls(models, feeds, [big_batch] * throughput_runs, device, warmup_runs)
-    finally:
-        torch.set_num_threads(previous_threads)
+        torch.set_num_threads(threads)
+        try:
+            logits, labels = _predict(rows, permutations, dataset, collator, batch_size, device)
+            latency = _time_calls(
+                rows,
+                [collator([dataset[i % len(dataset)]]) for i in range(latency_runs)],
+                device,
+                warmup_runs,
+                threads,
+            )
+            big_batch = collator([dataset[i % len(dataset)] for i in range(throughput_batch_size)])
+            throughput_times = _time_calls(rows, [big_batch] * throughput_runs, device, warmup_runs, threads)
+        finally:
+            torch.set_num_threads(previous_threads)
+        sizes = {name: row.size_bytes() for name, row in rows.items()}
 
-    sizes = {name: (_num_parameters(model), _size_on_disk(model)) for name, model in models.items()}
+    teacher_logits = logits[teacher_name]
     teacher_latency = float(np.median(latency[teacher_name]))
     teacher_throughput = throughput_batch_size / float(np.median(throughput_times[teacher_name]))
+    teacher_parameters, teacher_size = rows[teacher_name].num_parameters, sizes[teacher_name]
+    interval = dict(n_resamples=bootstrap_resamples, confidence_level=confidence_level)
     results = []
-    for name in models:
+    for name, row in rows.items():
         median = float(np.median(latency[name]))
         throughput = throughput_batch_size / float(np.median(throughput_times[name]))
         quality: dict[str, float] = {}
         if labels is not None:
             quality = classification_metrics(logits[name], labels)
             quality["ece"] = expected_calibration_error(logits[name], labels, ece_bins)
+            keep = labels != -100
+            hits = logits[name][keep].argmax(-1) == labels[keep]
+            quality["accuracy_low"], quality["accuracy_high"] = bootstrap_interval(hits, **interval)
         if name != teacher_name:
-            quality.update(teacher_student_metrics(logits[name], logits[teacher_name]))
+            quality.update(teacher_student_metrics(logits[name], teacher_logits))
+            same = logits[name].argmax(-1) == teacher_logits.argmax(-1)
+            quality["agreement_low"], quality["agreement_high"] = bootstrap_interval(same, **interval)
         results.append(
             ModelResult(
                 name=name,
                 role="teacher" if name == teacher_name else "student",
-                num_parameters=sizes[name][0],
-                size_bytes=sizes[name][1],
+                num_parameters=row.num_parameters,
+                size_bytes=sizes[name],
                 latency_ms_median=1000 * median,
                 latency_ms_p95=1000 * float(np.percentile(latency[name], 95)),
                 throughput=throughput,
                 speedup=teacher_latency / median,
                 throughput_speedup=throughput / teacher_throughput,
-                compression=sizes[teacher_name][0] / sizes[name][0],
-                size_compression=sizes[teacher_name][1] / sizes[name][1],
+                compression=teacher_parameters / row.num_parameters,
+                size_compression=teacher_size / sizes[name],
+                backend=row.backend,
                 **quality,
             )
         )
@@ -304,9 +327,80 @@ def compare_models(
         "throughput_runs": throughput_runs,
         "warmup_runs": warmup_runs,
         "ece_bins": ece_bins,
+        "bootstrap_resamples": bootstrap_resamples,
+        "confidence_level": confidence_level,
+        "backends": backends,
+        "quantize": quantize,
         "torch": torch.__version__,
     }
+    if "onnxruntime" in backends:
+        import onnxruntime
+
+        settings["onnxruntime"] = onnxruntime.__version__
     return ComparisonReport(results, settings)
+
+
+@dataclass
+class _Row:
+    """One row to measure: a function from a batch (on the device) to logits, and what it runs."""
+
+    model_name: str
+    backend: str
+    run: Callable[[dict[str, torch.Tensor]], torch.Tensor | np.ndarray]
+    num_parameters: int
+    size_bytes: Callable[[], int]
+
+
+def _rows(models, feeds, teacher_name, backends, quantize, onnx_dir: Path, dataset, collator, threads):
+    """The teacher in PyTorch, then each student in each backend (and int8 when ``quantize``)."""
+    rows = {}
+    for name, model in models.items():
+        parameters = _num_parameters(model)
+        if name == teacher_name or "pytorch" in backends:
+            rows[name] = _Row(
+                name, "pytorch", _torch_runner(model, feeds[name]), parameters, lambda m=model: _size_on_disk(m)
+            )
+        if name == teacher_name or "onnxruntime" not in backends:
+            continue
+        example = {k: v.cpu() for k, v in feeds[name](collator([dataset[i % len(dataset)] for i in range(2)])).items()}
+        cpu_model = model if next(model.parameters()).device.type == "cpu" else copy.deepcopy(model).cpu()
+        try:
+            path = export_onnx(cpu_model, example, onnx_dir / f"{_file_name(name)}.onnx")
+        except ImportError:
+            raise
+        except Exception as error:
+            raise RuntimeError(
+                f"torch.onnx could not export student {name!r} ({type(error).__name__}: {error}). "
+                "Compare it with backends=('pytorch',) (--backend pytorch)."
+            ) from error
+        variants = [("onnxruntime", path)]
+        if quantize == "dynamic":
+            variants.append(
+                ("onnxruntime-int8", quantize_dynamic_int8(path, onnx_dir / f"{_file_name(name)}.int8.onnx"))
+            )
+        for backend, file in variants:
+            runner = OnnxRunner(file, threads)
+            label = f"{name} (onnxruntime{' int8' if backend.endswith('int8') else ''})"
+            rows[label] = _Row(
+                name, backend, _onnx_runner(runner, feeds[name]), parameters, lambda r=runner: r.size_bytes
+            )
+    return rows
+
+
+def _file_name(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+
+
+def _torch_runner(model: torch.nn.Module, feed: Callable[[dict], dict]) -> Callable[[dict], torch.Tensor]:
+    def run(batch: dict) -> torch.Tensor:
+        with torch.no_grad():
+            return model(**feed(batch)).logits
+
+    return run
+
+
+def _onnx_runner(runner: OnnxRunner, feed: Callable[[dict], dict]) -> Callable[[dict], np.ndarray]:
+    return lambda batch: runner(feed(batch))
 
 
 def _cpu_name() -> str:
@@ -355,10 +449,9 @@ def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
     return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
 
-@torch.no_grad()
-def _predict(models, feeds, permutations, dataset, collator, batch_size, device):
-    """Logits of every model (in the reference label order) and the labels, or ``None`` without labels."""
-    outputs: dict[str, list[np.ndarray]] = {name: [] for name in models}
+def _predict(rows: dict[str, _Row], permutations, dataset, collator, batch_size, device):
+    """Logits of every row (in the reference label order) and the labels, or ``None`` without labels."""
+    outputs: dict[str, list[np.ndarray]] = {name: [] for name in rows}
     labels: list[np.ndarray] = []
     for start in range(0, len(dataset), batch_size):
         batch = collator([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
@@ -366,37 +459,34 @@ def _predict(models, feeds, permutations, dataset, collator, batch_size, device)
         if label is not None:
             labels.append(np.asarray(label))
         batch = _to_device(batch, device)
-        for name, model in models.items():
-            logits = model(**feeds[name](batch)).logits.float()
-            if permutations[name] is not None:
-                logits = logits[:, permutations[name]]
-            outputs[name].append(logits.cpu().numpy())
+        for name, row in rows.items():
+            logits = torch.as_tensor(row.run(batch)).float().cpu().numpy()
+            permutation = permutations[row.model_name]
+            outputs[name].append(logits if permutation is None else logits[:, permutation])
     logits = {name: np.concatenate(chunks) for name, chunks in outputs.items()}
     return logits, (np.concatenate(labels) if labels else None)
 
 
-@torch.no_grad()
-def _time_calls(models, feeds, batches, device, warmup_runs) -> dict[str, list[float]]:
-    """Seconds per forward pass for each model and batch, after ``warmup_runs`` untimed calls; interleaved."""
+def _time_calls(rows: dict[str, _Row], batches, device, warmup_runs, threads) -> dict[str, list[float]]:
+    """Seconds per call of each row on each batch in turn, after ``warmup_runs`` untimed calls, rows interleaved
+    call by call; each call is one ``torch.utils.benchmark.Timer.timeit(1)`` (CUDA-synchronised, ``threads``)."""
     batches = [_to_device(b, device) for b in batches]
-    inputs = {name: [feeds[name](b) for b in batches] for name in models}
-    for name, model in models.items():
-        for i in range(warmup_runs):
-            model(**inputs[name][i % len(batches)])
-    times: dict[str, list[float]] = {name: [] for name in models}
-    for i in range(len(batches)):
-        for name, model in models.items():
-            _synchronize(device)
-            start = time.perf_counter()
-            model(**inputs[name][i])
-            _synchronize(device)
-            times[name].append(time.perf_counter() - start)
+    timers = {
+        name: benchmark.Timer(
+            "run(next(batches))",
+            globals={"run": row.run, "batches": itertools.cycle(batches)},
+            num_threads=threads,
+        )
+        for name, row in rows.items()
+    }
+    for timer in timers.values():
+        if warmup_runs:
+            timer.timeit(warmup_runs)
+    times: dict[str, list[float]] = {name: [] for name in rows}
+    for _ in range(len(batches)):
+        for name, timer in timers.items():
+            times[name].append(timer.timeit(1).median)
     return times
-
-
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def _num_parameters(model: torch.nn.Module) -> int:

@@ -1,28 +1,25 @@
-"""Classification metrics computed locally with numpy (``evaluate.load`` needs the Hub)."""
+"""Classification metrics computed locally with scikit-learn and numpy (``evaluate.load`` needs the Hub)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
 import numpy as np
+from sklearn.metrics import accuracy_score, f1_score
 from transformers import EvalPrediction
 
 
 def accuracy(predictions: np.ndarray, labels: np.ndarray) -> float:
-    return float((np.asarray(predictions) == np.asarray(labels)).mean())
+    return float(accuracy_score(np.asarray(labels), np.asarray(predictions)))
 
 
 def macro_f1(predictions: np.ndarray, labels: np.ndarray, num_classes: int | None = None) -> float:
-    """Unweighted mean of per-class F1 over the classes present in labels or predictions (as scikit-learn)."""
-    predictions, labels = np.asarray(predictions), np.asarray(labels)
-    classes = range(num_classes) if num_classes is not None else np.union1d(predictions, labels)
-    scores = []
-    for c in classes:
-        tp = np.sum((predictions == c) & (labels == c))
-        fp = np.sum((predictions == c) & (labels != c))
-        fn = np.sum((predictions != c) & (labels == c))
-        scores.append(0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn))
-    return float(np.mean(scores))
+    """Unweighted mean of per-class F1 over ``range(num_classes)``, else over the classes present in labels or
+    predictions (``sklearn.metrics.f1_score(average="macro")``; a class never predicted correctly scores 0)."""
+    classes = list(range(num_classes)) if num_classes is not None else None
+    return float(
+        f1_score(np.asarray(labels), np.asarray(predictions), labels=classes, average="macro", zero_division=0.0)
+    )
 
 
 def agreement(student_logits: np.ndarray, teacher_logits: np.ndarray) -> float:

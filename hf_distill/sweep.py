@@ -442,11 +442,10 @@ def plot_results(config: SweepConfig, results: pd.DataFrame, path: Path) -> None
     plt.close(fig)
 
 
-def add_parser(commands) -> None:
-    """``hf-distill sweep`` (and ``hf-distill sweep-table``), for :mod:`hf_distill.cli`."""
-    parser = commands.add_parser(
-        "sweep",
-        help="Run a grid of recipe runs from a YAML config, resumably; write a CSV, a table and a plot.",
+def sweep_command(argv: Sequence[str]) -> int:
+    """``hf-distill sweep CONFIG [--set KEY=VALUE ...]`` (see the module docstring)."""
+    parser = argparse.ArgumentParser(
+        prog="hf-distill sweep",
         description="Run a grid of recipe runs from a YAML config, one folder per trial, resumable through an Optuna "
         "SQLite study; write results.csv, results.md (mean +- std over seeds) and results.png.",
     )
@@ -462,16 +461,20 @@ def add_parser(commands) -> None:
         help="Override a config entry, e.g. --set args.max_train_samples=200 --set grid.seed=[1,2]. Repeatable.",
     )
     parser.add_argument("--report_only", action="store_true", help="Only collect finished trials and write reports.")
-    parser.set_defaults(run=_run_sweep_command)
+    return _run_sweep_command(parser.parse_args(list(argv)))
 
-    table = commands.add_parser(
-        "sweep-table",
-        help="Mean +- std table over runs grouped by name: NAME=DIR [NAME=DIR ...] (e.g. one DIR per seed).",
+
+def table_command(argv: Sequence[str]) -> int:
+    """``hf-distill sweep-table NAME=DIR ...``: mean +- std over runs grouped by name."""
+    parser = argparse.ArgumentParser(
+        prog="hf-distill sweep-table",
+        description="Mean +- std table over runs grouped by name (e.g. one DIR per seed), with a Welch t-test when "
+        "there are two groups.",
     )
-    table.add_argument("runs", nargs="+", metavar="NAME=DIR", help="A run's output_dir, named by its group.")
-    table.add_argument("--metrics", default="test_accuracy,test_agreement", help="Comma-separated metric names.")
-    table.add_argument("--output", default=None, help="Also write the table (markdown) to this file.")
-    table.set_defaults(run=_run_table_command)
+    parser.add_argument("runs", nargs="+", metavar="NAME=DIR", help="A run's output_dir, named by its group.")
+    parser.add_argument("--metrics", default="test_accuracy,test_agreement", help="Comma-separated metric names.")
+    parser.add_argument("--output", default=None, help="Also write the table (markdown) to this file.")
+    return _run_table_command(parser.parse_args(list(argv)))
 
 
 def _run_sweep_command(args: argparse.Namespace) -> int:

@@ -91,7 +91,10 @@ def load_classifier(
 
 
 def forward_input_names(model: torch.nn.Module) -> list[str]:
-    """Names the model's ``forward`` accepts, label arguments excluded."""
+    """Names the model's ``forward`` accepts, label arguments excluded (a model's ``input_names`` when it lists them,
+    as :class:`~hf_distill.teachers.TeacherEnsemble` does)."""
+    if hasattr(model, "input_names"):
+        return list(model.input_names)
     params = inspect.signature(unwrap(model).forward).parameters
     return [name for name in params if name not in ("labels", "return_dict", "kwargs")]
 
@@ -120,4 +123,7 @@ def model_fingerprint(model: torch.nn.Module) -> str:
 
 
 def model_name(model: torch.nn.Module) -> str:
+    """The model's name or path; for a :class:`~hf_distill.teachers.TeacherEnsemble`, its members' joined by ' + '."""
+    if isinstance(getattr(model, "names", None), list):
+        return " + ".join(model.names)
     return getattr(getattr(unwrap(model), "config", None), "_name_or_path", "") or type(unwrap(model)).__name__

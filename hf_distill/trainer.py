@@ -16,14 +16,23 @@ from transformers.utils import logging
 
 from .compare import ComparisonReport
 from .distributed import place_teacher
+from .intermediate import (
+    IntermediateDistillation,
+    ProjectionGradients,
+    check_in_batch_teacher,
+    load_projections,
+    save_projections,
+)
 from .labels import check_label_names, label_names, teacher_to_student_permutation
+from .logit_columns import LogitColumns, with_logit_columns
 from .losses import IGNORE_INDEX, DistillationObjective, LossParts, TopKLogits
 from .metrics import classification_metrics
 from .model_card import StudentRun, distillation_model_card
 from .provenance import read_logits_info
 from .schedules import ObjectiveSchedule, TwoStageCallback, objective_schedule
 from .streaming import first_rows
-from .teacher import forward_input_names, load_teacher, model_name, teacher_inputs, unwrap
+from .teacher import forward_input_names, model_name, teacher_inputs, unwrap
+from .teachers import TeacherEnsemble, build_teacher, combine_teacher_logits, parse_teacher_weights
 from .top_k import check_top_k_column, indices_column
 from .training_args import DistillationTrainingArguments
 
@@ -65,7 +74,7 @@ class DistillationTrainer(Trainer):
         self,
         model: PreTrainedModel | torch.nn.Module | None = None,
         args: DistillationTrainingArguments | None = None,
-        teacher_model: PreTrainedModel | torch.nn.Module | str | None = None,
+        teacher_model: PreTrainedModel | torch.nn.Module | str | list | dict | None = None,
         **kwargs: Any,
     ):
         if args is None:
@@ -86,20 +95,24 @@ class DistillationTrainer(Trainer):
                 f"problem_type={config.problem_type!r} with num_labels={config.num_labels}."
             )
         self.student_labels = label_names(config)
-        self.objective = DistillationObjective.from_args(args)
         self._last_schedule: ObjectiveSchedule | None = None
         if args.two_stage_steps is not None or args.two_stage_epochs is not None:
             self.add_callback(TwoStageCallback(self.model, args))
-        self.teacher_model = None if teacher_model is None else load_teacher(teacher_model, like=self.model)
+        self.teacher_model = build_teacher(teacher_model, self.model, args, self.student_labels)
         self._teacher_permutation: list[int] | None = None
         if self.teacher_model is not None:
             self._check_teacher_is_separate()
-            teacher_labels = label_names(unwrap(self.teacher_model).config)
-            self._teacher_permutation = teacher_to_student_permutation(teacher_labels, self.student_labels)
+            if not isinstance(self.teacher_model, TeacherEnsemble):  # an ensemble orders each member's classes
+                teacher_labels = label_names(unwrap(self.teacher_model).config)
+                self._teacher_permutation = teacher_to_student_permutation(teacher_labels, self.student_labels)
+        columns = args.logits_columns
+        self._column_weights = parse_teacher_weights(args.teacher_weights, len(columns)) if len(columns) > 1 else None
+        self.intermediate = self._intermediate_distillation()
+        self.objective = DistillationObjective.from_args(args, terms=[self.intermediate] if self.intermediate else [])
         self._placed: tuple[torch.nn.Module, list[str]] | None = None
         self._teacher_checked = False
-        self._column_labels: list[str] | None = None
-        self._column_permutation: list[int] | None = None
+        self._column_labels: dict[str, list[str]] = {}
+        self._column_permutations: dict[str, list[int] | None] = {}
         self._checked_datasets: set[str] = set()
         self._index_cache: dict[tuple, torch.Tensor] = {}
         self._metrics: dict[str, defaultdict[str, list]] = {"train": defaultdict(list), "eval": defaultdict(list)}
@@ -126,7 +139,7 @@ class DistillationTrainer(Trainer):
     ):
         args = self.args
         inputs = dict(inputs)
-        stored_logits = inputs.pop(args.teacher_logits_column, None)
+        stored_logits = [inputs.pop(column, None) for column in args.logits_columns]
         stored_indices = inputs.pop(self._indices_column, None)
         labels = inputs.pop("labels", None)
         if labels is not None and labels.is_floating_point():  # a dtype check: no device sync
@@ -138,13 +151,17 @@ class DistillationTrainer(Trainer):
         schedule = objective_schedule(args, self.state)
         teacher_logits = None
         # The teacher runs first: its activations are freed before the student's autograd graph is built.
+        teacher_outputs = None
         if schedule.distil or not model.training:
-            if stored_logits is not None:
-                teacher_logits = self._stored_teacher_logits(stored_logits, stored_indices)
+            if stored_logits[0] is not None:
+                teacher_logits = self._stored_teacher_logits(stored_logits, stored_indices, schedule.temperature)
             else:
-                teacher_logits = self._teacher_forward(inputs)
-        outputs = model(**student_inputs)
-        parts = self.loss_from_outputs(outputs, teacher_logits, labels, schedule)
+                teacher_logits, teacher_outputs = self._teacher_forward(inputs, schedule.temperature)
+        flags = self.objective.output_flags
+        outputs = model(**student_inputs, **flags)
+        parts = self.loss_from_outputs(outputs, teacher_logits, labels, schedule, teacher_outputs, student_inputs)
+        if flags:  # hidden states and attention maps must not become predictions
+            outputs = type(outputs)(**{k: v for k, v in outputs.items() if k not in ("hidden_states", "attentions")})
         if model.training:
             parts = self._weigh_for_accumulation(parts, labels, num_items_in_batch)
         self._record(parts, outputs.logits, teacher_logits, train=model.training)
@@ -179,8 +196,11 @@ class DistillationTrainer(Trainer):
         teacher_logits: torch.Tensor | TopKLogits | None,
         labels: torch.Tensor | None,
         schedule: ObjectiveSchedule,
+        teacher_outputs: Any = None,
+        inputs: dict[str, Any] | None = None,
     ) -> LossParts:
-        """The loss parts from the student's outputs; subclasses override it for students with several heads."""
+        """The loss parts from the student's outputs (and, for the objective's extra terms, the teacher's outputs and
+        the student's inputs); subclasses override it for students with several heads."""
         return self.objective(
             outputs.logits,
             teacher_logits,
@@ -188,11 +208,15 @@ class DistillationTrainer(Trainer):
             alpha=schedule.alpha,
             temperature=schedule.temperature,
             student_outputs=outputs,
+            teacher_outputs=teacher_outputs,
+            inputs=inputs,
         )
 
     # ---- teacher logits ----
 
-    def _teacher_forward(self, inputs: dict[str, Any]) -> torch.Tensor:
+    def _teacher_forward(self, inputs: dict[str, Any], temperature: float) -> tuple[torch.Tensor, Any]:
+        """The teacher's logits in the student's label order (several teachers: combined at ``temperature``), and its
+        whole output (hidden states for intermediate-layer distillation)."""
         if self.teacher_model is None:
             raise ValueError(
                 f"The batch has no {self.args.teacher_logits_column!r} column and the trainer has no teacher_model. "
@@ -204,8 +228,12 @@ class DistillationTrainer(Trainer):
         dtype = _TORCH_DTYPES.get(self.args.teacher_dtype)
         if dtype is not None:  # pixel values must match half-precision weights when there is no autocast
             feed = {k: v.to(dtype) if v.is_floating_point() else v for k, v in feed.items()}
+        if isinstance(self.teacher_model, TeacherEnsemble):
+            feed["temperature"] = temperature
+        feed.update(self.objective.output_flags)
         with torch.no_grad(), self.accelerator.autocast():
-            logits = teacher(**feed).logits.float()
+            outputs = teacher(**feed)
+        logits = outputs.logits.float()
         if self.model.training:  # checked at logging and saving steps, without a device sync per step
             self._teacher_finite.append(torch.isfinite(logits).all())
         if not self._teacher_checked:
@@ -215,7 +243,7 @@ class DistillationTrainer(Trainer):
                     "(--teacher_dtype float32, no fp16) or check its weights."
                 )
             self._teacher_checked = True
-        return self._reorder(logits, self._teacher_permutation)
+        return self._reorder(logits, self._teacher_permutation), outputs
 
     def _placed_teacher(self) -> tuple[torch.nn.Module, list[str]]:
         """The teacher placed beside the student (see :func:`hf_distill.distributed.place_teacher`), compiled with
@@ -231,7 +259,15 @@ class DistillationTrainer(Trainer):
     def _indices_column(self) -> str:
         return indices_column(self.args.teacher_logits_column)
 
-    def _stored_teacher_logits(self, logits: torch.Tensor, indices: torch.Tensor | None) -> torch.Tensor | TopKLogits:
+    def _stored_teacher_logits(
+        self, stored: list[torch.Tensor], indices: torch.Tensor | None, temperature: float
+    ) -> torch.Tensor | TopKLogits:
+        """The logits of the precomputed column(s): several columns are combined at ``temperature`` as an ensemble."""
+        columns = self.args.logits_columns
+        if len(columns) > 1:
+            logits = [self._column_logits(column, values) for column, values in zip(columns, stored, strict=True)]
+            return combine_teacher_logits(logits, self._column_weights, temperature)
+        logits = stored[0]
         if indices is not None:
             if logits.shape[-1] != indices.shape[-1] + 1:
                 raise ValueError(
@@ -239,13 +275,19 @@ class DistillationTrainer(Trainer):
                     f"{self._indices_column!r} holds {indices.shape[-1]} indices: top-k storage has K + 1 values "
                     "(the K logits and the rest bucket). Precompute them with precompute_teacher_logits(top_k=K)."
                 )
-            return TopKLogits(logits.float(), self._remap(indices.long(), self._column_permutation))
+            permutation = self._column_permutations.get(columns[0])
+            return TopKLogits(logits.float(), self._remap(indices.long(), permutation))
+        return self._column_logits(columns[0], logits)
+
+    def _column_logits(self, column: str, logits: torch.Tensor | None) -> torch.Tensor:
+        if logits is None:
+            raise ValueError(f"The batch has no {column!r} column, but the other teacher logits columns are there.")
         if logits.shape[-1] != len(self.student_labels):
             raise ValueError(
-                f"Column {self.args.teacher_logits_column!r} holds {logits.shape[-1]} logits per example but the "
+                f"Column {column!r} holds {logits.shape[-1]} logits per example but the "
                 f"student has {len(self.student_labels)} classes {self.student_labels}."
             )
-        return self._reorder(logits.float(), self._column_permutation)
+        return self._reorder(logits.float(), self._column_permutations.get(column))
 
     def _reorder(self, logits: torch.Tensor, permutation: list[int] | None) -> torch.Tensor:
         if permutation is None:
@@ -272,6 +314,50 @@ class DistillationTrainer(Trainer):
                 "Pass a separate teacher (for example copy.deepcopy(model))."
             )
 
+    # ---- intermediate layers ----
+
+    def _intermediate_distillation(self) -> IntermediateDistillation | None:
+        """The hidden-state / attention-map losses the arguments switch on, on the student's device."""
+        args = self.args
+        if args.hidden_state_loss is None and args.attention_loss is None:
+            return None
+        if isinstance(self.teacher_model, TeacherEnsemble):
+            raise ValueError(
+                "hidden_state_loss / attention_loss distil one teacher's layers; several teachers were given. "
+                "Pass a single teacher_model, or unset hidden_state_loss and attention_loss."
+            )
+        check_in_batch_teacher(self.teacher_model, [], args.logits_columns)
+        module = IntermediateDistillation.from_models(unwrap(self.model), unwrap(self.teacher_model), args)
+        if module.projections is not None and (self.is_deepspeed_enabled or self.is_fsdp_enabled):
+            raise ValueError(
+                "hidden_state_loss between models of different widths trains projections beside the student, which "
+                "DeepSpeed and FSDP do not optimize. Run under DDP or one device, or use a student of the teacher's "
+                "hidden_size (no projection)."
+            )
+        self.add_callback(ProjectionGradients(module, self.accelerator))
+        return module.to(args.device)
+
+    def create_optimizer(self, model: torch.nn.Module | None = None) -> torch.optim.Optimizer:
+        """Trainer's optimizer, plus a parameter group for the intermediate-layer projections (trained with the
+        student, never part of it)."""
+        optimizer = super().create_optimizer(model)
+        projections = list(self.intermediate.parameters()) if self.intermediate is not None else []
+        optimized = {id(p) for group in optimizer.param_groups for p in group["params"]}
+        if projections and not any(id(p) in optimized for p in projections):
+            optimizer.add_param_group({"params": projections, "weight_decay": self.args.weight_decay})
+        return optimizer
+
+    def _save_optimizer_and_scheduler(self, output_dir: str) -> None:
+        """Checkpoints keep the projections beside the optimizer state, outside the student's weights."""
+        super()._save_optimizer_and_scheduler(output_dir)
+        if self.intermediate is not None and self.args.should_save:
+            save_projections(self.intermediate, output_dir)
+
+    def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
+        super()._load_optimizer_and_scheduler(checkpoint)
+        if checkpoint is not None and self.intermediate is not None:
+            load_projections(self.intermediate, checkpoint)
+
     # ---- input checks ----
 
     def _check_dataset(self, dataset: Any) -> None:
@@ -283,13 +369,21 @@ class DistillationTrainer(Trainer):
             dataset = first_rows(dataset, STREAM_CHECK_ROWS)
         if not isinstance(dataset, datasets.Dataset) or dataset._fingerprint in self._checked_datasets:
             return
-        column = self.args.teacher_logits_column
-        if column in dataset.column_names:
-            self._check_logits_column(dataset, column)
-        elif self.teacher_model is None:
+        columns = self.args.logits_columns
+        present = [column for column in columns if column in dataset.column_names]
+        if self.intermediate is not None:
+            check_in_batch_teacher(self.teacher_model, present, columns)
+        if present and len(present) < len(columns):
             raise ValueError(
-                f"The dataset has no {column!r} column (its columns: {dataset.column_names}) and the trainer has no "
-                "teacher_model. Pass teacher_model=..., or add the column with "
+                f"The dataset has the teacher logits columns {present} but not {sorted(set(columns) - set(present))}: "
+                "precompute every teacher's column, or list only those in teacher_logits_columns."
+            )
+        for column in present:
+            self._check_logits_column(dataset, column)
+        if not present and self.teacher_model is None:
+            raise ValueError(
+                f"The dataset has no {' / '.join(map(repr, columns))} column (its columns: {dataset.column_names}) and the "
+                "trainer has no teacher_model. Pass teacher_model=..., or add the column with "
                 "hf_distill.precompute_teacher_logits(teacher, dataset)."
             )
         for name in ("labels", "label"):
@@ -336,13 +430,14 @@ class DistillationTrainer(Trainer):
                 "its logits are assumed to follow the student's label order."
             )
             return
-        if self._column_labels is not None and info.labels != self._column_labels:
+        known = self._column_labels.get(column)
+        if known is not None and info.labels != known:
             raise ValueError(
-                f"The datasets' {column!r} columns follow different label orders: {self._column_labels} and "
+                f"The datasets' {column!r} columns follow different label orders: {known} and "
                 f"{info.labels}. Precompute all splits with the same teacher."
             )
-        self._column_permutation = teacher_to_student_permutation(info.labels, self.student_labels)
-        self._column_labels = info.labels
+        self._column_permutations[column] = teacher_to_student_permutation(info.labels, self.student_labels)
+        self._column_labels[column] = info.labels
 
     def _check_labels(self, dataset: datasets.Dataset, name: str) -> None:
         """Labels must be integer class ids in the student's range (or -100), and a `ClassLabel` column must name the
@@ -372,9 +467,13 @@ class DistillationTrainer(Trainer):
                 "Build the student with num_labels / id2label matching the data."
             )
 
-    def _remove_unused_columns(self, dataset: datasets.Dataset, description: str | None = None) -> datasets.Dataset:
+    def _remove_unused_columns(
+        self, dataset: datasets.Dataset, description: str | None = None
+    ) -> datasets.Dataset | LogitColumns:
+        """Checks ``dataset``, drops unused columns, and reads the stored logits in batches (:class:`LogitColumns`)."""
         self._check_dataset(dataset)
-        return super()._remove_unused_columns(dataset, description)
+        dataset = super()._remove_unused_columns(dataset, description)
+        return with_logit_columns(dataset, [self.args.teacher_logits_column, self._indices_column])
 
     def _set_signature_columns_if_needed(self) -> None:
         """Keep the logits column and the teacher-prefixed inputs through ``remove_unused_columns``."""
@@ -382,7 +481,7 @@ class DistillationTrainer(Trainer):
             super()._set_signature_columns_if_needed()
             prefix = self.args.teacher_input_prefix
             teacher_names = forward_input_names(self.teacher_model or self.model)
-            stored = [self.args.teacher_logits_column, self._indices_column]
+            stored = [*self.args.logits_columns, self._indices_column]
             self._signature_columns += [*stored, *(prefix + n for n in teacher_names)]
 
     # ---- evaluation ----
@@ -408,7 +507,7 @@ class DistillationTrainer(Trainer):
         return loss, (None if prediction_loss_only else logits.detach()), None
 
     def _is_teacher_key(self, key: str) -> bool:
-        return key == self.args.teacher_logits_column or key.startswith(self.args.teacher_input_prefix)
+        return key in self.args.logits_columns or key.startswith(self.args.teacher_input_prefix)
 
     def evaluation_loop(
         self,
@@ -524,15 +623,16 @@ class DistillationTrainer(Trainer):
         card.save(os.path.join(self.args.output_dir, "README.md"))
 
     def _teacher_record(self) -> tuple[str, int | None]:
-        """The teacher's name or path and parameter count; for precomputed logits, those recorded with the column."""
+        """The teacher's name or path and parameter count; for precomputed logits, those recorded with the column(s)."""
         if self.teacher_model is not None:
             return model_name(self.teacher_model), sum(p.numel() for p in self.teacher_model.parameters())
         sets = self.eval_dataset.values() if isinstance(self.eval_dataset, dict) else [self.eval_dataset]
         for dataset in [self.train_dataset, *sets]:
-            if isinstance(dataset, datasets.Dataset):
-                info = read_logits_info(dataset, self.args.teacher_logits_column)
-                if info is not None:
-                    return info.teacher, info.teacher_parameters
+            if isinstance(dataset, datasets.Dataset):  # several columns: the teachers joined by " + "
+                infos = [read_logits_info(dataset, column) for column in self.args.logits_columns]
+                if all(info is not None for info in infos):
+                    sizes = [info.teacher_parameters for info in infos]
+                    return " + ".join(info.teacher for info in infos), None if None in sizes else sum(sizes)
         return "unknown", None
 
     # ---- logging ----

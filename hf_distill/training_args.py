@@ -8,8 +8,10 @@ from numbers import Real
 
 from transformers import TrainingArguments
 
+from .intermediate import check_intermediate_options
 from .losses import TEACHER_CORRECTIONS, available_losses, get_loss, loss_hyperparameters
 from .schedules import SCHEDULES
+from .teachers import check_ensemble_loss, parse_teacher_weights
 
 TEACHER_DTYPES = ("auto", "float32", "bfloat16", "float16")
 # The fields that define the method, summarised (only those in use) by `method_summary`.
@@ -144,9 +146,55 @@ class DistillationTrainingArguments(TrainingArguments):
         },
     )
 
+    teacher_weights: str | None = field(
+        default=None,
+        metadata={
+            "help": "Several teachers: comma-separated weights of their probabilities in the soft target, in the "
+            "order of the teachers or of teacher_logits_columns (default: equal)."
+        },
+    )
+    teacher_logits_columns: str | None = field(
+        default=None,
+        metadata={
+            "help": "Several precomputed teachers: comma-separated logits columns, one per teacher (replaces "
+            "teacher_logits_column); the soft target is their weighted average probability."
+        },
+    )
+    self_distillation: bool = field(
+        default=False,
+        metadata={
+            "help": "The teacher is the student itself: its frozen base model for a PEFT student (no teacher_model), "
+            "or an earlier checkpoint of it given as teacher_model (same architecture checked)."
+        },
+    )
+    hidden_state_loss: str | None = field(
+        default=None,
+        metadata={"help": "Distil hidden states of mapped layers: mse (TinyBERT) or cosine (DistilBERT)."},
+    )
+    attention_loss: str | None = field(
+        default=None, metadata={"help": "Distil attention maps of mapped layers: kl (MiniLM / TinyBERT)."}
+    )
+    layer_map: str | None = field(
+        default=None,
+        metadata={
+            "help": "Student:teacher layer pairs for hidden_state_loss / attention_loss, 0-based, e.g. '0:1,1:3,2:5' "
+            "(default: uniform, student layer s of S to teacher layer ceil((s+1)T/S)-1)."
+        },
+    )
+    hidden_state_weight: float = field(default=1.0, metadata={"help": "Weight of the hidden-state loss."})
+    attention_weight: float = field(default=1.0, metadata={"help": "Weight of the attention-map loss."})
+
+    @property
+    def logits_columns(self) -> list[str]:
+        """The precomputed teacher logits columns: ``teacher_logits_columns`` if set, else ``teacher_logits_column``."""
+        if self.teacher_logits_columns:
+            return self.teacher_logits_columns.split(",")
+        return [self.teacher_logits_column]
+
     def method_summary(self) -> dict[str, object]:
         """The distillation method in a few settings (for the model card and logs): the loss with its hyperparameters,
-        alpha and temperature with their schedules, the corrections, the KD-then-CE and two-stage switches."""
+        alpha and temperature with their schedules, the corrections, the KD-then-CE and two-stage switches, several
+        teachers, self-distillation and the intermediate-layer losses."""
         summary: dict[str, object] = {"distillation_loss": self.distillation_loss}
         summary.update({name: getattr(self, name) for name in loss_hyperparameters(self.distillation_loss)})
         for name in ("alpha", "temperature"):
@@ -165,6 +213,17 @@ class DistillationTrainingArguments(TrainingArguments):
         summary.update({name: getattr(self, name) for name in optional if getattr(self, name) is not None})
         if self.logit_standardization:
             summary["logit_standardization"] = True
+        for name in ("teacher_weights", "teacher_logits_columns"):
+            if getattr(self, name):
+                summary[name] = getattr(self, name)
+        if self.self_distillation:
+            summary["self_distillation"] = True
+        for name in ("hidden_state", "attention"):
+            if getattr(self, f"{name}_loss") is not None:
+                summary[f"{name}_loss"] = getattr(self, f"{name}_loss")
+                summary[f"{name}_weight"] = getattr(self, f"{name}_weight")
+        if self.hidden_state_loss is not None or self.attention_loss is not None:
+            summary["layer_map"] = self.layer_map or "uniform"
         return summary
 
     def __getstate__(self) -> dict:
@@ -205,6 +264,22 @@ class DistillationTrainingArguments(TrainingArguments):
             raise ValueError(f"teacher_torch_compile must be True or False, got {self.teacher_torch_compile!r}.")
         if not self.teacher_logits_column:
             raise ValueError("teacher_logits_column must be a non-empty column name.")
+        columns = self.logits_columns
+        if len(set(columns)) != len(columns) or not all(columns):
+            raise ValueError(
+                f"teacher_logits_columns must name distinct columns, got {self.teacher_logits_columns!r}."
+            )
+        if self.teacher_logits_columns and any(c.startswith(self.teacher_input_prefix) for c in columns):
+            raise ValueError(
+                f"teacher_logits_columns {columns} must not start with teacher_input_prefix "
+                f"{self.teacher_input_prefix!r} (such columns are fed to the teacher); name them e.g. logits_<teacher>."
+            )
+        if len(columns) > 1:
+            check_ensemble_loss(self.distillation_loss)
+        parse_teacher_weights(self.teacher_weights)
+        check_intermediate_options(
+            self.hidden_state_loss, self.attention_loss, self.hidden_state_weight, self.attention_weight
+        )
         if not self.teacher_input_prefix:
             raise ValueError("teacher_input_prefix must be a non-empty prefix such as 'teacher_'.")
         check_trainer_fields(self)

@@ -35,8 +35,9 @@ done
 echo "== [3/4] Mean +- std over seeds $SEEDS on the test split =="
 $PY -m hf_distill.cli sweep-table "${RUNS[@]}" --metrics test_accuracy,test_agreement --output "$OUT/seeds.md"
 echo "== [4/4] Teacher vs students on the test split =="
-$PY -m hf_distill.cli compare --teacher "$OUT/teacher" --student distilled="$OUT/seed$FIRST/student" \
-    --student ce_only="$OUT/seed$FIRST/student_ce" --dataset tweet_sentiment --split test --max_eval_samples "$EVAL_SAMPLES" \
-    --max_length 48 --num_threads 1 --output_dir "$OUT/comparison"
+$PY -m hf_distill.cli compare --teacher_model_name_or_path "$OUT/teacher" \
+    --student_model_name_or_path distilled="$OUT/seed$FIRST/student" ce_only="$OUT/seed$FIRST/student_ce" \
+    --dataset_name tweet_sentiment --eval_split test --max_eval_samples "$EVAL_SAMPLES" --max_seq_length 48 \
+    --num_threads 1 --backend pytorch,onnxruntime --quantize dynamic --output_dir "$OUT/comparison"
 cat "$OUT/seeds.md"
 echo "Distilled students (with tokenizer and model card): $OUT/seed*/student; plot: $OUT/comparison/comparison.png"

@@ -8,6 +8,8 @@ and normalisation. Two ways to get the teacher's logits:
   * `--teacher_views K`: the teacher labels K random views per training image once, and each epoch draws one.
 `--student_model_type deit` trains a DeiTForImageClassificationWithTeacher through its distillation token
 (`--distillation_loss kl` soft, `hard` hard distillation; Touvron et al., 2021).
+With a ViT/DeiT teacher at the student's patch grid, `--hidden_state_loss mse --attention_loss kl` also distils its
+layers (in the loop only; see docs/methods.md).
 
     python recipes/image_classification.py --dataset_name fashion_mnist --teacher_model_name_or_path teacher \
         --student_config_overrides '{"patch_size": 4, "hidden_size": 64, "num_hidden_layers": 4}' \
@@ -17,12 +19,7 @@ and normalisation. Two ways to get the teacher's logits:
 import logging
 from dataclasses import dataclass, field
 
-from transformers import (
-    AutoModelForImageClassification,
-    DeiTForImageClassificationWithTeacher,
-    HfArgumentParser,
-    set_seed,
-)
+from transformers import DeiTForImageClassificationWithTeacher, HfArgumentParser, set_seed
 
 from hf_distill import DataCollatorForDistillation, DistillationTrainer, DistillationTrainingArguments
 from hf_distill.labels import encoding_order, label_names
@@ -33,13 +30,13 @@ from hf_distill.vision import (
     DistillationImageTransform,
     ImageDataArguments,
     image_model_from_config,
-    image_processor_for,
     image_shape,
     load_image_processor,
     parse_config_overrides,
-    pixel_spec_for,
+    pixel_format_for,
     precompute_teacher_views,
     prepare_image_splits,
+    pretrained_image_model,
 )
 from hf_distill.workflow.arguments import ModelLoadingArguments, parse_arguments, setup_logging
 from hf_distill.workflow.hub import check_hub_access
@@ -51,7 +48,10 @@ logger = logging.getLogger(__name__)
 @dataclass
 class ModelArguments:
     teacher_model_name_or_path: str = field(metadata={"help": "The teacher: an image classifier path or Hub id."})
-    student_model_name_or_path: str | None = field(default=None, metadata={"help": "A pretrained student to tune."})
+    student_model_name_or_path: str | None = field(
+        default=None,
+        metadata={"help": "A pretrained student to tune (its head is replaced for the teacher's labels)."},
+    )
     image_processor_name: str | None = field(
         default=None, metadata={"help": "The student's image processor, if not the pretrained student's own."}
     )
@@ -74,21 +74,20 @@ class ModelArguments:
     )
 
 
-def build_student(args: ModelArguments, labels: list[str], channels: int, side: int, **hub):
+def build_student(args: ModelArguments, labels: list[str], side: int, **hub):
     if args.student_model_name_or_path:
-        return AutoModelForImageClassification.from_pretrained(args.student_model_name_or_path, **hub)
+        return pretrained_image_model(args.student_model_name_or_path, labels, **hub)
     overrides = parse_config_overrides(args.student_config_overrides)
     return image_model_from_config(
         args.student_model_type,
         labels,
-        num_channels=channels,
         image_size=args.student_image_size or side,
         overrides=overrides,
         with_distillation_token=args.student_model_type == "deit",
     )
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> dict[str, float]:
     parser = HfArgumentParser(
         (ModelArguments, ModelLoadingArguments, ImageDataArguments, DistillationTrainingArguments)
     )
@@ -100,19 +99,19 @@ def main(argv: list[str] | None = None) -> None:
     hub = loading.from_pretrained_kwargs()
 
     dataset, labels = prepare_image_splits(data_args, training_args.seed)
-    channels, height, _ = image_shape(dataset)
+    height, _ = image_shape(dataset)
     teacher = load_teacher(model_args.teacher_model_name_or_path, **hub)
-    teacher_spec = pixel_spec_for(
+    teacher_format = pixel_format_for(
         teacher.config, load_image_processor(model_args.teacher_model_name_or_path, **hub), default_size=height
     )
-    student = build_student(model_args, labels, channels, height, **hub)
+    student = build_student(model_args, labels, height, **hub)
     order = encoding_order(labels, label_names(student.config))  # a pretrained student's own label order, by name
     if order != labels:
         dataset = dataset.align_labels_with_mapping({name: i for i, name in enumerate(order)}, "label")
     processor_name = model_args.image_processor_name or model_args.student_model_name_or_path
     student_processor = processor_name and load_image_processor(processor_name, **hub)
-    student_spec = pixel_spec_for(student.config, student_processor or None, default_size=height)
-    logger.info(f"Teacher inputs {teacher_spec}; student inputs {student_spec}, {student.num_parameters():,} params")
+    student_format = pixel_format_for(student.config, student_processor or None, default_size=height)
+    logger.info(f"Student: {student.config.model_type}, {student.num_parameters():,} parameters")
 
     augment = data_args.augmentation()
     in_loop = model_args.teacher_views == 0
@@ -122,7 +121,7 @@ def main(argv: list[str] | None = None) -> None:
             dataset[split] = precompute_teacher_views(
                 teacher,
                 dataset[split],
-                teacher_spec=teacher_spec,
+                teacher_format=teacher_format,
                 augment=augment if views else None,
                 num_views=model_args.teacher_views if views else 1,
                 column=training_args.teacher_logits_column,
@@ -132,8 +131,8 @@ def main(argv: list[str] | None = None) -> None:
     for split in dataset:
         dataset[split].set_transform(
             DistillationImageTransform(
-                student=student_spec,
-                teacher=teacher_spec if in_loop else None,
+                student=student_format,
+                teacher=teacher_format if in_loop else None,
                 augment=augment if split == "train" else None,
                 teacher_input_prefix=training_args.teacher_input_prefix,
                 teacher_logits_column=training_args.teacher_logits_column,
@@ -151,12 +150,12 @@ def main(argv: list[str] | None = None) -> None:
         eval_dataset=dataset["validation"] if training_args.do_eval else None,
         data_collator=DataCollatorForDistillation(teacher_input_prefix=training_args.teacher_input_prefix),
         compute_metrics=compute_metrics_fn(),
-        processing_class=student_processor or image_processor_for(student_spec),
+        processing_class=student_format.processor,
     )
     method = {"teacher_views": model_args.teacher_views, "augmentation": data_args.augmentation_settings()}
     card = {"tasks": "image-classification", "method": method, **data_args.card_kwargs()}
     splits = {"eval": dataset.get("validation"), "test": dataset.get("test")} if training_args.do_eval else {}
-    train_evaluate_publish(trainer, splits, card)
+    return train_evaluate_publish(trainer, splits, card)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,10 @@ Students: `teacher_layers` (DistilBERT-style copy of teacher layers), `random` (
 Teacher logits come from an in-batch teacher, or with `--precompute_teacher_logits` from a dataset column.
 `--use_peft` trains a LoRA adapter on a pretrained student; `--do_predict` writes `predict_results.txt` for the test
 split (labelled or not); `--push_to_hub` checks the Hub before any work and uploads only once all is saved.
+Methods are flags of DistillationTrainingArguments: `--hidden_state_loss mse --attention_loss kl --layer_map 0:1,1:3`
+(in-batch teacher only), several teachers (`--teacher_model_name_or_path a,b --teacher_weights 0.7,0.3`), and
+`--self_distillation` (teacher: the PEFT student's frozen base with `--use_peft`, else an earlier checkpoint of the
+student's architecture). See docs/methods.md.
 """
 
 from __future__ import annotations
@@ -42,7 +46,12 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class StudentArguments:
-    teacher_model_name_or_path: str = field(metadata={"help": "The fine-tuned teacher (or a snapshot of it)."})
+    teacher_model_name_or_path: str = field(
+        metadata={
+            "help": "The fine-tuned teacher (or a snapshot of it); several, comma-separated, are distilled together "
+            "(--teacher_weights). The first builds the student and tokenizes for all."
+        }
+    )
     student_init: str = field(default="teacher_layers", metadata={"help": f"One of {', '.join(STUDENT_INITS)}."})
     student_model_name_or_path: str | None = field(default=None, metadata={"help": "For student_init=pretrained."})
     student_layers: str | None = field(
@@ -86,10 +95,10 @@ def main(argv: list[str] | None = None) -> dict:
         "Data: %s; text %s; labels %s", {split: len(rows) for split, rows in raw.items()}, text_columns, labels
     )
     hub = loading.from_pretrained_kwargs()
-    teacher = load_classifier(model_args.teacher_model_name_or_path, AutoModelForSequenceClassification, **hub)
-    teacher_tokenizer = AutoTokenizer.from_pretrained(
-        model_args.teacher_tokenizer_name or model_args.teacher_model_name_or_path, **hub
-    )
+    teacher_paths = model_args.teacher_model_name_or_path.split(",")
+    teachers = [load_classifier(path, AutoModelForSequenceClassification, **hub) for path in teacher_paths]
+    teacher = teachers[0]
+    teacher_tokenizer = AutoTokenizer.from_pretrained(model_args.teacher_tokenizer_name or teacher_paths[0], **hub)
     student = create_student(
         model_args.student_init,
         teacher,
@@ -132,17 +141,24 @@ def main(argv: list[str] | None = None) -> dict:
             load_from_cache_file=not data_args.overwrite_cache,
         )
     if model_args.precompute_teacher_logits:  # every process at once: each computes one shard
-        data = precompute_teacher_logits(
-            teacher,
-            data,
-            column=training_args.teacher_logits_column,
-            teacher_input_prefix=training_args.teacher_input_prefix,
-            batch_size=training_args.per_device_eval_batch_size,
-            dtype=model_args.teacher_logits_dtype,
-            device=training_args.device,
-        )
+        columns = training_args.logits_columns
+        if len(columns) != len(teachers):
+            raise ValueError(
+                f"--precompute_teacher_logits with {len(teachers)} teachers needs --teacher_logits_columns with one "
+                f"column name per teacher (got {columns})."
+            )
+        for model, column in zip(teachers, columns, strict=True):
+            data = precompute_teacher_logits(
+                model,
+                data,
+                column=column,
+                teacher_input_prefix=training_args.teacher_input_prefix,
+                batch_size=training_args.per_device_eval_batch_size,
+                dtype=model_args.teacher_logits_dtype,
+                device=training_args.device,
+            )
         prefixed = [c for c in data["train"].column_names if c.startswith(training_args.teacher_input_prefix)]
-        data = data.remove_columns([c for c in prefixed if c != training_args.teacher_logits_column])
+        data = data.remove_columns([c for c in prefixed if c not in columns])
 
     collator = DataCollatorForDistillation(
         tokenizer=tokenizer,
@@ -155,10 +171,13 @@ def main(argv: list[str] | None = None) -> dict:
         student, pruning_metrics = prune_student(student, data["train"], collator, pruning_args, training_args.seed)
         logger.info(f"Pruned the student: {pruning_metrics}")
 
+    in_batch = teachers if len(teachers) > 1 else teacher
+    if model_args.precompute_teacher_logits or (training_args.self_distillation and peft_args.use_peft):
+        in_batch = None  # logits from the dataset, or the PEFT student's own frozen base
     trainer = DistillationTrainer(
         model=student,
         args=training_args,
-        teacher_model=None if model_args.precompute_teacher_logits else teacher,
+        teacher_model=in_batch,
         train_dataset=data["train"] if training_args.do_train else None,
         eval_dataset=data.get("validation"),
         processing_class=tokenizer,
@@ -166,7 +185,7 @@ def main(argv: list[str] | None = None) -> dict:
         compute_metrics=compute_metrics_fn(),
     )
     starts_from = {"pretrained": model_args.student_model_name_or_path, "random": None}
-    starts_from = starts_from.get(model_args.student_init, model_args.teacher_model_name_or_path)
+    starts_from = starts_from.get(model_args.student_init, teacher_paths[0])
     card = {"finetuned_from": starts_from, "tasks": "text-classification", **data_args.card_kwargs()}
     eval_splits = {"eval": data.get("validation") if training_args.do_eval else None}
     metrics = train_evaluate_publish(

@@ -13,7 +13,7 @@ The teacher is a pretrained `AutoModelForImageClassification` (path or Hub id, f
 import logging
 from dataclasses import dataclass, field
 
-from transformers import AutoModelForImageClassification, HfArgumentParser, Trainer, TrainingArguments, set_seed
+from transformers import HfArgumentParser, Trainer, TrainingArguments, set_seed
 
 from hf_distill import DataCollatorForDistillation
 from hf_distill.metrics import compute_metrics_fn
@@ -21,12 +21,12 @@ from hf_distill.vision import (
     DistillationImageTransform,
     ImageDataArguments,
     image_model_from_config,
-    image_processor_for,
     image_shape,
     load_image_processor,
     parse_config_overrides,
-    pixel_spec_for,
+    pixel_format_for,
     prepare_image_splits,
+    pretrained_image_model,
 )
 from hf_distill.workflow.arguments import ModelLoadingArguments, parse_arguments, setup_logging
 from hf_distill.workflow.hub import check_hub_access
@@ -63,14 +63,12 @@ def main(argv: list[str] | None = None) -> None:
     set_seed(training_args.seed)
 
     dataset, labels = prepare_image_splits(data_args, training_args.seed)
-    channels, height, _ = image_shape(dataset)
+    height, _ = image_shape(dataset)
     image_size = model_args.image_size or height
     if model_args.model_name_or_path:
-        model = AutoModelForImageClassification.from_pretrained(
+        model = pretrained_image_model(
             model_args.model_name_or_path,
-            num_labels=len(labels),
-            id2label=dict(enumerate(labels)),
-            label2id={name: i for i, name in enumerate(labels)},
+            labels,
             ignore_mismatched_sizes=loading.ignore_mismatched_sizes,
             **loading.from_pretrained_kwargs(),
         )
@@ -79,18 +77,16 @@ def main(argv: list[str] | None = None) -> None:
         )
     else:
         overrides = parse_config_overrides(model_args.config_overrides)
-        model = image_model_from_config(
-            model_args.model_type, labels, num_channels=channels, image_size=image_size, overrides=overrides
-        )
+        model = image_model_from_config(model_args.model_type, labels, image_size=image_size, overrides=overrides)
         processor = None
-    spec = pixel_spec_for(model.config, processor, default_size=image_size)
-    logger.info(f"Teacher inputs: {spec}; {model.num_parameters():,} parameters")
+    pixels = pixel_format_for(model.config, processor, default_size=image_size)
+    logger.info(f"Teacher: {model.config.model_type}, {model.num_parameters():,} parameters")
     dataset["train"].set_transform(
-        DistillationImageTransform(student=spec, augment=data_args.augmentation(), seed=training_args.seed)
+        DistillationImageTransform(student=pixels, augment=data_args.augmentation(), seed=training_args.seed)
     )
     for split in ("validation", "test"):
         if split in dataset:
-            dataset[split].set_transform(DistillationImageTransform(student=spec))
+            dataset[split].set_transform(DistillationImageTransform(student=pixels))
 
     trainer = Trainer(
         model=model,
@@ -99,7 +95,7 @@ def main(argv: list[str] | None = None) -> None:
         eval_dataset=dataset["validation"] if training_args.do_eval else None,
         data_collator=DataCollatorForDistillation(),
         compute_metrics=compute_metrics_fn(),
-        processing_class=processor or image_processor_for(spec),
+        processing_class=pixels.processor,
     )
     card = {"finetuned_from": model_args.model_name_or_path, "tasks": "image-classification"}
     card.update(data_args.card_kwargs())

@@ -30,7 +30,7 @@ from transformers import (
 
 from hf_distill.metrics import compute_metrics_fn
 from hf_distill.text.data import TextDataArguments, label_list, tokenize_for_distillation
-from hf_distill.workflow.arguments import ModelLoadingArguments, parse_arguments, setup_logging
+from hf_distill.workflow.arguments import ModelLoadingArguments, parse_arguments, quiet_transformers, setup_logging
 from hf_distill.workflow.hub import check_hub_access
 from hf_distill.workflow.publish import train_evaluate_publish
 from hf_distill.workflow.snapshots import write_snapshots
@@ -74,10 +74,21 @@ def main(argv: list[str] | None = None) -> dict:
         label2id={name: i for i, name in enumerate(labels)},
         **hub,
     )
-    model = AutoModelForSequenceClassification.from_pretrained(
-        model_args.model_name_or_path, config=config, ignore_mismatched_sizes=loading.ignore_mismatched_sizes, **hub
+    with quiet_transformers():  # transformers' load report becomes the line below
+        model, report = AutoModelForSequenceClassification.from_pretrained(
+            model_args.model_name_or_path,
+            config=config,
+            ignore_mismatched_sizes=loading.ignore_mismatched_sizes,
+            output_loading_info=True,
+            **hub,
+        )
+    logger.info(
+        "Teacher %s: %s parameters; newly initialised: %s; unused from the checkpoint: %s",
+        model_args.model_name_or_path,
+        f"{model.num_parameters():,}",
+        ", ".join(sorted(report["missing_keys"])) or "none",
+        ", ".join(sorted(report["unexpected_keys"])) or "none",
     )
-    logger.info("Teacher %s: %s parameters", model_args.model_name_or_path, f"{model.num_parameters():,}")
     with training_args.main_process_first(desc="tokenization"):
         data = tokenize_for_distillation(
             raw,

@@ -5,6 +5,7 @@ Options, so that one launch checks several things:
 when there are several) and save the result to ``DIR/logits-<world size>``.
 ``--fsdp-teacher``: also place a teacher with FSDP (plugin versions 1 and 2) and compare its logits and loss.
 ``--deepspeed-stage N``: train under DeepSpeed ZeRO-N (needs deepspeed).
+``--intermediate``: distil hidden states too, from a wider teacher (learned projections outside the DDP model).
 
 Usage: python tests/distributed_train.py OUTPUT_JSON PER_DEVICE_BATCH_SIZE [options]
 """
@@ -105,20 +106,30 @@ def deepspeed_config(stage: int) -> dict:
     }
 
 
-def main(output: str, batch_size: int, precompute_dir: str | None, fsdp: bool, deepspeed_stage: int | None) -> None:
+def main(
+    output: str,
+    batch_size: int,
+    precompute_dir: str | None,
+    fsdp: bool,
+    deepspeed_stage: int | None,
+    intermediate: bool = False,
+) -> None:
     torch.set_num_threads(1)  # as torchrun's processes: the same CPU kernels, bit-identical teacher logits
     if deepspeed_stage is None:
         PartialState(cpu=True)  # without GPU, accelerate sees one process unless told cpu=True first
     record = precompute(Path(precompute_dir)) if precompute_dir else {}
     # Unevenly ignored labels: the CE must be weighted by the labelled rows of the global batch, not per process.
-    data = tiny_text_dataset(16).remove_columns("text")
+    # Token-averaged hidden-state losses split evenly over processes only when every row has the same length.
+    data = tiny_text_dataset(16, ragged=not intermediate).remove_columns("text")
     data = data.map(lambda row, i: {"label": -100 if i in (0, 1, 2, 5, 11) else row["label"]}, with_indices=True)
     extra = {} if deepspeed_stage is None else {"use_cpu": False, "deepspeed": deepspeed_config(deepspeed_stage)}
+    if intermediate:
+        extra["hidden_state_loss"] = "mse"
     with tempfile.TemporaryDirectory() as tmp:
         trainer = DistillationTrainer(
             model=tiny_bert(seed=2),
             args=make_args(Path(tmp), per_device_train_batch_size=batch_size, max_steps=2, alpha=0.3, **extra),
-            teacher_model=tiny_bert(seed=1),
+            teacher_model=tiny_bert(seed=1, hidden=32, layers=4) if intermediate else tiny_bert(seed=1),
             train_dataset=data,
             eval_dataset=data,
             data_collator=DataCollatorForDistillation(),
@@ -134,6 +145,8 @@ def main(output: str, batch_size: int, precompute_dir: str | None, fsdp: bool, d
     }
     if fsdp:
         record["fsdp_teacher"] = fsdp_teacher()
+    if intermediate:
+        record["projections"] = {k: v.tolist() for k, v in trainer.intermediate.state_dict().items()}
     record.update(
         processes_seen_by_trainer=trainer.args.world_size, log_history=trainer.state.log_history, eval=metrics
     )
@@ -151,5 +164,11 @@ if __name__ == "__main__":
     parser.add_argument("--precompute-dir")
     parser.add_argument("--fsdp-teacher", action="store_true")
     parser.add_argument("--deepspeed-stage", type=int)
+    parser.add_argument("--intermediate", action="store_true")
     args = parser.parse_args()
-    main(args.output, args.batch_size, args.precompute_dir, args.fsdp_teacher, args.deepspeed_stage)
+    main(args.output, args.batch_size, args.precompute_dir, args.fsdp_teacher, args.deepspeed_stage, args.intermediate)
+    # Leave the process group before exit: a gloo group torn down by the interpreter at exit sometimes aborts with
+    # "terminate called without an active exception" after the work is done.
+    if torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()

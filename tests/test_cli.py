@@ -4,6 +4,7 @@ import csv
 import importlib.util
 import json
 
+import numpy as np
 import pytest
 import torch
 from transformers import BertTokenizerFast
@@ -39,8 +40,9 @@ def test_compare_command_tokenizes_for_each_side(tmp_path, word_tokenizer, capsy
     output = tmp_path / "cmp"
     has_matplotlib = importlib.util.find_spec("matplotlib") is not None
     code = main(
-        ["compare", "--teacher", teacher_dir, "--student", f"distilled={student_dir}", "--student", other_dir,
-         "--dataset", str(tmp_path / "eval.csv"), "--text_column", "sentence", "--label_column", "sentiment",
+        ["compare", "--teacher_model_name_or_path", teacher_dir, "--student_model_name_or_path",
+         f"distilled={student_dir}", other_dir, "--validation_file", str(tmp_path / "eval.csv"),
+         "--text_columns", "sentence", "--label_column", "sentiment",
          "--num_threads", "1", "--latency_runs", "3", "--throughput_batch_size", "4", "--throughput_runs", "2",
          "--warmup_runs", "1", "--output_dir", str(output), *([] if has_matplotlib else ["--no_plot"])]
     )  # fmt: skip
@@ -63,7 +65,10 @@ def test_compare_command_refuses_unknown_labels(tmp_path, word_tokenizer):
     model_dir = save(tiny_bert(seed=2), word_tokenizer, tmp_path / "m")
     (tmp_path / "eval.csv").write_text("text,label\ngood,happy\n")
     with pytest.raises(ValueError, match="happy"):
-        main(["compare", "--teacher", model_dir, "--student", model_dir, "--dataset", str(tmp_path / "eval.csv")])
+        main(
+            ["compare", "--teacher_model_name_or_path", model_dir, "--student_model_name_or_path", model_dir,
+             "--validation_file", str(tmp_path / "eval.csv")]
+        )  # fmt: skip
 
 
 def test_compare_command_loads_a_peft_adapter_on_its_base(tmp_path, word_tokenizer):
@@ -81,8 +86,8 @@ def test_compare_command_loads_a_peft_adapter_on_its_base(tmp_path, word_tokeniz
     (tmp_path / "eval.jsonl").write_text('{"text": "good movie", "label": 0}\n{"text": "bad food", "label": 2}\n')
     output = tmp_path / "cmp"
     main(
-        ["compare", "--teacher", teacher_dir, "--student", f"lora={tmp_path / 'adapter'}",
-         "--dataset", str(tmp_path / "eval.jsonl"), "--latency_runs", "1", "--throughput_batch_size", "2",
+        ["compare", "--teacher_model_name_or_path", teacher_dir, "--student_model_name_or_path",
+         f"lora={tmp_path / 'adapter'}", "--validation_file", str(tmp_path / "eval.jsonl"), "--latency_runs", "1", "--throughput_batch_size", "2",
          "--throughput_runs", "1", "--warmup_runs", "0", "--no_plot", "--output_dir", str(output)]
     )  # fmt: skip
     report = json.loads((output / "comparison.json").read_text())
@@ -92,3 +97,60 @@ def test_compare_command_loads_a_peft_adapter_on_its_base(tmp_path, word_tokeniz
     with torch.no_grad():
         kl = mean_kl(expected(**encoded).logits.numpy(), load_teacher(teacher_dir)(**encoded).logits.numpy())
     assert report["results"][1]["mean_kl"] == pytest.approx(kl, rel=1e-4)
+
+
+FAST_FLAGS = ["--latency_runs", "2", "--throughput_batch_size", "4", "--throughput_runs", "1", "--warmup_runs", "0",
+              "--bootstrap_resamples", "100", "--num_threads", "1", "--no_plot"]  # fmt: skip
+
+
+def test_compare_command_loads_a_builtin_image_set_as_the_recipe_does(tmp_path):
+    """sklearn digits split and subsampled as image_classification.py does; a grey teacher and an RGB student
+    each get their own processor's pixels; the student also runs in ONNX Runtime, fp32 and int8."""
+    pytest.importorskip("sklearn")
+    pytest.importorskip("onnxruntime")
+    from transformers import ResNetConfig, ResNetForImageClassification, ViTConfig, ViTForImageClassification
+
+    from hf_distill.vision import ImageDataArguments, default_image_processor, prepare_image_splits
+    from tests.test_pipelines import DIGITS
+
+    torch.manual_seed(0)
+    label_kwargs = dict(id2label=dict(enumerate(DIGITS)), label2id={d: i for i, d in enumerate(DIGITS)})
+    teacher = ResNetForImageClassification(
+        ResNetConfig(num_channels=1, embedding_size=8, hidden_sizes=[8], depths=[1], **label_kwargs)
+    ).eval()
+    teacher.save_pretrained(tmp_path / "teacher")
+    default_image_processor((8, 8), num_channels=1).save_pretrained(tmp_path / "teacher")
+    student = ViTForImageClassification(
+        ViTConfig(image_size=8, patch_size=4, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                  intermediate_size=32, **label_kwargs)
+    ).eval()  # fmt: skip
+    student.save_pretrained(tmp_path / "vit")
+    default_image_processor((8, 8)).save_pretrained(tmp_path / "vit")
+    output = tmp_path / "cmp"
+    main(
+        ["compare", "--teacher_model_name_or_path", str(tmp_path / "teacher"), "--student_model_name_or_path",
+         f"vit={tmp_path / 'vit'}", "--dataset_name", "sklearn_digits", "--max_eval_samples", "20", "--seed", "3",
+         "--backend", "pytorch,onnxruntime", "--quantize", "dynamic", "--output_dir", str(output), *FAST_FLAGS]
+    )  # fmt: skip
+    report = json.loads((output / "comparison.json").read_text())
+    assert [r["name"] for r in report["results"]] == ["teacher", "vit", "vit (onnxruntime)", "vit (onnxruntime int8)"]
+    assert (output / "onnx" / "vit.onnx").exists() and (output / "onnx" / "vit.int8.onnx").exists()
+    splits, _ = prepare_image_splits(ImageDataArguments(dataset_name="sklearn_digits", max_eval_samples=20), seed=3)
+    images, labels = splits["validation"]["image"], np.asarray(splits["validation"]["label"])
+    with torch.no_grad():
+        grey = torch.tensor(np.asarray(images), dtype=torch.float32)[:, None] / 255 * 2 - 1
+        expected = accuracy(teacher(pixel_values=grey).logits.argmax(-1).numpy(), labels)
+        rgb = grey.expand(-1, 3, -1, -1)
+        expected_student = accuracy(student(pixel_values=rgb).logits.argmax(-1).numpy(), labels)
+    assert report["results"][0]["accuracy"] == pytest.approx(expected)
+    assert report["results"][1]["accuracy"] == pytest.approx(expected_student)
+    assert report["results"][2]["accuracy"] == report["results"][1]["accuracy"]
+
+
+def test_compare_command_help_uses_the_recipes_names(capsys):
+    with pytest.raises(SystemExit):
+        main(["compare", "--help"])
+    text = capsys.readouterr().out
+    for flag in ("--teacher_model_name_or_path", "--dataset_name", "--max_eval_samples", "--max_seq_length",
+                 "--output_dir", "--backend", "--quantize"):  # fmt: skip
+        assert flag in text

@@ -11,6 +11,7 @@ from datasets import DatasetDict
 from hf_distill import DataCollatorForDistillation
 from hf_distill.compare import ComparisonReport, compare_models
 from hf_distill.metrics import accuracy, expected_calibration_error, macro_f1
+from hf_distill.plots import bootstrap_interval
 from tests.conftest import permuted_teacher, tiny_text_dataset, varied_bert
 
 FAST = dict(latency_runs=4, throughput_batch_size=8, throughput_runs=2, warmup_runs=1, num_threads=1)
@@ -158,3 +159,65 @@ def test_peft_student_is_measured_merged_on_a_copy(models):
     logits, labels = direct_logits(merged, dataset)
     assert report.students[0].accuracy == pytest.approx(accuracy(logits.argmax(-1).numpy(), labels))
     assert report.students[0].num_parameters == sum(p.numel() for p in merged.parameters())
+
+
+def test_accuracy_and_agreement_come_with_bootstrap_intervals(models):
+    teacher, student, _ = models
+    report = compare_models(teacher, {"s": student}, tiny_text_dataset(40, seed=2), bootstrap_resamples=500, **FAST)
+    for row in report.results:
+        assert row.accuracy_low <= row.accuracy <= row.accuracy_high
+    row = report.students[0]
+    assert row.agreement_low <= row.agreement <= row.agreement_high
+    assert (
+        "95% CI" in report.to_markdown() and f"{row.accuracy_low:.3f}-{row.accuracy_high:.3f}" in report.to_markdown()
+    )
+
+
+def test_bootstrap_interval_matches_the_binomial_standard_error():
+    hits = np.random.default_rng(0).random(2000) < 0.8
+    low, high = bootstrap_interval(hits, n_resamples=2000)
+    se = np.sqrt(hits.mean() * (1 - hits.mean()) / len(hits))
+    assert low < hits.mean() < high and (high - low) == pytest.approx(2 * 1.96 * se, rel=0.15)
+    assert bootstrap_interval(hits, seed=3) == bootstrap_interval(hits, seed=3)
+    with pytest.raises(ValueError, match="non-empty"):
+        bootstrap_interval(np.array([]))
+
+
+def test_onnxruntime_rows_match_pytorch_and_int8_is_smaller(models, tmp_path):
+    pytest.importorskip("onnxruntime")
+    teacher, student, _ = models
+    dataset = tiny_text_dataset(24, seed=5)
+    report = compare_models(
+        teacher, {"distilled": student}, dataset, backends=("pytorch", "onnxruntime"), quantize="dynamic",
+        onnx_dir=tmp_path, **FAST,
+    )  # fmt: skip
+    rows = {r.name: r for r in report.results}
+    assert list(rows) == ["teacher", "distilled", "distilled (onnxruntime)", "distilled (onnxruntime int8)"]
+    torch_row, onnx_row, int8_row = (
+        rows["distilled"],
+        rows["distilled (onnxruntime)"],
+        rows["distilled (onnxruntime int8)"],
+    )
+    assert (onnx_row.backend, int8_row.backend) == ("onnxruntime", "onnxruntime-int8")
+    # fp32 ONNX Runtime computes the same function: same accuracy, agreement and KL (to float rounding).
+    assert onnx_row.accuracy == torch_row.accuracy and onnx_row.agreement == torch_row.agreement
+    assert onnx_row.mean_kl == pytest.approx(torch_row.mean_kl, rel=1e-3, abs=1e-6)
+    assert abs(int8_row.agreement - torch_row.agreement) <= 0.25  # int8 may flip a few of 24 near-ties
+    exported = sum(p.stat().st_size for p in tmp_path.glob("distilled.onnx*"))  # the graph and its weights file
+    assert int8_row.size_bytes < onnx_row.size_bytes == exported
+    assert onnx_row.num_parameters == torch_row.num_parameters and int8_row.latency_ms_median > 0
+    assert "onnxruntime.quantization.quantize_dynamic" in report.to_markdown()
+    assert report.settings["backends"] == ["pytorch", "onnxruntime"] and report.settings["quantize"] == "dynamic"
+    pytest.importorskip("matplotlib")
+    assert report.plot(tmp_path / "plot.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_bad_backends_are_refused(models):
+    teacher, student, _ = models
+    dataset = tiny_text_dataset(8)
+    with pytest.raises(ValueError, match="backends must be"):
+        compare_models(teacher, student, dataset, backends=("tensorrt",))
+    with pytest.raises(ValueError, match="add 'onnxruntime'"):
+        compare_models(teacher, student, dataset, quantize="dynamic")
+    with pytest.raises(ValueError, match="quantize must be"):
+        compare_models(teacher, student, dataset, backends=("onnxruntime",), quantize="static")

@@ -70,7 +70,7 @@ def test_objective_parts_weights_and_the_ce_phase():
 
 
 def test_extra_terms_add_named_weighted_parts():
-    def hidden_term(student_outputs, teacher_outputs, labels):
+    def hidden_term(student_outputs, teacher_outputs, labels, inputs):
         return LossParts({"loss_hidden": student_outputs.sum() * 0 + 2.0}, {"loss_hidden": 0.5})
 
     student, teacher, labels = torch.randn(4, 3), torch.randn(4, 3), torch.tensor([0, 1, 2, 0])
@@ -101,7 +101,7 @@ def test_trainer_logs_every_part_of_the_objective(tmp_path):
     from hf_distill import DataCollatorForDistillation, DistillationTrainer
     from tests.conftest import tiny_bert, tiny_text_dataset
 
-    def logits_norm(student_outputs, teacher_outputs, labels):
+    def logits_norm(student_outputs, teacher_outputs, labels, inputs):
         return LossParts({"loss_norm": student_outputs.logits.float().pow(2).mean()}, {"loss_norm": 0.1})
 
     data = tiny_text_dataset(16).remove_columns("text")

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from accelerate import PartialState
 from datasets import load_from_disk
 
@@ -53,6 +54,18 @@ def test_two_process_training_matches_one_process_at_equal_global_batch(runs):
     assert ddp["processes_seen_by_trainer"] == 2 and single["processes_seen_by_trainer"] == 1
     assert ddp["teacher"]["type"] == "BertForSequenceClassification"  # DDP: moved to the device, not wrapped
     assert_same_training(single, ddp)
+
+
+def test_two_process_intermediate_distillation_keeps_projections_in_sync(tmp_path):
+    """The projections live outside the DDP model: their gradients are averaged over processes by the trainer."""
+    single, ddp = run(tmp_path, 1, 8, "--intermediate"), run(tmp_path, 2, 4, "--intermediate")
+    for step_a, step_b in zip(steps(single), steps(ddp), strict=True):
+        for key in (*STEP_KEYS, "loss_hidden_state"):
+            assert step_b[key] == pytest.approx(step_a[key], rel=1e-4), key
+    ranks = [record["projections"] for record in ddp["processes"]]
+    for name, value in single["projections"].items():
+        for rank in ranks:
+            assert torch.allclose(torch.tensor(rank[name]), torch.tensor(value), atol=1e-6), name
 
 
 def test_two_process_precomputation_equals_one_process(runs):

@@ -87,3 +87,25 @@ def test_bad_options_are_refused(kwargs, message):
 def test_dataset_without_teacher_inputs_is_refused():
     with pytest.raises(ValueError, match="none of the teacher's inputs.*tokenize"):
         precompute_teacher_logits(tiny_bert(), Dataset.from_dict({"text": ["a", "b"]}))
+
+
+def test_an_interrupted_precomputation_leaves_no_partial_cache_and_a_rerun_is_complete(tmp_path):
+    tiny_text_dataset(600).save_to_disk(str(tmp_path / "ds"))
+    data = Dataset.load_from_disk(str(tmp_path / "ds"))
+    files_before = sorted(p.name for p in (tmp_path / "ds").iterdir())
+    teacher, calls = tiny_bert(seed=1), []
+
+    def fail_midway(*args):
+        calls.append(1)
+        if len(calls) == 40:  # batch size 8 in map batches of 256 rows: the first map batch is already written
+            raise KeyboardInterrupt("simulated interruption")
+
+    hook = teacher.register_forward_hook(fail_midway)
+    with pytest.raises(KeyboardInterrupt):
+        precompute_teacher_logits(teacher, data, batch_size=8)
+    assert sorted(p.name for p in (tmp_path / "ds").iterdir()) == files_before  # no partial cache file
+    hook.remove()
+    out = precompute_teacher_logits(teacher, data, batch_size=8)
+    assert len(out) == 600 and out.cache_files[0]["filename"].startswith(str(tmp_path / "ds"))
+    expected = precompute_teacher_logits(teacher, tiny_text_dataset(600), batch_size=8)  # in memory, never cached
+    assert out["teacher_logits"] == expected["teacher_logits"]

@@ -140,3 +140,15 @@ def test_train_teacher_scores_the_test_split_and_shows_modality_in_help(assets):
         text=True,
     )
     assert proc.returncode == 0 and "--modality {text,image}" in proc.stdout
+
+
+def test_peft_recipe_self_distils_from_the_frozen_base(assets):
+    flags = common_flags(assets, "lora-self") + ["--student_init", "pretrained", "--self_distillation"]
+    flags += ["--student_model_name_or_path", str(assets / "student_base"), "--use_peft", "--lora_r", "4"]
+    flags += ["--lora_target_modules", "query", "value"]
+    load_recipe("text_classification").main(flags)
+    history = json.loads((assets / "lora-self" / "trainer_state.json").read_text())["log_history"]
+    steps = [entry for entry in history if "loss" in entry]
+    assert steps[0]["loss_kd"] < 1e-6  # LoRA starts as the identity: the student equals its base, the teacher
+    assert steps[-1]["loss_kd"] > 0  # then the adapter moves away from the base
+    assert "self_distillation" in (assets / "lora-self" / "README.md").read_text()

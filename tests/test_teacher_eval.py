@@ -73,7 +73,7 @@ def test_teacher_metrics_from_precomputed_logits(tmp_path):
     assert "eval_accuracy" not in metrics
 
 
-def test_no_teacher_metrics_in_predict(tmp_path):
+def test_predict_reports_the_teacher_metrics_as_evaluate_does(tmp_path):
     dataset = tiny_text_dataset(8).remove_columns("text")
     trainer = DistillationTrainer(
         model=tiny_bert(seed=2),
@@ -81,5 +81,8 @@ def test_no_teacher_metrics_in_predict(tmp_path):
         teacher_model=tiny_bert(seed=1),
         data_collator=DataCollatorForDistillation(),
     )
-    output = trainer.predict(dataset)
-    assert not any("teacher" in key for key in output.metrics)
+    predicted = trainer.predict(dataset, metric_key_prefix="test").metrics  # --do_predict's test scores feed the card
+    evaluated = trainer.evaluate(dataset, metric_key_prefix="test")
+    assert predicted["test_teacher_accuracy"] == evaluated["test_teacher_accuracy"]
+    unlabelled = trainer.predict(dataset.remove_columns("label")).metrics
+    assert not any("teacher" in key for key in unlabelled)

@@ -175,6 +175,37 @@ def test_two_process_recipe_run(assets):
     assert not list((assets / "cache").glob("**/hf_distill-*/shard-00001-of-00002"))
 
 
+@pytest.mark.parametrize(
+    "method",
+    [
+        ["--hidden_state_loss", "mse", "--attention_loss", "kl", "--layer_map", "0:1"],
+        [
+            "--teacher_weights",
+            "0.7,0.3",
+            "--precompute_teacher_logits",
+            "--teacher_logits_columns",
+            "logits_a,logits_b",
+        ],
+        ["--teacher_weights", "0.7,0.3"],
+    ],
+    ids=["intermediate", "two-teachers-precomputed", "two-teachers"],
+)
+def test_recipe_exposes_intermediate_and_multi_teacher_methods(assets, method):
+    tiny_bert(seed=7, vocab_size=32).save_pretrained(assets / "teacher2")  # a second teacher, same labels
+    flags = common_flags(assets, "out-method") + ["--student_num_layers", "1", *method]
+    if "--teacher_weights" in method:
+        flags[1] = f"{assets / 'teacher'},{assets / 'teacher2'}"
+    metrics = load_recipe("text_classification").main(flags)
+    history = json.loads((assets / "out-method" / "trainer_state.json").read_text())["log_history"]
+    if "--hidden_state_loss" in method:
+        assert "eval_loss_hidden_state" in metrics and "eval_loss_attention" in metrics
+        assert all("loss_hidden_state" in entry for entry in history if "loss" in entry)
+    card = (assets / "out-method" / "README.md").read_text()
+    assert f"| {method[0][2:]} | {method[1]} |" in card  # the method's settings are recorded in the card
+    if "--teacher_weights" in method:  # both teachers are named, in-batch or precomputed
+        assert f"{assets / 'teacher'} + {assets / 'teacher2'}" in card
+
+
 def test_teacher_with_non_alphabetical_labels_is_scored_by_name(assets, word_tokenizer):
     """csv label strings are encoded in the student's (teacher's) label order, not sorted: the teacher's accuracy the
     recipe reports is the one computed by label name."""

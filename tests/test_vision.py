@@ -13,26 +13,29 @@ from transformers import (
     ResNetForImageClassification,
     ViTConfig,
     ViTForImageClassification,
+    ViTImageProcessorPil,
 )
 
 from hf_distill import DataCollatorForDistillation, DistillationTrainer, distillation_loss
 from hf_distill.vision import (
     DeiTDistillationTrainer,
     DistillationImageTransform,
-    PixelSpec,
+    PixelFormat,
     RandomResizedCropFlip,
+    crop_view,
+    default_image_processor,
     deit_distillation_loss,
     identity_view,
     precompute_teacher_views,
-    render_view,
-    to_chw_uint8,
+    to_pil,
 )
 from tests.conftest import make_args
 
 CLASSES = ["a", "b", "c"]
 SIDE = 12
-STUDENT = PixelSpec((8, 8), num_channels=1)
-TEACHER = PixelSpec((8, 8), num_channels=3, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+IMAGENET = dict(image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225])
+STUDENT = PixelFormat(default_image_processor((8, 8)))
+TEACHER = PixelFormat(ViTImageProcessorPil(size={"height": 8, "width": 8}, do_convert_rgb=True, **IMAGENET))
 AUGMENT = RandomResizedCropFlip(scale=(0.3, 1.0))
 
 
@@ -56,7 +59,7 @@ def label_kwargs() -> dict:
     )
 
 
-def tiny_vit(seed: int = 0, channels: int = 1) -> ViTForImageClassification:
+def tiny_vit(seed: int = 0, channels: int = 3) -> ViTForImageClassification:
     torch.manual_seed(seed)
     config = ViTConfig(
         image_size=8, patch_size=4, num_channels=channels, hidden_size=16, num_hidden_layers=1,
@@ -76,14 +79,15 @@ def tiny_resnet(seed: int = 1) -> ResNetForImageClassification:
 def tiny_deit(seed: int = 0) -> DeiTForImageClassificationWithTeacher:
     torch.manual_seed(seed)
     config = DeiTConfig(
-        image_size=8, patch_size=4, num_channels=1, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+        image_size=8, patch_size=4, num_channels=3, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
         intermediate_size=32, hidden_dropout_prob=0.0, **label_kwargs(),
     )  # fmt: skip
     return DeiTForImageClassificationWithTeacher(config)
 
 
-def unnormalise(pixels: torch.Tensor, spec: PixelSpec) -> torch.Tensor:
-    return pixels * torch.tensor(spec.std)[:, None, None] + torch.tensor(spec.mean)[:, None, None]
+def unnormalise(pixels: torch.Tensor, pixel_format: PixelFormat) -> torch.Tensor:
+    std, mean = pixel_format.processor.image_std, pixel_format.processor.image_mean
+    return pixels * torch.tensor(std)[:, None, None] + torch.tensor(mean)[:, None, None]
 
 
 # ---- views ----
@@ -98,42 +102,49 @@ def test_views_are_seeded_and_fit_the_image():
     assert len({tuple(v) for v in draw}) > 40 and {v[4] for v in draw} == {0, 1}
 
 
-def test_render_crops_flips_converts_and_normalises():
-    image = to_chw_uint8(smooth_images(1)[0])
-    whole = render_view(image, identity_view(SIDE, SIDE), PixelSpec((SIDE, SIDE), 1))
-    torch.testing.assert_close(whole, image.float() / 255 * 2 - 1)
+def test_views_are_cropped_flipped_and_prepared_by_the_image_processor():
+    image = smooth_images(1)[0]
+    whole = PixelFormat(default_image_processor((SIDE, SIDE))).render(image, identity_view(SIDE, SIDE))
+    expected = torch.from_numpy(image).float().div(255).mul(2).sub(1).expand(3, -1, -1)  # grey made RGB
+    torch.testing.assert_close(whole, expected)
+    plain = dict(size={"height": 8, "width": 8}, image_mean=[0.0] * 3, image_std=[1.0] * 3, do_convert_rgb=True)
     view = [2, 3, 8, 8, 1]
-    crop = render_view(image, view, PixelSpec((8, 8), 3, mean=(0.0,), std=(1.0,)))
-    expected = (image[:, 2:10, 3:11].float() / 255).flip(-1).expand(3, -1, -1)
-    torch.testing.assert_close(crop, expected)
-    rgb = torch.stack([image[0], image[0] // 2, image[0] // 3])
-    grey = render_view(rgb, view, PixelSpec((8, 8), 1, mean=(0.0,), std=(1.0,)))
-    luma = 0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2]
-    torch.testing.assert_close(grey[0], (luma[2:10, 3:11] / 255).flip(-1), rtol=1e-5, atol=1e-5)
+    crop = PixelFormat(ViTImageProcessorPil(**plain)).render(image, view)
+    torch.testing.assert_close(crop, (torch.from_numpy(image[2:10, 3:11]).float() / 255).flip(-1).expand(3, -1, -1))
+    rgb = np.stack([image, image // 2, image // 3], axis=-1)
+    grey_model = PixelFormat(
+        ViTImageProcessorPil(size={"height": 8, "width": 8}, image_mean=[0.0], image_std=[1.0]), 1
+    )
+    grey = grey_model.render(rgb, view)
+    luma = (0.299 * rgb[..., 0] + 0.587 * rgb[..., 1] + 0.114 * rgb[..., 2])[2:10, 3:11]
+    assert grey.shape == (1, 8, 8)
+    torch.testing.assert_close(grey[0], torch.from_numpy(luma / 255).float().flip(-1), rtol=0, atol=1.5 / 255)
 
 
 @pytest.mark.parametrize(
     "make, error, message",
     [
         (lambda: RandomResizedCropFlip(scale=(0.5, 1.5)), ValueError, "scale must satisfy"),
-        (lambda: PixelSpec((8, 8), num_channels=2), ValueError, "num_channels must be 1 or 3"),
-        (lambda: PixelSpec((8, 8), 3, mean=(0.1, 0.2)), ValueError, "mean needs 1 or 3 values"),
-        (lambda: to_chw_uint8(np.zeros((4, 4), np.float32)), TypeError, "values in 0-255"),
-        (lambda: render_view(torch.zeros(1, 4, 4, dtype=torch.uint8), [2, 2, 3, 3, 0], STUDENT), ValueError, "fit"),
+        (lambda: PixelFormat(default_image_processor((8, 8)), num_channels=2), ValueError, "must be 1 or 3"),
+        (lambda: PixelFormat(default_image_processor((8, 8)), num_channels=1), ValueError, "normalises 3 channel"),
+        (lambda: to_pil(np.zeros((4, 4), np.float32)), TypeError, "values in 0-255"),
+        (lambda: crop_view(to_pil(np.zeros((4, 4), np.uint8)), [2, 2, 3, 3, 0]), ValueError, "does not fit"),
     ],
 )
-def test_bad_views_and_specs_are_refused(make, error, message):
+def test_bad_views_and_formats_are_refused(make, error, message):
     with pytest.raises(error, match=message):
         make()
 
 
 def test_teacher_and_student_inputs_show_the_same_view_at_their_own_resolution():
-    """The teacher renders each random view at 16x16 RGB, the student at 8x8 grey: they agree once pooled."""
-    teacher_spec = PixelSpec((16, 16), 3, mean=TEACHER.mean, std=TEACHER.std)
-    transform = DistillationImageTransform(student=STUDENT, teacher=teacher_spec, augment=AUGMENT, seed=3)
+    """The teacher gets each random view at 16x16, the student at 8x8 (both RGB): they agree once pooled."""
+    teacher_format = PixelFormat(
+        ViTImageProcessorPil(size={"height": 16, "width": 16}, do_convert_rgb=True, **IMAGENET)
+    )
+    transform = DistillationImageTransform(student=STUDENT, teacher=teacher_format, augment=AUGMENT, seed=3)
     out = transform({"image": list(image_dataset(32)["image"]), "label": [0] * 32})
     student = torch.stack([unnormalise(x, STUDENT)[0] for x in out["pixel_values"]])
-    teacher = torch.stack([unnormalise(x, teacher_spec) for x in out["teacher_pixel_values"]])
+    teacher = torch.stack([unnormalise(x, teacher_format) for x in out["teacher_pixel_values"]])
     assert torch.allclose(teacher[:, 0], teacher[:, 2], atol=1e-5)  # grey made RGB
     pooled = F.avg_pool2d(teacher[:, :1], 2)[:, 0]
     same = (pooled - student).abs().mean((1, 2))
@@ -146,7 +157,7 @@ def test_eval_transform_renders_the_whole_image_and_refuses_clean_logits_under_a
     images = list(image_dataset(4)["image"])
     out = DistillationImageTransform(student=STUDENT)({"image": images})
     for image, pixels in zip(images, out["pixel_values"], strict=True):
-        torch.testing.assert_close(pixels, render_view(to_chw_uint8(image), identity_view(SIDE, SIDE), STUDENT))
+        torch.testing.assert_close(pixels, STUDENT.render(image, identity_view(SIDE, SIDE)))
     with pytest.raises(ValueError, match="do not match randomly augmented views"):
         DistillationImageTransform(student=STUDENT, augment=AUGMENT)({"image": images, "teacher_logits": [[0.0] * 3]})
 
@@ -169,9 +180,9 @@ def test_in_batch_teacher_receives_the_view_the_student_sees(tmp_path):
     trainer.train()
     assert len(seen["student"]) == len(seen["teacher"]) == 4
     for student_in, teacher_in in zip(seen["student"], seen["teacher"], strict=True):
-        assert student_in.shape == (8, 1, 8, 8) and teacher_in.shape == (8, 3, 8, 8)
+        assert student_in.shape == teacher_in.shape == (8, 3, 8, 8)
         torch.testing.assert_close(
-            unnormalise(teacher_in, TEACHER)[:, :1], unnormalise(student_in, STUDENT), rtol=0, atol=1e-5
+            unnormalise(teacher_in, TEACHER), unnormalise(student_in, STUDENT), rtol=0, atol=1e-5
         )
     clean = torch.stack(DistillationImageTransform(student=STUDENT)(data.with_format(None)[:8])["pixel_values"])
     assert not torch.allclose(seen["student"][0], clean)  # the views really were augmented
@@ -180,14 +191,16 @@ def test_in_batch_teacher_receives_the_view_the_student_sees(tmp_path):
 # ---- K-view cache ----
 
 
-def teacher_logits_of(teacher, image, view, spec=TEACHER):
+def teacher_logits_of(teacher, image, view, pixel_format=TEACHER):
     with torch.no_grad():
-        return teacher(pixel_values=render_view(to_chw_uint8(image), view, spec)[None]).logits[0]
+        return teacher(pixel_values=pixel_format.render(image, view)[None]).logits[0]
 
 
 def test_k_view_cache_reproduces_its_views():
     teacher, data = tiny_resnet(), image_dataset(6)
-    cached = precompute_teacher_views(teacher, data, teacher_spec=TEACHER, augment=AUGMENT, num_views=3, batch_size=4)
+    cached = precompute_teacher_views(
+        teacher, data, teacher_format=TEACHER, augment=AUGMENT, num_views=3, batch_size=4
+    )
     assert cached.column_names == ["image", "label", "teacher_views", "teacher_logits"]
     views, logits = np.asarray(cached["teacher_views"]), np.asarray(cached["teacher_logits"], dtype=np.float32)
     assert views.shape == (6, 3, 5) and logits.shape == (6, 3, 3)
@@ -197,25 +210,25 @@ def test_k_view_cache_reproduces_its_views():
             expected = teacher_logits_of(teacher, image, views[i, j])
             torch.testing.assert_close(torch.from_numpy(logits[i, j]), expected, rtol=1e-4, atol=1e-5)
     # The views depend on the seed and the row only, not on the batch size.
-    again = precompute_teacher_views(teacher, data, teacher_spec=TEACHER, augment=AUGMENT, num_views=3, batch_size=5)
+    again = precompute_teacher_views(teacher, data, teacher_format=TEACHER, augment=AUGMENT, num_views=3, batch_size=5)
     assert np.array_equal(np.asarray(again["teacher_views"]), views)
     np.testing.assert_allclose(np.asarray(again["teacher_logits"]), logits, rtol=1e-5, atol=1e-6)
-    other = precompute_teacher_views(teacher, data, teacher_spec=TEACHER, augment=AUGMENT, num_views=3, seed=1)
+    other = precompute_teacher_views(teacher, data, teacher_format=TEACHER, augment=AUGMENT, num_views=3, seed=1)
     assert not np.array_equal(np.asarray(other["teacher_views"]), views)
 
 
 def test_each_read_draws_a_stored_view_and_passes_on_its_logits():
     teacher, data = tiny_resnet(), image_dataset(4)
-    cached = precompute_teacher_views(teacher, data, teacher_spec=TEACHER, augment=AUGMENT, num_views=3)
+    cached = precompute_teacher_views(teacher, data, teacher_format=TEACHER, augment=AUGMENT, num_views=3)
     views, logits = np.asarray(cached["teacher_views"]), np.asarray(cached["teacher_logits"], dtype=np.float32)
     cached.set_transform(DistillationImageTransform(student=STUDENT, augment=AUGMENT, seed=0))
     drawn = set()
     for _epoch in range(30):
         batch = cached[:4]
         for i in range(4):
-            image = to_chw_uint8(data[i]["image"])
+            image = data[i]["image"]
             matches = [
-                j for j in range(3) if torch.equal(batch["pixel_values"][i], render_view(image, views[i, j], STUDENT))
+                j for j in range(3) if torch.equal(batch["pixel_values"][i], STUDENT.render(image, views[i, j]))
             ]
             assert len(matches) == 1
             torch.testing.assert_close(batch["teacher_logits"][i], torch.from_numpy(logits[i, matches[0]]))
@@ -225,8 +238,8 @@ def test_each_read_draws_a_stored_view_and_passes_on_its_logits():
 
 def test_k_view_cache_trains_without_a_teacher_and_is_checked_against_the_student(tmp_path):
     data = image_dataset(16)
-    train = precompute_teacher_views(tiny_resnet(), data, teacher_spec=TEACHER, augment=AUGMENT, num_views=2)
-    evaluation = precompute_teacher_views(tiny_resnet(), data, teacher_spec=TEACHER, augment=None)
+    train = precompute_teacher_views(tiny_resnet(), data, teacher_format=TEACHER, augment=AUGMENT, num_views=2)
+    evaluation = precompute_teacher_views(tiny_resnet(), data, teacher_format=TEACHER, augment=None)
     train.set_transform(DistillationImageTransform(student=STUDENT, augment=AUGMENT))
     evaluation.set_transform(DistillationImageTransform(student=STUDENT))
     trainer = DistillationTrainer(
@@ -246,10 +259,10 @@ def test_k_view_cache_trains_without_a_teacher_and_is_checked_against_the_studen
 
 def test_k_view_options_are_checked():
     with pytest.raises(ValueError, match="use num_views=1"):
-        precompute_teacher_views(tiny_resnet(), image_dataset(2), teacher_spec=TEACHER, augment=None, num_views=2)
+        precompute_teacher_views(tiny_resnet(), image_dataset(2), teacher_format=TEACHER, augment=None, num_views=2)
     with pytest.raises(ValueError, match="no image column 'img'"):
         precompute_teacher_views(
-            tiny_resnet(), image_dataset(2), teacher_spec=TEACHER, augment=None, image_column="img"
+            tiny_resnet(), image_dataset(2), teacher_format=TEACHER, augment=None, image_column="img"
         )
 
 
@@ -285,7 +298,7 @@ def test_deit_training_runs_and_the_saved_student_loads(tmp_path, teacher_views)
     data = image_dataset(16)
     teacher = tiny_resnet()
     if teacher_views:
-        data = precompute_teacher_views(teacher, data, teacher_spec=TEACHER, augment=AUGMENT, num_views=2)
+        data = precompute_teacher_views(teacher, data, teacher_format=TEACHER, augment=AUGMENT, num_views=2)
     data.set_transform(
         DistillationImageTransform(student=STUDENT, teacher=None if teacher_views else TEACHER, augment=AUGMENT)
     )

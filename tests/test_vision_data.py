@@ -8,19 +8,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from transformers import ViTImageProcessorPil
 
 from hf_distill.vision import (
     ImageDataArguments,
-    PixelSpec,
     class_names,
     image_model_from_config,
-    image_processor_for,
     image_shape,
     load_fashion_mnist,
     load_image_processor,
     load_sklearn_digits,
     parse_config_overrides,
-    pixel_spec_for,
+    pixel_format_for,
     prepare_image_splits,
 )
 from hf_distill.vision.datasets import FASHION_MNIST_DIR
@@ -34,7 +33,7 @@ def test_digits_are_split_subsampled_and_named():
     splits, labels = prepare_image_splits(args, seed=0)
     assert list(splits) == ["train", "validation"] and len(splits["train"]) == 100
     assert len(splits["validation"]) == 360 and labels == [str(i) for i in range(10)]
-    assert image_shape(splits) == (1, 8, 8)
+    assert image_shape(splits) == (8, 8)
     assert max(max(row) for row in splits["train"][0]["image"]) <= 255
 
 
@@ -49,7 +48,7 @@ def test_image_folders_load_with_their_class_names(tmp_path):
     args = ImageDataArguments(train_dir=str(tmp_path / "train"), validation_dir=str(tmp_path / "val"))
     splits, labels = prepare_image_splits(args, seed=0)
     assert labels == ["cat", "dog"] and len(splits["train"]) == 6 and len(splits["validation"]) == 4
-    assert image_shape(splits) == (3, 6, 5)
+    assert image_shape(splits) == (6, 5)
 
 
 def test_missing_columns_and_datasets_are_explained():
@@ -75,19 +74,22 @@ def test_fashion_mnist_names_its_package_when_missing(tmp_path):
         load_fashion_mnist(tmp_path)
 
 
-def test_models_from_configs_and_their_pixel_formats_round_trip(tmp_path):
+def test_models_from_configs_take_rgb_and_their_image_processors_round_trip(tmp_path):
     overrides = parse_config_overrides('{"patch_size": 4, "hidden_size": 16, "num_hidden_layers": 1}')
-    vit = image_model_from_config("vit", ["a", "b"], num_channels=1, image_size=12, overrides=overrides)
-    assert vit.config.image_size == 12 and vit.config.num_channels == 1 and vit.config.id2label[1] == "b"
-    assert pixel_spec_for(vit.config) == PixelSpec((12, 12), 1)
-    resnet = image_model_from_config("resnet", ["a", "b"], num_channels=3, overrides={"hidden_sizes": [8, 16]})
-    assert pixel_spec_for(resnet.config, default_size=20).size == (20, 20)  # a CNN takes the images' size
-    spec = PixelSpec((16, 12), 3, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
-    image_processor_for(spec).save_pretrained(tmp_path)
-    assert pixel_spec_for(resnet.config, load_image_processor(str(tmp_path))) == spec
+    vit = image_model_from_config("vit", ["a", "b"], image_size=12, overrides=overrides)
+    assert vit.config.image_size == 12 and vit.config.num_channels == 3 and vit.config.id2label[1] == "b"
+    processor = pixel_format_for(vit.config).processor
+    assert (processor.size.height, processor.size.width) == (12, 12) and list(processor.image_mean) == [0.5] * 3
+    assert processor.do_convert_rgb
+    resnet = image_model_from_config("resnet", ["a", "b"], overrides={"hidden_sizes": [8, 16]})
+    assert pixel_format_for(resnet.config, default_size=20).processor.size.height == 20
+    imagenet = ViTImageProcessorPil(size={"height": 16, "width": 12}, image_mean=[0.485, 0.456, 0.406])
+    imagenet.save_pretrained(tmp_path)
+    loaded = pixel_format_for(resnet.config, load_image_processor(str(tmp_path))).processor
+    assert loaded.to_dict() == imagenet.to_dict()
     assert load_image_processor(str(tmp_path / "none")) is None
     with pytest.raises(ValueError, match="model_type='deit'"):
-        image_model_from_config("vit", ["a", "b"], num_channels=1, with_distillation_token=True)
+        image_model_from_config("vit", ["a", "b"], with_distillation_token=True)
     with pytest.raises(ValueError, match="JSON object"):
         parse_config_overrides("hidden_size=16")
 
@@ -119,3 +121,26 @@ def test_image_recipes_train_a_teacher_then_distil_it(tmp_path):
         )  # fmt: skip
         metrics = json.loads((out / "all_results.json").read_text())
         assert 0 <= metrics["eval_accuracy"] <= 1 and 0 <= metrics["eval_agreement"] <= 1
+
+
+def test_image_recipe_distils_a_vit_teacher_hidden_states_and_attention(tmp_path):
+    """The image recipe's --hidden_state_loss / --attention_loss flags, ViT teacher (wider, deeper) to ViT student."""
+    pytest.importorskip("sklearn")
+    from tests.test_intermediate import tiny_vit
+    from tests.test_text_recipe import load_recipe
+
+    teacher = tiny_vit(1, hidden=24, layers=2)
+    teacher.config.id2label = {i: str(i) for i in range(10)}
+    teacher.config.label2id = {str(i): i for i in range(10)}
+    teacher.config.num_labels = 10
+    type(teacher)(teacher.config).save_pretrained(tmp_path / "teacher")
+    student = '{"patch_size": 4, "hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2}'
+    load_recipe("image_classification").main(
+        ["--dataset_name", "sklearn_digits", "--max_train_samples", "32", "--max_eval_samples", "16",
+         "--per_device_train_batch_size", "16", "--report_to", "none", "--use_cpu", "--do_train", "--do_eval",
+         "--max_steps", "2", "--teacher_model_name_or_path", str(tmp_path / "teacher"),
+         "--student_config_overrides", student, "--save_strategy", "no", "--output_dir", str(tmp_path / "out"),
+         "--hidden_state_loss", "mse", "--attention_loss", "kl", "--layer_map", "0:1"]
+    )  # fmt: skip
+    metrics = json.loads((tmp_path / "out" / "all_results.json").read_text())
+    assert metrics["eval_loss_hidden_state"] > 0 and metrics["eval_loss_attention"] >= 0

@@ -52,8 +52,9 @@ class LossParts:
 
 
 # An extra term of the objective (hidden states, attention maps, ...): gets the student's and the teacher's model
-# outputs (``None`` where not run) and the labels, returns its own named, weighted parts.
-ObjectiveTerm = Callable[[Any, Any, "torch.Tensor | None"], LossParts]
+# outputs (``None`` where not run), the labels and the student's inputs (``attention_mask``, ...), returns its own
+# named, weighted parts.
+ObjectiveTerm = Callable[[Any, Any, "torch.Tensor | None", Mapping[str, Any]], LossParts]
 
 
 def distillation_term(
@@ -151,10 +152,23 @@ class DistillationObjective:
         temperature: float,
         student_outputs: Any = None,
         teacher_outputs: Any = None,
+        inputs: Mapping[str, Any] | None = None,
     ) -> LossParts:
         parts = self.logit_parts(student_logits, teacher_logits, labels, alpha=alpha, temperature=temperature)
+        return parts + self.term_parts(student_outputs, teacher_outputs, labels, inputs)
+
+    @property
+    def output_flags(self) -> dict[str, bool]:
+        """What the terms need the models to return, as ``forward`` keywords (``output_hidden_states=True``, ...)."""
+        return {name: value for term in self.terms for name, value in getattr(term, "output_flags", {}).items()}
+
+    def term_parts(
+        self, student_outputs: Any, teacher_outputs: Any, labels: torch.Tensor | None, inputs: Mapping[str, Any] | None
+    ) -> LossParts:
+        """The parts of the extra ``terms`` alone."""
+        parts = LossParts({})
         for term in self.terms:
-            parts = parts + term(student_outputs, teacher_outputs, labels)
+            parts = parts + term(student_outputs, teacher_outputs, labels, inputs or {})
         return parts
 
     def logit_parts(

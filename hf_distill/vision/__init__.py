@@ -1,16 +1,11 @@
 """Image distillation: augmented views shared by teacher and student, K-view teacher caches, DeiT training."""
 
-from .augment import PixelSpec, RandomResizedCropFlip, identity_view, render_view, to_chw_uint8
+from .augment import RandomResizedCropFlip, crop_view, identity_view, to_pil
 from .datasets import class_names, eval_split, load_fashion_mnist, load_image_dataset, load_sklearn_digits
 from .deit import DeiTDistillationTrainer, deit_distillation_loss
 from .kview import precompute_teacher_views
-from .models import (
-    image_model_from_config,
-    image_processor_for,
-    load_image_processor,
-    parse_config_overrides,
-    pixel_spec_for,
-)
+from .models import image_model_from_config, load_image_processor, parse_config_overrides, pretrained_image_model
+from .processing import PixelFormat, default_image_processor, pixel_format_for
 from .recipe import ImageDataArguments, image_shape, prepare_image_splits
 from .transforms import VIEWS_COLUMN, DistillationImageTransform
 
@@ -19,23 +14,24 @@ __all__ = [
     "DeiTDistillationTrainer",
     "DistillationImageTransform",
     "ImageDataArguments",
-    "PixelSpec",
+    "PixelFormat",
     "RandomResizedCropFlip",
     "class_names",
+    "crop_view",
+    "default_image_processor",
     "deit_distillation_loss",
     "eval_split",
     "identity_view",
-    "image_shape",
     "image_model_from_config",
-    "image_processor_for",
+    "image_shape",
     "load_fashion_mnist",
     "load_image_dataset",
     "load_image_processor",
     "load_sklearn_digits",
     "parse_config_overrides",
-    "pixel_spec_for",
+    "pixel_format_for",
     "prepare_image_splits",
     "precompute_teacher_views",
-    "render_view",
-    "to_chw_uint8",
+    "pretrained_image_model",
+    "to_pil",
 ]

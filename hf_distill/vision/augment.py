@@ -1,8 +1,11 @@
-"""Seeded, reproducible image views in a few lines of torch: random resized crop and horizontal flip.
+"""Seeded, reproducible image views: random resized crop and horizontal flip, sampled as integers.
 
 A *view* is five integers ``(top, left, height, width, flip)`` on the original image. It is sampled once and then
-rendered at any model's resolution, channel count and normalisation (:class:`PixelSpec`), so a teacher and a student
-with different inputs judge exactly the same crop, and a stored view renders the same pixels again.
+cropped and flipped with Pillow; each model's own transformers image processor (:class:`PixelFormat`) resizes and
+normalises the crop, so a teacher and a student with different inputs judge exactly the same crop, and a stored view
+renders the same pixels again. torchvision's ``transforms.v2`` would sample the crop too, but PyPI's torchvision is a
+CUDA build that does not import beside the CPU torch wheel (docs/image.md); the sampling rule below is its
+``RandomResizedCrop.get_params``.
 """
 
 from __future__ import annotations
@@ -14,37 +17,15 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+from PIL import Image, ImageOps
 
 VIEW_SIZE = 5  # top, left, height, width, flip
-_LUMA = (0.299, 0.587, 0.114)
 
 
-@dataclass(frozen=True)
-class PixelSpec:
-    """What a model's ``pixel_values`` look like: size ``(height, width)``, channels, and ``(x - mean) / std``."""
-
-    size: tuple[int, int]
-    num_channels: int = 3
-    mean: tuple[float, ...] = (0.5,)
-    std: tuple[float, ...] = (0.5,)
-
-    def __post_init__(self) -> None:
-        if len(self.size) != 2 or min(self.size) < 1:
-            raise ValueError(f"PixelSpec.size must be (height, width) with positive sides, got {self.size}.")
-        if self.num_channels not in (1, 3):
-            raise ValueError(f"PixelSpec.num_channels must be 1 or 3, got {self.num_channels}.")
-        for name in ("mean", "std"):
-            if len(getattr(self, name)) not in (1, self.num_channels):
-                raise ValueError(f"PixelSpec.{name} needs 1 or {self.num_channels} values, got {getattr(self, name)}.")
-        if min(self.std) <= 0:
-            raise ValueError(f"PixelSpec.std must be positive, got {self.std}.")
-
-
-def to_chw_uint8(image: Any) -> torch.Tensor:
-    """A ``(C, H, W)`` uint8 tensor (C = 1 or 3) from a PIL image or a 0-255 array of shape (H, W) or (H, W, C)."""
-    if hasattr(image, "convert") and hasattr(image, "mode"):  # PIL, without importing it
-        image = np.asarray(image if image.mode in ("L", "RGB") else image.convert("RGB"))
+def to_pil(image: Any) -> Image.Image:
+    """A grey (``L``) or ``RGB`` PIL image from a PIL image or a 0-255 array of shape (H, W) or (H, W, C)."""
+    if isinstance(image, Image.Image):
+        return image if image.mode in ("L", "RGB") else image.convert("RGB")
     array = np.asarray(image)
     if array.dtype != np.uint8:
         if not np.issubdtype(array.dtype, np.integer) or array.size == 0 or array.min() < 0 or array.max() > 255:
@@ -53,11 +34,11 @@ def to_chw_uint8(image: Any) -> torch.Tensor:
                 "Scale float images with (x * 255).round().astype(np.uint8)."
             )
         array = array.astype(np.uint8)
-    if array.ndim == 2:
-        array = array[:, :, None]
-    if array.ndim != 3 or array.shape[-1] not in (1, 3, 4):
+    if array.ndim == 3 and array.shape[-1] == 1:
+        array = array[:, :, 0]
+    if not (array.ndim == 2 or (array.ndim == 3 and array.shape[-1] in (3, 4))):
         raise ValueError(f"Images must have shape (H, W) or (H, W, C) with C in 1, 3, 4; got {array.shape}.")
-    return torch.from_numpy(array[:, :, :3].copy()).permute(2, 0, 1)  # a copy: datasets hands out read-only arrays
+    return Image.fromarray(array if array.ndim == 2 else array[:, :, :3])
 
 
 @dataclass(frozen=True)
@@ -110,28 +91,10 @@ def identity_view(height: int, width: int) -> list[int]:
     return [0, 0, height, width, 0]
 
 
-def render_view(image: torch.Tensor, view: Sequence[int], spec: PixelSpec) -> torch.Tensor:
-    """``pixel_values`` (float32, ``(spec.num_channels, *spec.size)``) of ``view`` of a uint8 ``(C, H, W)`` image:
-    crop, antialiased bilinear resize, flip, grey <-> RGB as the model needs, then normalise."""
+def crop_view(image: Image.Image, view: Sequence[int]) -> Image.Image:
+    """``view`` of a PIL image: the crop, mirrored when its flip bit is set (at the original resolution)."""
     top, left, height, width, flip = (int(v) for v in view)
-    if (
-        height < 1
-        or width < 1
-        or top < 0
-        or left < 0
-        or top + height > image.shape[1]
-        or left + width > image.shape[2]
-    ):
-        raise ValueError(f"View {list(view)} does not fit an image of size {tuple(image.shape[1:])}.")
-    crop = image[:, top : top + height, left : left + width].float().div_(255.0)
-    if (height, width) != tuple(spec.size):
-        crop = F.interpolate(crop[None], size=spec.size, mode="bilinear", antialias=True, align_corners=False)[0]
-    if flip:
-        crop = crop.flip(-1)
-    if crop.shape[0] == 1 and spec.num_channels == 3:
-        crop = crop.expand(3, -1, -1)
-    elif crop.shape[0] == 3 and spec.num_channels == 1:
-        crop = torch.einsum("chw,c->hw", crop, torch.tensor(_LUMA))[None]
-    mean = torch.tensor(spec.mean, dtype=torch.float32)[:, None, None]
-    std = torch.tensor(spec.std, dtype=torch.float32)[:, None, None]
-    return ((crop - mean) / std).contiguous()
+    if height < 1 or width < 1 or top < 0 or left < 0 or top + height > image.height or left + width > image.width:
+        raise ValueError(f"View {list(view)} does not fit an image of size {(image.height, image.width)}.")
+    crop = image.crop((left, top, left + width, top + height))
+    return ImageOps.mirror(crop) if flip else crop

@@ -85,8 +85,10 @@ class DeiTDistillationTrainer(DistillationTrainer):
         teacher_logits: torch.Tensor | TopKLogits | None,
         labels: torch.Tensor | None,
         schedule: ObjectiveSchedule,
+        teacher_outputs: Any = None,
+        inputs: dict[str, Any] | None = None,
     ) -> LossParts:
-        return deit_distillation_loss(
+        parts = deit_distillation_loss(
             outputs.cls_logits,
             outputs.distillation_logits,
             teacher_logits,
@@ -95,3 +97,4 @@ class DeiTDistillationTrainer(DistillationTrainer):
             temperature=schedule.temperature,
             objective=self.objective,
         )
+        return parts + self.objective.term_parts(outputs, teacher_outputs, labels, inputs)

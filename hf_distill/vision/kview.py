@@ -1,9 +1,9 @@
 """Teacher logits of K augmented views per image, computed once: augmentation without a teacher in the loop.
 
 Logits of the clean image do not match a randomly cropped view. Instead, each image gets ``num_views`` random views,
-stored as ``(top, left, height, width, flip)`` rows, with the teacher's logits of each view rendered at the teacher's
-resolution. :class:`~hf_distill.vision.DistillationImageTransform` then draws one stored view per epoch and renders
-it for the student. The same idea as the "FKD" relabelling of Shen & Xing (2022) and the augmentation-aware
+stored as ``(top, left, height, width, flip)`` rows, with the teacher's logits of each view (prepared by the teacher's
+image processor). :class:`~hf_distill.vision.DistillationImageTransform` then draws one stored view per epoch and
+prepares it for the student. The same idea as the "FKD" relabelling of Shen & Xing (2022) and the augmentation-aware
 precomputation of Beyer et al., "Knowledge distillation: A good teacher is patient and consistent" (2022).
 """
 
@@ -18,7 +18,8 @@ from transformers import PreTrainedModel
 from ..precompute import TeacherRunner, check_storage_options, teacher_runner
 from ..provenance import TeacherLogitsInfo, write_logits_info
 from ..teacher import model_name
-from .augment import VIEW_SIZE, PixelSpec, RandomResizedCropFlip, identity_view, render_view, to_chw_uint8
+from .augment import VIEW_SIZE, RandomResizedCropFlip, crop_view, identity_view, to_pil
+from .processing import PixelFormat
 from .transforms import VIEWS_COLUMN
 
 
@@ -31,7 +32,7 @@ def precompute_teacher_views(
     teacher: PreTrainedModel | str,
     dataset: Dataset | DatasetDict,
     *,
-    teacher_spec: PixelSpec,
+    teacher_format: PixelFormat,
     augment: RandomResizedCropFlip | None,
     num_views: int | None = None,
     image_column: str = "image",
@@ -59,7 +60,7 @@ def precompute_teacher_views(
     check_storage_options(dtype, batch_size)
     runner = teacher_runner(teacher, device, autocast, pad_token_id=0)
     options = dict(
-        teacher_spec=teacher_spec,
+        teacher_format=teacher_format,
         augment=augment,
         num_views=num_views,
         image_column=image_column,
@@ -79,7 +80,7 @@ def _precompute_split(
     runner: TeacherRunner,
     dataset: Dataset,
     *,
-    teacher_spec: PixelSpec,
+    teacher_format: PixelFormat,
     augment: RandomResizedCropFlip | None,
     num_views: int,
     image_column: str,
@@ -96,17 +97,22 @@ def _precompute_split(
     num_labels = len(runner.labels)
 
     def add_views(images: list, indices: list[int]) -> dict[str, np.ndarray]:
-        views, renders = [], []
+        views, crops = [], []
         for image, index in zip(images, indices, strict=True):
-            image = to_chw_uint8(image)
-            height, width = image.shape[1:]
+            image = to_pil(image)
             generator = view_generator(seed, index)
             for _ in range(num_views):
-                view = identity_view(height, width) if augment is None else augment.sample(height, width, generator)
+                if augment is None:
+                    view = identity_view(image.height, image.width)
+                else:
+                    view = augment.sample(image.height, image.width, generator)
                 views.append(view)
-                renders.append(render_view(image, view, teacher_spec))
+                crops.append(crop_view(image, view))
         logits = np.concatenate(
-            [runner({"pixel_values": renders[i : i + batch_size]}) for i in range(0, len(renders), batch_size)]
+            [
+                runner({"pixel_values": list(teacher_format(crops[i : i + batch_size]))})
+                for i in range(0, len(crops), batch_size)
+            ]
         )
         if not np.isfinite(logits).all():
             raise ValueError("The teacher produced NaN/inf logits. Run it in float32 (autocast=False).")
@@ -115,7 +121,7 @@ def _precompute_split(
             column: logits.astype(dtype).reshape(len(images), num_views, num_labels),
         }
 
-    key = [teacher_spec, augment, num_views, image_column, column, views_column, seed, dtype]
+    key = [teacher_format, augment, num_views, image_column, column, views_column, seed, dtype]
     fingerprint = Hasher.hash([dataset._fingerprint, runner.cache_key(), *map(repr, key)])
     features = Features(
         {

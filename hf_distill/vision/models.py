@@ -1,4 +1,4 @@
-"""Image models from configs, and the pixel format (:class:`PixelSpec`) each model expects."""
+"""Image classifiers from configs, and the image processors saved with them."""
 
 from __future__ import annotations
 
@@ -10,12 +10,10 @@ from transformers import (
     AutoImageProcessor,
     AutoModelForImageClassification,
     DeiTForImageClassificationWithTeacher,
-    PretrainedConfig,
     PreTrainedModel,
-    ViTImageProcessor,
 )
 
-from .augment import PixelSpec
+from ..labels import label_names
 
 
 def parse_config_overrides(overrides: str | None) -> dict[str, Any]:
@@ -37,13 +35,14 @@ def image_model_from_config(
     model_type: str,
     labels: list[str],
     *,
-    num_channels: int,
+    num_channels: int = 3,
     image_size: int | None = None,
     overrides: dict[str, Any] | None = None,
     with_distillation_token: bool = False,
 ) -> PreTrainedModel:
     """A randomly initialised image classifier (``resnet``, ``convnext``, ``vit``, ``deit``, ...) for ``labels``.
 
+    ``num_channels`` stays 3 for grey datasets too (the data path makes grey images RGB, as pipelines feed RGB).
     ``image_size`` is set on configs that have one (ViT, DeiT); ``with_distillation_token`` builds
     `DeiTForImageClassificationWithTeacher` (``model_type="deit"``) for :class:`DeiTDistillationTrainer`.
     """
@@ -73,40 +72,17 @@ def load_image_processor(name_or_path: str, **from_pretrained_kwargs: Any) -> An
         return None
 
 
-def _processor_size(processor: Any) -> tuple[int, int] | None:
-    size = getattr(processor, "crop_size", None) if getattr(processor, "do_center_crop", False) else None
-    size = size or getattr(processor, "size", None)
-    if not size:
-        return None
-    size = dict(size)
-    if "height" in size and "width" in size:
-        return int(size["height"]), int(size["width"])
-    if "shortest_edge" in size:
-        return int(size["shortest_edge"]), int(size["shortest_edge"])
-    return None
-
-
-def pixel_spec_for(config: PretrainedConfig, processor: Any | None = None, default_size: int = 224) -> PixelSpec:
-    """The inputs a model expects: size and normalisation from its image processor when it has one, else the
-    config's ``image_size`` (ViT, DeiT) or ``default_size`` (CNNs take any size) and ``(x - 0.5) / 0.5``."""
-    size = _processor_size(processor) if processor is not None else None
-    if size is None:
-        side = int(getattr(config, "image_size", None) or default_size)
-        size = (side, side)
-    mean = tuple(getattr(processor, "image_mean", None) or (0.5,))
-    std = tuple(getattr(processor, "image_std", None) or (0.5,))
-    num_channels = int(getattr(config, "num_channels", 3))
-    if len(mean) != num_channels:
-        mean, std = mean[:1], std[:1]
-    return PixelSpec(size=size, num_channels=num_channels, mean=mean, std=std)
-
-
-def image_processor_for(spec: PixelSpec) -> ViTImageProcessor:
-    """An image processor that reproduces ``spec`` (resize to its size, then ``(x - mean) / std``), to save with a
-    model so that pipelines and :func:`pixel_spec_for` find its input format."""
-    return ViTImageProcessor(
-        do_resize=True,
-        size={"height": spec.size[0], "width": spec.size[1]},
-        image_mean=list(spec.mean),
-        image_std=list(spec.std),
+def pretrained_image_model(name_or_path: str, labels: list[str], **load_kwargs: Any) -> PreTrainedModel:
+    """A pretrained image classifier for ``labels``. A checkpoint whose classes are the same names (in any order)
+    keeps its head; any other (an ImageNet ViT as a student or teacher) gets a new head: ``id2label`` and
+    ``label2id`` set from ``labels`` (``num_labels`` follows) with ``ignore_mismatched_sizes=True``."""
+    hub = {k: v for k, v in load_kwargs.items() if k != "ignore_mismatched_sizes"}
+    if set(label_names(AutoConfig.from_pretrained(name_or_path, **hub))) == set(labels):
+        return AutoModelForImageClassification.from_pretrained(name_or_path, **hub)
+    load_kwargs.setdefault("ignore_mismatched_sizes", True)
+    return AutoModelForImageClassification.from_pretrained(
+        name_or_path,
+        id2label=dict(enumerate(labels)),
+        label2id={name: i for i, name in enumerate(labels)},
+        **load_kwargs,
     )

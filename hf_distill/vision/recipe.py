@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from datasets import DatasetDict
+from datasets import Dataset, DatasetDict
 
-from .augment import RandomResizedCropFlip, to_chw_uint8
+from .augment import RandomResizedCropFlip, to_pil
 from .datasets import BUILTIN_DATASETS, check_images, class_names, eval_split, load_image_dataset
 
 # Built-in offline copies of Hub datasets (sklearn_digits has none).
@@ -36,9 +36,20 @@ class ImageDataArguments:
     max_eval_samples: int | None = field(
         default=None, metadata={"help": "Evaluate on random subsets of validation and test this large."}
     )
-    augment: bool = field(default=True, metadata={"help": "Random resized crop and horizontal flip on train images."})
-    min_crop_scale: float = field(default=0.08, metadata={"help": "Smallest crop area, as a share of the image."})
-    flip_prob: float = field(default=0.5, metadata={"help": "Probability of a horizontal flip."})
+    augment: bool = field(
+        default=True,
+        metadata={
+            "help": "Random resized crop and horizontal flip on train images (off for digits and text-like images)."
+        },
+    )
+    min_crop_scale: float = field(
+        default=0.08,
+        metadata={"help": "Smallest crop area, as a share of the image (ImageNet's 0.08; 0.5+ for small images)."},
+    )
+    flip_prob: float = field(
+        default=0.5,
+        metadata={"help": "Probability of a horizontal flip (0 when mirroring changes the class, e.g. digits)."},
+    )
 
     def card_kwargs(self) -> dict[str, str]:
         """The dataset as `create_model_card` names it: by its Hub id when it has one (built-in copies included)."""
@@ -86,9 +97,12 @@ def prepare_image_splits(args: ImageDataArguments, seed: int) -> tuple[DatasetDi
     keep = [split for split in ("train", "validation", "test") if split in dataset]
     for split in keep:
         check_images(dataset[split], split=split)
-    return DatasetDict({split: dataset[split] for split in keep}), class_names(dataset["train"])
+    return DatasetDict({split: dataset[split] for split in keep}), class_names(dataset[keep[0]])
 
 
-def image_shape(dataset: DatasetDict) -> tuple[int, int, int]:
-    """``(channels, height, width)`` of the first training image: students from a config are sized for it."""
-    return tuple(to_chw_uint8(dataset["train"][0]["image"]).shape)
+def image_shape(dataset: Dataset | DatasetDict) -> tuple[int, int]:
+    """``(height, width)`` of the first image (of ``train`` in a `DatasetDict`): models from a config are sized for
+    it (and take RGB, grey images being converted on the way in)."""
+    split = dataset["train"] if isinstance(dataset, DatasetDict) else dataset
+    image = to_pil(split[0]["image"])
+    return image.height, image.width

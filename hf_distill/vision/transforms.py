@@ -7,7 +7,9 @@ from typing import Any
 
 import torch
 
-from .augment import PixelSpec, RandomResizedCropFlip, identity_view, render_view, to_chw_uint8
+from ..logit_columns import VIEW_INDEX_KEY
+from .augment import RandomResizedCropFlip, crop_view, identity_view, to_pil
+from .processing import PixelFormat
 
 VIEWS_COLUMN = "teacher_views"
 
@@ -17,10 +19,13 @@ class DistillationImageTransform:
     """Turns a batch of ``image``/``label`` rows into ``pixel_values`` (the student's), ``teacher_pixel_values``
     (the teacher's, when ``teacher`` is given) and ``labels``, for ``dataset.set_transform(...)``.
 
-    Each image gets ONE view, rendered once per model from the original pixels: with ``augment`` a fresh random
-    view, else the whole image. Rows of a K-view cache (:func:`~hf_distill.vision.precompute_teacher_views`) carry
+    Each image gets ONE view, cropped and flipped once from the original pixels, then resized and normalised by each
+    model's own image processor (:class:`PixelFormat`): with ``augment`` a fresh random view, else the whole image.
+    Rows of a K-view cache (:func:`~hf_distill.vision.precompute_teacher_views`) carry
     ``views_column`` and ``K`` logits per image in ``teacher_logits_column``: one of the K stored views is drawn each
     time the row is read (once per epoch) and its logits are passed on, so augmentation needs no teacher in the loop.
+    Without the logits column in the batch (`DistillationTrainer` reads it from Arrow, see
+    :class:`~hf_distill.logit_columns.LogitColumns`), the drawn view's index is returned under ``VIEW_INDEX_KEY``.
 
     Randomness comes from a generator seeded with ``seed`` (and the DataLoader worker's seed in workers), so runs
     repeat exactly. Train with ``remove_unused_columns=False``: the transform needs the raw image column.
@@ -30,8 +35,8 @@ class DistillationImageTransform:
     "Knowledge distillation: A good teacher is patient and consistent", 2022).
     """
 
-    student: PixelSpec
-    teacher: PixelSpec | None = None
+    student: PixelFormat
+    teacher: PixelFormat | None = None
     augment: RandomResizedCropFlip | None = None
     image_column: str = "image"
     label_column: str | None = "label"
@@ -49,21 +54,24 @@ class DistillationImageTransform:
                 "Pass image_column=... (the recipe's --image_column_name)."
             )
         generator = self._generator()
-        images = [to_chw_uint8(image) for image in batch[self.image_column]]
+        images = [to_pil(image) for image in batch[self.image_column]]
         out: dict[str, list[Any]] = {}
         if self.views_column in batch:
             picks = [int(torch.randint(len(views), (1,), generator=generator)) for views in batch[self.views_column]]
             views = [views[j] for views, j in zip(batch[self.views_column], picks, strict=True)]
-            out[self.teacher_logits_column] = [
-                torch.as_tensor(logits[j], dtype=torch.float32)
-                for logits, j in zip(batch[self.teacher_logits_column], picks, strict=True)
-            ]
+            if self.teacher_logits_column in batch:
+                out[self.teacher_logits_column] = [
+                    torch.as_tensor(logits[j], dtype=torch.float32)
+                    for logits, j in zip(batch[self.teacher_logits_column], picks, strict=True)
+                ]
+            else:  # `DistillationTrainer` reads the drawn view's logits from Arrow (`LogitColumns`)
+                out[VIEW_INDEX_KEY] = picks
             if self.clean_teacher_logits and self.augment is not None:
-                views = [self.augment.sample(image.shape[1], image.shape[2], generator) for image in images]
+                views = [self.augment.sample(image.height, image.width, generator) for image in images]
         elif self.augment is not None:
-            views = [self.augment.sample(image.shape[1], image.shape[2], generator) for image in images]
+            views = [self.augment.sample(image.height, image.width, generator) for image in images]
         else:
-            views = [identity_view(image.shape[1], image.shape[2]) for image in images]
+            views = [identity_view(image.height, image.width) for image in images]
         if self.teacher_logits_column in batch and self.teacher_logits_column not in out:
             if self.augment is not None:
                 raise ValueError(
@@ -72,11 +80,10 @@ class DistillationImageTransform:
                     "hf_distill.vision.precompute_teacher_views, or let the teacher run in the loop."
                 )
             out[self.teacher_logits_column] = batch[self.teacher_logits_column]
-        out["pixel_values"] = [render_view(im, v, self.student) for im, v in zip(images, views, strict=True)]
+        crops = [crop_view(image, view) for image, view in zip(images, views, strict=True)]
+        out["pixel_values"] = list(self.student(crops))
         if self.teacher is not None:
-            out[self.teacher_input_prefix + "pixel_values"] = [
-                render_view(im, v, self.teacher) for im, v in zip(images, views, strict=True)
-            ]
+            out[self.teacher_input_prefix + "pixel_values"] = list(self.teacher(crops))
         if self.label_column is not None and self.label_column in batch:
             out["labels"] = batch[self.label_column]
         return out

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
 import typing
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -105,3 +106,15 @@ def setup_logging(training_args: TrainingArguments) -> None:
     transformers.utils.logging.disable_progress_bar()
     if training_args.device.type == "cpu":
         training_args.dataloader_pin_memory = False
+
+
+@contextlib.contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """Silence transformers' warnings (such as a load report) for a block that logs its own summary instead, unless
+    ``--log_level`` asked transformers for INFO or more."""
+    previous = transformers.utils.logging.get_verbosity()
+    transformers.utils.logging.set_verbosity(max(previous, logging.ERROR))
+    try:
+        yield
+    finally:
+        transformers.utils.logging.set_verbosity(previous)

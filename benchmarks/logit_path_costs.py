@@ -1,0 +1,94 @@
+"""What a distillation step adds to a plain fine-tuning step at 1000 classes and batch 256, part by part, in CPU ms.
+
+Timed with `torch.utils.benchmark` on one thread (process CPU time is what other jobs on a shared machine do not
+inflate): reading a batch of logits from Arrow through `hf_distill.logit_columns` (full float32, float16, 8 views)
+against the Python-list path, and the loss (`distillation_loss`, forward and backward) against plain cross-entropy.
+Compare the sums with a plain step (``256 / ce_examples_per_cpu_s`` of `distillation_throughput.py`).
+
+    python benchmarks/logit_path_costs.py --output benchmarks/results/logit_path_costs_cpu.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from datasets import Dataset, Features, List, Value
+from torch.utils import benchmark
+
+from hf_distill import distillation_loss
+from hf_distill.logit_columns import column_array
+
+
+def cpu_ms(stmt: str, **env: object) -> float:
+    """Median CPU milliseconds of ``stmt`` (``benchmark.Timer`` with ``time.process_time``)."""
+    import time
+
+    timer = benchmark.Timer(stmt, globals=env, num_threads=1, timer=time.process_time)
+    return timer.blocked_autorange(min_run_time=1.0).median * 1e3
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--classes", type=int, default=1000)
+    parser.add_argument("--batch_size", type=int, default=256)
+    parser.add_argument("--views", type=int, default=8)
+    parser.add_argument("--rows", type=int, default=2048)
+    parser.add_argument("--output", type=Path)
+    cli = parser.parse_args()
+    torch.set_num_threads(1)
+    g = np.random.default_rng(0)
+    c, b, v = cli.classes, cli.batch_size, cli.views
+    indices = g.permutation(cli.rows)[:b].tolist()
+    datasets = {
+        "full float32": (g.standard_normal((cli.rows, c), np.float32), List(Value("float32"), length=c)),
+        "full float16": (g.standard_normal((cli.rows, c)).astype(np.float16), List(Value("float16"), length=c)),
+        f"{v} views float32": (
+            g.standard_normal((cli.rows, v, c), np.float32),
+            List(List(Value("float32"), length=c), length=v),
+        ),
+    }
+    results = {}
+    for name, (values, feature) in datasets.items():
+        data = Dataset.from_dict({"teacher_logits": values}, features=Features({"teacher_logits": feature}))
+        arrow = data.with_format("arrow")
+        results[f"read {name}, Arrow (LogitColumns)"] = cpu_ms(
+            "np.stack(list(column_array(arrow[indices], 'teacher_logits')))",
+            np=np,
+            column_array=column_array,
+            arrow=arrow,
+            indices=indices,
+        )
+        results[f"read {name}, Python lists"] = cpu_ms(
+            "torch.tensor([row['teacher_logits'] for row in data.__getitems__(indices)])",
+            torch=torch,
+            data=data,
+            indices=indices,
+        )
+    student = torch.randn(b, c, requires_grad=True)
+    teacher, labels = torch.randn(b, c), torch.randint(0, c, (b,))
+    results["loss: cross-entropy, forward + backward"] = cpu_ms(
+        "F.cross_entropy(student, labels).backward()", F=F, student=student, labels=labels
+    )
+    results["loss: distillation_loss(alpha=0.5, T=2), forward + backward"] = cpu_ms(
+        "distillation_loss(student, teacher, labels, alpha=0.5, temperature=2.0).loss.backward()",
+        distillation_loss=distillation_loss,
+        student=student,
+        teacher=teacher,
+        labels=labels,
+    )
+    print("| part | CPU ms per batch |\n|---|---|")
+    for name, ms in results.items():
+        print(f"| {name} | {ms:.2f} |")
+    if cli.output:
+        cli.output.parent.mkdir(parents=True, exist_ok=True)
+        args = {k: str(val) if isinstance(val, Path) else val for k, val in vars(cli).items()}
+        cli.output.write_text(json.dumps({"args": args, "cpu_ms_per_batch": results}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

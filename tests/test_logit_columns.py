@@ -1,0 +1,74 @@
+"""Logit columns reach the trainer's batches as float32 / int64 tensors equal to the stored values."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from datasets import Dataset, Features, List, Value
+
+from hf_distill import DataCollatorForDistillation, DistillationTrainer
+from hf_distill.logit_columns import LogitColumns, column_array
+from tests.conftest import make_args, tiny_bert, tiny_text_dataset
+
+SCRIPT = Path(__file__).with_name("dataloader_logits.py")
+NAMES = ("full float32", "full float16", "top-k", "K views")
+
+
+def launch(tmp_path: Path, nproc: int) -> list[dict]:
+    out = tmp_path / f"batches{nproc}.json"
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc)]
+    cmd = [*(launcher if nproc > 1 else [sys.executable]), str(SCRIPT), str(out)]
+    proc = subprocess.run(cmd, cwd=SCRIPT.parents[1], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return [json.loads(Path(f"{out}.{rank}").read_text()) for rank in range(nproc)]
+
+
+@pytest.mark.parametrize("nproc", [1, 2])
+def test_dataloader_batches_carry_the_stored_logits_as_float32(tmp_path, nproc):
+    results = launch(tmp_path, nproc)
+    for name in NAMES:
+        assert all(process[name]["ok"] for process in results), name
+        assert all(process["processes"] == nproc for process in results)
+        ids = [process[name]["ids"] for process in results]
+        assert sorted(sum(ids, [])) == list(range(32)), name  # every row once per epoch, split over the processes
+        assert all(len(part) == 32 // nproc for part in ids)
+
+
+def test_column_array_reshapes_nested_fixed_lists_and_refuses_ragged_ones():
+    values = np.arange(24, dtype=np.float16).reshape(2, 3, 4)
+    features = Features({"x": List(List(Value("float16"), length=4), length=3), "i": List(Value("int16"), length=2)})
+    data = Dataset.from_dict({"x": values, "i": [[1, 2], [3, 4]]}, features=features)
+    x, i = column_array(data.data.table, "x"), column_array(data.data.table, "i")
+    assert x.dtype == np.float32 and x.shape == (2, 3, 4) and np.array_equal(x, values.astype(np.float32))
+    assert i.dtype == np.int64 and i.tolist() == [[1, 2], [3, 4]]
+    ragged = pa.table({"x": [[1.0], [1.0, 2.0]]})
+    with pytest.raises(ValueError, match="varying length"):
+        column_array(ragged, "x")
+
+
+def test_logit_columns_follow_selections_and_keep_other_columns():
+    data = Dataset.from_dict({"teacher_logits": np.arange(12.0).reshape(6, 2), "text": list("abcdef")})
+    data = data.cast_column("teacher_logits", List(Value("float32"), length=2)).shuffle(seed=0).select([4, 1, 2])
+    wrapped = LogitColumns(data, ["teacher_logits", "teacher_logits_indices"])
+    assert len(wrapped) == 3 and wrapped.column_names == ["text", "teacher_logits"]
+    rows = wrapped.__getitems__([2, 0])
+    assert [row["text"] for row in rows] == [data[2]["text"], data[0]["text"]]
+    assert [row["teacher_logits"].tolist() for row in rows] == [data[2]["teacher_logits"], data[0]["teacher_logits"]]
+
+
+def test_trainer_dataloader_reads_logits_from_arrow_not_python_lists(tmp_path):
+    data = tiny_text_dataset(8)
+    data = data.add_column("teacher_logits", [[float(i), 0.0, 1.0] for i in range(8)])
+    data = data.cast_column("teacher_logits", List(Value("float16"), length=3))
+    trainer = DistillationTrainer(
+        model=tiny_bert(), args=make_args(tmp_path), train_dataset=data, data_collator=DataCollatorForDistillation()
+    )
+    loader = trainer.get_train_dataloader()
+    assert isinstance(loader.dataset, LogitColumns) and "text" not in loader.dataset.column_names
+    row = loader.dataset.__getitems__([5])[0]
+    assert isinstance(row["teacher_logits"], np.ndarray) and row["teacher_logits"].dtype == np.float32
+    assert row["teacher_logits"].tolist() == [5.0, 0.0, 1.0] and isinstance(row["input_ids"], list)
