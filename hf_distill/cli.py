@@ -17,6 +17,7 @@ import datasets
 import transformers
 from transformers import AutoTokenizer, HfArgumentParser, PreTrainedModel
 
+from . import sweep
 from .compare import BACKENDS, compare_models
 from .data_collator import DataCollatorForDistillation
 from .onnx_export import QUANTIZATION_MODES
@@ -99,10 +100,16 @@ class CompareArguments:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="hf-distill", description="Knowledge distillation tools for classifiers.")
-    parser.add_argument("command", choices=["compare"], help="compare: a teacher against its students.")
+    commands = {"compare": compare_command, "sweep": sweep.sweep_command, "sweep-table": sweep.table_command}
+    parser.add_argument(
+        "command",
+        choices=list(commands),
+        help="compare: a teacher against its students; sweep: a resumable grid of recipe runs from a YAML config; "
+        "sweep-table: mean +- std over runs.",
+    )
     parser.add_argument("arguments", nargs=argparse.REMAINDER, help="The command's arguments (--help lists them).")
     args = parser.parse_args(argv)
-    return compare_command(args.arguments)
+    return commands[args.command](args.arguments)
 
 
 def compare_parser() -> HfArgumentParser:

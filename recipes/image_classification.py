@@ -66,6 +66,12 @@ class ModelArguments:
         metadata={"help": "0: teacher in the loop. K > 0: precompute the teacher's logits of K views per image."},
     )
     teacher_batch_size: int = field(default=128, metadata={"help": "Batch size of the view precomputation."})
+    clean_teacher_logits: bool = field(
+        default=False,
+        metadata={
+            "help": "Cache the teacher's logits of the clean image only; the student still sees augmented views."
+        },
+    )
 
 
 def build_student(args: ModelArguments, labels: list[str], side: int, **hub):
@@ -111,12 +117,13 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     in_loop = model_args.teacher_views == 0
     if not in_loop:
         for split in dataset:
+            views = split == "train" and augment is not None and not model_args.clean_teacher_logits
             dataset[split] = precompute_teacher_views(
                 teacher,
                 dataset[split],
                 teacher_format=teacher_format,
-                augment=augment if split == "train" else None,
-                num_views=model_args.teacher_views if split == "train" and augment else 1,
+                augment=augment if views else None,
+                num_views=model_args.teacher_views if views else 1,
                 column=training_args.teacher_logits_column,
                 seed=training_args.seed,
                 batch_size=model_args.teacher_batch_size,
@@ -130,6 +137,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
                 teacher_input_prefix=training_args.teacher_input_prefix,
                 teacher_logits_column=training_args.teacher_logits_column,
                 seed=training_args.seed,
+                clean_teacher_logits=model_args.clean_teacher_logits,
             )
         )
 

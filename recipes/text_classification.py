@@ -32,6 +32,7 @@ from hf_distill import (
 )
 from hf_distill.labels import encoding_order, label_names
 from hf_distill.metrics import compute_metrics_fn
+from hf_distill.pruning import PruningArguments, prune_student
 from hf_distill.teacher import load_classifier
 from hf_distill.text.data import TextDataArguments, label_list, tokenize_for_distillation
 from hf_distill.text.students import STUDENT_INITS, create_student
@@ -69,9 +70,16 @@ class StudentArguments:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = HfArgumentParser(
-        (StudentArguments, ModelLoadingArguments, PeftArguments, TextDataArguments, DistillationTrainingArguments)
+        (
+            StudentArguments,
+            ModelLoadingArguments,
+            PeftArguments,
+            TextDataArguments,
+            PruningArguments,
+            DistillationTrainingArguments,
+        )
     )
-    model_args, loading, peft_args, data_args, training_args = parse_arguments(parser, argv)
+    model_args, loading, peft_args, data_args, pruning_args, training_args = parse_arguments(parser, argv)
     setup_logging(training_args)
     if peft_args.use_peft and model_args.student_init != "pretrained":
         raise ValueError("--use_peft adapts a saved base model: use --student_init pretrained.")
@@ -79,6 +87,8 @@ def main(argv: list[str] | None = None) -> dict:
     set_seed(training_args.seed)
 
     raw = data_args.load(seed=training_args.seed, cache_dir=loading.cache_dir, token=loading.token)
+    if not training_args.do_predict:
+        raw.pop("test", None)  # no tokenizing or teacher logits for a split that is never evaluated
     labels = label_list(raw, data_args.label_column)
     text_columns = data_args.columns(raw)
     logger.info(
@@ -150,6 +160,17 @@ def main(argv: list[str] | None = None) -> dict:
         prefixed = [c for c in data["train"].column_names if c.startswith(training_args.teacher_input_prefix)]
         data = data.remove_columns([c for c in prefixed if c not in columns])
 
+    collator = DataCollatorForDistillation(
+        tokenizer=tokenizer,
+        teacher_tokenizer=teacher_tokenizer,
+        teacher_input_prefix=training_args.teacher_input_prefix,
+        teacher_logits_column=training_args.teacher_logits_column,
+    )
+    pruning_metrics = {}
+    if pruning_args.active:  # structured pruning of the student, then recovery by the training below
+        student, pruning_metrics = prune_student(student, data["train"], collator, pruning_args, training_args.seed)
+        logger.info(f"Pruned the student: {pruning_metrics}")
+
     in_batch = teachers if len(teachers) > 1 else teacher
     if model_args.precompute_teacher_logits or (training_args.self_distillation and peft_args.use_peft):
         in_batch = None  # logits from the dataset, or the PEFT student's own frozen base
@@ -160,19 +181,19 @@ def main(argv: list[str] | None = None) -> dict:
         train_dataset=data["train"] if training_args.do_train else None,
         eval_dataset=data.get("validation"),
         processing_class=tokenizer,
-        data_collator=DataCollatorForDistillation(
-            tokenizer=tokenizer,
-            teacher_tokenizer=teacher_tokenizer,
-            teacher_input_prefix=training_args.teacher_input_prefix,
-            teacher_logits_column=training_args.teacher_logits_column,
-        ),
+        data_collator=collator,
         compute_metrics=compute_metrics_fn(),
     )
     starts_from = {"pretrained": model_args.student_model_name_or_path, "random": None}
     starts_from = starts_from.get(model_args.student_init, teacher_paths[0])
     card = {"finetuned_from": starts_from, "tasks": "text-classification", **data_args.card_kwargs()}
     eval_splits = {"eval": data.get("validation") if training_args.do_eval else None}
-    return train_evaluate_publish(trainer, eval_splits, card, data.get("test") if training_args.do_predict else None)
+    metrics = train_evaluate_publish(
+        trainer, eval_splits, card, data.get("test") if training_args.do_predict else None
+    )
+    if pruning_metrics:
+        trainer.save_metrics("pruning", pruning_metrics)
+    return metrics | pruning_metrics
 
 
 if __name__ == "__main__":

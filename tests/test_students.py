@@ -14,7 +14,7 @@ from transformers import (
 )
 
 from hf_distill.text.students import create_student, spread_layers, student_from_config, student_from_teacher
-from tests.conftest import tiny_bert
+from tests.conftest import LABELS, tiny_bert
 
 SMALL = dict(
     vocab_size=40,
@@ -119,3 +119,16 @@ def test_random_student_from_config_with_overrides():
 def test_create_student_rejects_unknown_init():
     with pytest.raises(ValueError, match="student_init must be one of"):
         create_student("distil", tiny_bert())
+
+
+def test_pretrained_student_truncated_to_its_own_layers(tmp_path):
+    base = tiny_bert(seed=4, layers=4, labels=["a", "b"])
+    base.save_pretrained(tmp_path)
+    teacher = tiny_bert(seed=1)
+    student = create_student("pretrained", teacher, name_or_path=str(tmp_path), num_layers=2, labels=LABELS)
+    assert student.config.num_hidden_layers == 2 and student.config.num_labels == 3
+    torch.testing.assert_close(
+        student.bert.encoder.layer[1].output.dense.weight, base.bert.encoder.layer[3].output.dense.weight
+    )
+    full = create_student("pretrained", teacher, name_or_path=str(tmp_path), labels=LABELS)
+    assert full.config.num_hidden_layers == 4

@@ -46,6 +46,13 @@ class TextDataArguments:
     max_predict_samples: int | None = field(default=None, metadata={"help": "Keep the first N test rows."})
     preprocessing_num_workers: int | None = field(default=None, metadata={"help": "Processes for tokenization."})
     overwrite_cache: bool = field(default=False, metadata={"help": "Recompute cached tokenization."})
+    split_seed: int | None = field(
+        default=None,
+        metadata={
+            "help": "Seed of the built-in data's train/validation/test split (default: --seed). Fix it to compare "
+            "seeds on one test set, and to keep a teacher's training rows out of the student's evaluation."
+        },
+    )
 
     def __post_init__(self) -> None:
         if self.max_seq_length < 1:
@@ -55,7 +62,9 @@ class TextDataArguments:
             )
 
     def load(self, seed: int = 42, cache_dir: str | None = None, token: str | None = None) -> DatasetDict:
-        """Load every split, truncated to ``max_train_samples`` / ``max_eval_samples`` / ``max_predict_samples``."""
+        """Load every split, truncated to ``max_train_samples`` / ``max_eval_samples`` / ``max_predict_samples``;
+        the built-in data is split with ``split_seed``, else ``seed``."""
+        seed = seed if self.split_seed is None else self.split_seed
         raw = load_text_dataset(
             self.dataset_name,
             self.dataset_config_name,

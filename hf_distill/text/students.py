@@ -134,7 +134,8 @@ def create_student(
 ) -> PreTrainedModel:
     """A student by ``init``: ``teacher_layers`` (copy of chosen teacher layers), ``random`` (teacher's config with
     size overrides) or ``pretrained`` (``name_or_path`` with a fresh head for ``labels``, loaded with
-    ``from_pretrained_kwargs`` such as ``revision`` or ``cache_dir``)."""
+    ``from_pretrained_kwargs`` such as ``revision`` or ``cache_dir``, and truncated to ``layers`` / ``num_layers`` of
+    its own layers when given, as for ``teacher_layers``)."""
     if init == "teacher_layers":
         return student_from_teacher(teacher, layers=layers, num_layers=num_layers)
     if init == "random":
@@ -150,7 +151,7 @@ def create_student(
         if name_or_path is None:
             raise ValueError("student_init='pretrained' needs --student_model_name_or_path.")
         labels = labels or [teacher.config.id2label[i] for i in range(teacher.config.num_labels)]
-        return AutoModelForSequenceClassification.from_pretrained(
+        model = AutoModelForSequenceClassification.from_pretrained(
             name_or_path,
             num_labels=len(labels),
             id2label=dict(enumerate(labels)),
@@ -158,4 +159,7 @@ def create_student(
             ignore_mismatched_sizes=True,
             **from_pretrained_kwargs,
         )
+        if layers is None and num_layers is None:
+            return model
+        return student_from_teacher(model, layers=layers, num_layers=num_layers)
     raise ValueError(f"student_init must be one of {STUDENT_INITS}, got {init!r}.")

@@ -29,6 +29,10 @@ class DistillationImageTransform:
 
     Randomness comes from a generator seeded with ``seed`` (and the DataLoader worker's seed in workers), so runs
     repeat exactly. Train with ``remove_unused_columns=False``: the transform needs the raw image column.
+
+    ``clean_teacher_logits=True`` (with a one-view cache of the whole image) gives the student a fresh augmented
+    view but the teacher's logits of the clean image: the mismatched baseline of the augmentation study (Beyer et al.,
+    "Knowledge distillation: A good teacher is patient and consistent", 2022).
     """
 
     student: PixelFormat
@@ -40,6 +44,7 @@ class DistillationImageTransform:
     teacher_logits_column: str = "teacher_logits"
     views_column: str = VIEWS_COLUMN
     seed: int = 0
+    clean_teacher_logits: bool = False
     _generators: dict[int, torch.Generator] = field(default_factory=dict, init=False, repr=False)
 
     def __call__(self, batch: dict[str, list]) -> dict[str, list]:
@@ -61,6 +66,8 @@ class DistillationImageTransform:
                 ]
             else:  # `DistillationTrainer` reads the drawn view's logits from Arrow (`LogitColumns`)
                 out[VIEW_INDEX_KEY] = picks
+            if self.clean_teacher_logits and self.augment is not None:
+                views = [self.augment.sample(image.height, image.width, generator) for image in images]
         elif self.augment is not None:
             views = [self.augment.sample(image.height, image.width, generator) for image in images]
         else:

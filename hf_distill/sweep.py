@@ -1,0 +1,526 @@
+"""Sweeps over recipe flags: ``hf-distill sweep study.yaml``.
+
+Each trial is an ordinary recipe run (``script`` under ``launcher``, e.g. ``accelerate launch``) in its own output
+directory. The bookkeeping is an Optuna study in SQLite (``output_dir/study.db``) over the grid (``GridSampler``),
+with the pending points enqueued in grid order so that an interrupted sweep leaves whole cells. It resumes where it
+stopped: finished trials are skipped, a trial killed mid-run is run again, nothing finished is deleted, and
+``optuna-dashboard sqlite:///output_dir/study.db`` inspects it. At the end every finished
+trial's metric file (``all_results.json``, written by the recipe) is collected into ``results.csv``, a markdown table
+of mean +- std over seeds (``results.md``) and a plot (``results.png``).
+
+A config (YAML) names the recipe, its fixed flags and a ``grid``. Each grid entry is a flag with a list of values,
+a named dimension mapping names to sets of flags (``recovery: {ce: {alpha: 1.0}, kd: {alpha: 0.5}}``), or
+``{snapshots: teacher_dir}``: the teacher's per-epoch checkpoints from its ``snapshots.json``, for the early-stopped
+teacher study of Cho & Hariharan (2019). Trials are the grid's product; the table averages over ``seed``::
+
+    study: alpha_temperature
+    script: recipes/text_classification.py
+    launcher: python                      # or: accelerate launch --num_processes 2
+    output_dir: outputs/studies/alpha_temperature
+    objective: eval_accuracy
+    metrics: [eval_accuracy, eval_agreement]
+    args: {teacher_model_name_or_path: teacher, dataset_name: tweet_sentiment, do_train: true, do_eval: true}
+    grid:
+      loss: {ce: {alpha: 1.0}, kd: {alpha: 0.5}}
+      temperature: [1, 2, 4]
+      seed: [1, 2, 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import itertools
+import json
+import math
+import os
+import re
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+METRICS_FILE = "all_results.json"
+TRIAL_FILE = "sweep_trial.json"
+SEED = "seed"
+SNAPSHOT_METRIC = "snapshot_eval_accuracy"
+
+
+@dataclass
+class SweepConfig:
+    """A sweep: the recipe and its fixed flags, the grid, where results go and what they report."""
+
+    script: str
+    output_dir: str
+    grid: dict[str, Any]
+    args: dict[str, Any] = field(default_factory=dict)
+    launcher: str = "python"
+    study: str = "sweep"
+    objective: str = "eval_accuracy"
+    metrics: list[str] = field(default_factory=list)
+    plot_x: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.grid:
+            raise ValueError("A sweep needs a `grid`: {flag: [values]} or {dimension: {name: {flag: value}}}.")
+        self.grid = dict(self.grid)
+        self.flag_sets: dict[str, dict[str, dict[str, Any]]] = {}
+        for name, values in self.grid.items():
+            if isinstance(values, dict) and set(values) == {"snapshots"}:
+                self.grid[name] = [record["path"] for record in read_snapshots(values["snapshots"])]
+            elif isinstance(values, dict) and values and all(isinstance(v, dict) for v in values.values()):
+                self.flag_sets[name], self.grid[name] = values, list(values)
+            elif not isinstance(values, list) or not values:
+                raise ValueError(
+                    f"grid[{name!r}] must be a non-empty list of values or a mapping of names to flag sets, "
+                    f"got {values!r}."
+                )
+        if "output_dir" in self.grid:
+            raise ValueError("output_dir cannot be a grid flag: each trial gets its own folder under output_dir.")
+        if self.plot_x is not None and self.plot_x not in self.grid:
+            raise ValueError(f"plot_x={self.plot_x!r} is not a grid entry ({list(self.grid)}).")
+        self.metrics = self.metrics or [self.objective]
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, settings: Sequence[str] = (), **overrides: Any) -> SweepConfig:
+        """Read a config; ``$VARS`` in strings are expanded, ``settings`` are ``dotted.key=yaml_value`` overrides
+        (``args.max_train_samples=200``, ``grid.seed=[1,2]``) and ``overrides`` replace top-level keys."""
+        config = yaml.safe_load(Path(path).read_text())
+        if not isinstance(config, dict):
+            raise ValueError(f"{path} must hold a YAML mapping with at least `script`, `output_dir` and `grid`.")
+        config.update({k: v for k, v in overrides.items() if v is not None})
+        for setting in settings:
+            key, sep, value = setting.partition("=")
+            if not sep:
+                raise ValueError(f"--set takes KEY=VALUE (e.g. args.alpha=0.5), got {setting!r}.")
+            *parents, last = key.split(".")
+            node = config
+            for parent in parents:
+                node = node.setdefault(parent, {})
+            node[last] = yaml.safe_load(value)
+        config = _expand_vars(config)
+        unknown = set(config) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"Unknown keys {sorted(unknown)} in {path}; known: {sorted(cls.__dataclass_fields__)}.")
+        return cls(**config)
+
+    @property
+    def study_name(self) -> str:
+        """``study`` plus a digest of the grid: a changed grid is a new Optuna study (that adopts finished trials)."""
+        digest = hashlib.sha1(json.dumps(self.search_space, sort_keys=True, default=str).encode()).hexdigest()
+        return f"{self.study}-{digest[:8]}"
+
+    @property
+    def search_space(self) -> dict[str, list[Any]]:
+        """Optuna's grid: every grid entry's values (the names, for named dimensions)."""
+        return self.grid
+
+    def points(self) -> list[dict[str, Any]]:
+        """Every trial's parameters, in grid order."""
+        space = self.search_space
+        return [dict(zip(space, values, strict=True)) for values in itertools.product(*space.values())]
+
+    def trial_dir(self, params: dict[str, Any]) -> Path:
+        """``output_dir/trials/<flag=value,...>``: readable, and the same for the same parameters on every run."""
+        parts = [f"{name}={_slug(value)}" for name, value in params.items()]
+        return Path(self.output_dir) / "trials" / ",".join(parts)
+
+    def command(self, params: dict[str, Any]) -> list[str]:
+        flags = dict(self.args)
+        for name, value in params.items():
+            flags |= self.flag_sets[name][value] if name in self.flag_sets else {name: value}
+        flags["output_dir"] = str(self.trial_dir(params))
+        launcher = [sys.executable] if self.launcher == "python" else shlex.split(self.launcher)
+        return [*launcher, self.script, *itertools.chain.from_iterable(_flag(k, v) for k, v in flags.items())]
+
+
+def _expand_vars(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _expand_vars(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand_vars(v) for v in value]
+    if isinstance(value, str) and "$" in value:
+        expanded = os.path.expandvars(value)
+        if "$" in expanded:
+            raise ValueError(f"Set the environment variable in {value!r} (or override it with --set).")
+        return expanded
+    return value
+
+
+def _flag(name: str, value: Any) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, bool):
+        value = str(value).lower()
+    elif isinstance(value, (dict, list)):
+        value = json.dumps(value)
+    return [f"--{name}", str(value)]
+
+
+def _slug(value: Any) -> str:
+    text = Path(value).name if isinstance(value, str) and "/" in value else str(value)
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text)[:60]
+
+
+def read_snapshots(teacher_dir: str | Path) -> list[dict]:
+    """The records of ``teacher_dir/snapshots.json`` (written by ``recipes/train_teacher.py``)."""
+    path = Path(teacher_dir) / "snapshots.json"
+    if not path.is_file():
+        raise ValueError(
+            f"{path} does not exist: train the teacher with recipes/train_teacher.py --save_strategy epoch."
+        )
+    return json.loads(path.read_text())
+
+
+def _key(params: dict[str, Any]) -> str:
+    return json.dumps(params, sort_keys=True)
+
+
+def run_sweep(config: SweepConfig, log=print) -> pd.DataFrame:
+    """Run every trial not yet finished, then write and return the results (see the module docstring)."""
+    import optuna
+    from optuna.trial import TrialState
+
+    if not Path(config.script).is_file():
+        raise ValueError(f"The sweep's script {config.script!r} does not exist (paths are relative to {Path.cwd()}).")
+    output = Path(config.output_dir)
+    output.mkdir(parents=True, exist_ok=True)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(
+        study_name=config.study_name,
+        storage=f"sqlite:///{output / 'study.db'}",
+        sampler=optuna.samplers.GridSampler(config.search_space, seed=0),
+        direction="maximize",
+        load_if_exists=True,
+    )
+    # One sweep process per study: a trial still RUNNING in the database was killed with its sweep.
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+        log(f"Trial {trial.number} ({trial.params}) was interrupted: it runs again.")
+    _adopt_finished_trials(study, config)
+    total = len(config.points())
+    attempted: set[str] = set()
+    failures: list[str] = []
+
+    def finished() -> set[str]:
+        return {_key(t.params) for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}
+
+    def objective(trial: optuna.Trial) -> float:
+        params = {name: trial.suggest_categorical(name, values) for name, values in config.search_space.items()}
+        attempted.add(_key(params))
+        label = ", ".join(f"{k}={_slug(v)}" for k, v in params.items())
+        log(f"[{len(finished()) + len(failures) + 1}/{total}] {label} ...")
+        metrics, seconds, returncode = _run_trial(config, params)
+        if returncode != 0 or config.objective not in metrics:
+            failures.append(label)
+            log(f"    FAILED (exit {returncode}) after {seconds:.0f}s: see {config.trial_dir(params)}.log")
+            raise TrialFailed(label)
+        trial.set_user_attr("output_dir", str(config.trial_dir(params)))
+        log(
+            f"    done in {seconds:.0f}s: "
+            + ", ".join(f"{m}={metrics[m]:.4f}" for m in config.metrics if m in metrics)
+        )
+        return metrics[config.objective]
+
+    log(f"Study {config.study!r}: {total} trials, {len(finished())} finished ({output / 'study.db'}).")
+    while True:
+        done = finished()
+        pending = [p for p in config.points() if _key(p) not in done and _key(p) not in attempted]
+        if not pending:
+            break
+        # Pending points are enqueued in grid order (the last grid entry, usually the seed, varies fastest), so an
+        # interrupted sweep leaves whole cells; points whose trial failed or was killed are enqueued again.
+        waiting = {_key(t.params) for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))}
+        for params in pending:
+            if _key(params) not in waiting:
+                study.enqueue_trial(params)
+        study.optimize(objective, n_trials=len(pending), catch=(TrialFailed,))
+    results = collect_results(config)
+    write_report(config, results, log=log)
+    if failures:
+        raise RuntimeError(f"{len(failures)} trial(s) failed: {failures}. Run the sweep again to retry them.")
+    return results
+
+
+def _adopt_finished_trials(study, config: SweepConfig) -> None:
+    """Record in ``study`` the finished trial folders it does not know yet: those of an earlier, smaller grid (more
+    seeds or snapshots were added, which makes a new study) or of a lost database. Nothing runs twice."""
+    import optuna
+
+    known = {_key(t.params) for t in study.get_trials(deepcopy=False)}
+    distributions = {name: optuna.distributions.CategoricalDistribution(v) for name, v in config.search_space.items()}
+    for params in config.points():
+        trial_dir = config.trial_dir(params)
+        if _key(params) in known or not (trial_dir / TRIAL_FILE).is_file():
+            continue
+        metrics = json.loads((trial_dir / METRICS_FILE).read_text()) if (trial_dir / METRICS_FILE).is_file() else {}
+        if config.objective in metrics:
+            trial = optuna.trial.create_trial(
+                params=params,
+                distributions=distributions,
+                value=metrics[config.objective],
+                user_attrs={"output_dir": str(trial_dir), "adopted": True},
+            )
+            study.add_trial(trial)
+
+
+class TrialFailed(RuntimeError):
+    """A trial's recipe exited with an error or wrote no objective metric."""
+
+
+def _run_trial(config: SweepConfig, params: dict[str, Any]) -> tuple[dict[str, float], float, int]:
+    """Run one trial's recipe, its output in ``trial_dir`` and its log beside it (``trial_dir.log``). A killed
+    trial's folder is reused: the recipe resumes from its last ``checkpoint-*``, else overwrites what it left."""
+    trial_dir = config.trial_dir(params)
+    command = config.command(params)
+    if trial_dir.is_dir() and any(trial_dir.iterdir()) and not any(trial_dir.glob("checkpoint-*")):
+        (trial_dir / METRICS_FILE).unlink(missing_ok=True)  # partial metrics of the killed run
+        command += ["--overwrite_output_dir", "true"]
+    trial_dir.parent.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    with open(trial_dir.parent / f"{trial_dir.name}.log", "w") as log_file:
+        log_file.write(shlex.join(command) + "\n")
+        log_file.flush()
+        returncode = subprocess.run(command, stdout=log_file, stderr=subprocess.STDOUT).returncode
+    seconds = time.perf_counter() - start
+    metrics_path = trial_dir / METRICS_FILE
+    metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
+    if returncode == 0:
+        (trial_dir / TRIAL_FILE).write_text(json.dumps({"params": params, "wall_seconds": seconds}, indent=2))
+    return metrics, seconds, returncode
+
+
+def collect_results(config: SweepConfig) -> pd.DataFrame:
+    """One row per finished trial: its parameters, ``wall_seconds`` and every metric of its own metric file."""
+    rows = []
+    for params in config.points():
+        trial_dir = config.trial_dir(params)
+        if not (trial_dir / TRIAL_FILE).is_file() or not (trial_dir / METRICS_FILE).is_file():
+            continue
+        record = json.loads((trial_dir / TRIAL_FILE).read_text())
+        rows.append(
+            {**params, "wall_seconds": record["wall_seconds"], **json.loads((trial_dir / METRICS_FILE).read_text())}
+        )
+    results = pd.DataFrame(rows)
+    snapshot_flags = [name for name in config.grid if name.startswith("teacher_model_name_or_path")]
+    if snapshot_flags and not results.empty:
+        accuracy = _snapshot_accuracy(results[snapshot_flags[0]].unique())
+        if accuracy:
+            results[SNAPSHOT_METRIC] = results[snapshot_flags[0]].map(accuracy)
+    return results
+
+
+def _snapshot_accuracy(paths: Sequence[str]) -> dict[str, float]:
+    """``eval_accuracy`` of each teacher checkpoint that its parent's ``snapshots.json`` lists."""
+    accuracy = {}
+    for path in paths:
+        snapshots = Path(path).parent / "snapshots.json"
+        if snapshots.is_file():
+            for record in json.loads(snapshots.read_text()):
+                if Path(record["path"]).resolve() == Path(path).resolve() and "eval_accuracy" in record:
+                    accuracy[path] = record["eval_accuracy"]
+    return accuracy
+
+
+def summarize(
+    results: pd.DataFrame, by: list[str], metrics: list[str]
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.Series]:
+    """Mean and sample std of ``metrics`` over the rows of each group of ``by`` (the seeds), and the group sizes."""
+    metrics = [m for m in metrics if m in results.columns]
+    grouped = results.groupby(by, sort=False, dropna=False) if by else results.groupby(lambda _: "all")
+    return grouped[metrics].mean(), grouped[metrics].std(ddof=1), grouped.size()
+
+
+def summary_markdown(results: pd.DataFrame, by: list[str], metrics: list[str]) -> str:
+    """A markdown table: one row per group of ``by``, each metric as ``mean +- std`` over the group's runs."""
+    mean, std, size = summarize(results, by, metrics)
+    names = by or ["runs"]
+    lines = [
+        "| " + " | ".join([*names, "n", *mean.columns]) + " |",
+        "|" + "---|" * (len(names) + 1 + len(mean.columns)),
+    ]
+    for group in mean.index:
+        labels = [_slug(v) for v in (_as_tuple(group))]
+        cells = [_mean_std(mean.loc[group, m], std.loc[group, m]) for m in mean.columns]
+        lines.append("| " + " | ".join([*labels, str(size[group]), *cells]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _as_tuple(group: Any) -> tuple:
+    return group if isinstance(group, tuple) else (group,)
+
+
+def _mean_std(mean: float, std: float) -> str:
+    digits = 1 if abs(mean) >= 10 else 4
+    return f"{mean:.{digits}f}" if math.isnan(std) else f"{mean:.{digits}f} +- {std:.{digits}f}"
+
+
+def write_report(config: SweepConfig, results: pd.DataFrame, log=print) -> None:
+    """``results.csv``, ``results.md`` (mean +- std over seeds) and ``results.png`` in the sweep's output_dir."""
+    output = Path(config.output_dir)
+    if results.empty:
+        log("No finished trials yet.")
+        return
+    results.to_csv(output / "results.csv", index=False)
+    by = [name for name in config.search_space if name != SEED]
+    metrics = [*config.metrics, *(m for m in ("wall_seconds", SNAPSHOT_METRIC) if m not in config.metrics)]
+    table = summary_markdown(results, by, metrics)
+    if SNAPSHOT_METRIC in results.columns:
+        table += "\n" + best_snapshot(results, config) + "\n"
+    (output / "results.md").write_text(table)
+    log(table)
+    try:
+        plot_results(config, results, output / "results.png")
+    except ImportError:
+        log("matplotlib is not installed: no plot.")
+    log(f"Wrote {output / 'results.csv'}, {output / 'results.md'} and {output / 'results.png'}")
+
+
+def best_snapshot(results: pd.DataFrame, config: SweepConfig) -> str:
+    """The teacher snapshot whose students scored the best mean ``objective``."""
+    flag = next(name for name in config.grid if name.startswith("teacher_model_name_or_path"))
+    by = [name for name in config.search_space if name not in (SEED, flag)]
+    most_accurate = results[flag].iloc[results[SNAPSHOT_METRIC].argmax()]
+    lines = []
+    for group, rows in results.groupby(by, sort=False) if by else [((), results)]:
+        mean = rows.groupby(flag, sort=False)[config.objective].mean()
+        prefix = f"{dict(zip(by, _as_tuple(group), strict=True))}: " if by else ""
+        lines.append(
+            f"{prefix}best-teaching snapshot: {_slug(mean.idxmax())} (student {config.objective} {mean.max():.4f}); "
+            f"most accurate snapshot: {_slug(most_accurate)}."
+        )
+    return "\n".join(lines)
+
+
+def plot_results(config: SweepConfig, results: pd.DataFrame, path: Path) -> None:
+    """The objective's mean +- std against ``plot_x`` (default: the first named dimension, else the first grid
+    entry other than the seed), one series per
+    combination of the other flags; teacher snapshots' own accuracy is drawn beside the students'."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    x = config.plot_x or next(iter(config.flag_sets), next(name for name in config.grid if name != SEED))
+    series = [name for name in config.search_space if name not in (SEED, x)]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    groups = results.groupby(series, sort=False) if series else [((), results)]
+    for group, rows in groups:
+        mean, std, _ = summarize(rows, [x], [config.objective])
+        label = ", ".join(f"{k}={_slug(v)}" for k, v in zip(series, _as_tuple(group), strict=True))
+        ticks = [_slug(v) for v in mean.index]
+        ax.errorbar(
+            ticks,
+            mean[config.objective],
+            yerr=std[config.objective].fillna(0),
+            marker="o",
+            capsize=4,
+            label=label or f"student {config.objective}",
+        )
+    if SNAPSHOT_METRIC in results.columns and x in results.columns:
+        # The snapshot's accuracy on the students' evaluation rows when the recipe logged it, else snapshots.json's.
+        own = config.objective.replace("_", "_teacher_", 1)
+        own = own if own in results.columns else SNAPSHOT_METRIC
+        teacher = results.groupby(x, sort=False)[own].mean()
+        ax.plot(
+            [_slug(v) for v in teacher.index], teacher.values, "s--", color="grey", label=f"snapshot's own ({own})"
+        )
+    ax.set_xlabel(x)
+    ax.set_ylabel(config.objective)
+    ax.set_title(f"{config.study}: mean +- std over {SEED}s")
+    ax.legend(fontsize=8)
+    ax.tick_params(axis="x", labelrotation=20)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def sweep_command(argv: Sequence[str]) -> int:
+    """``hf-distill sweep CONFIG [--set KEY=VALUE ...]`` (see the module docstring)."""
+    parser = argparse.ArgumentParser(
+        prog="hf-distill sweep",
+        description="Run a grid of recipe runs from a YAML config, one folder per trial, resumable through an Optuna "
+        "SQLite study; write results.csv, results.md (mean +- std over seeds) and results.png.",
+    )
+    parser.add_argument("config", help="The sweep's YAML file (see recipes/studies/).")
+    parser.add_argument("--output_dir", default=None, help="Override the config's output_dir.")
+    parser.add_argument("--launcher", default=None, help="Override the config's launcher, e.g. 'accelerate launch'.")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        dest="settings",
+        metavar="KEY=VALUE",
+        help="Override a config entry, e.g. --set args.max_train_samples=200 --set grid.seed=[1,2]. Repeatable.",
+    )
+    parser.add_argument("--report_only", action="store_true", help="Only collect finished trials and write reports.")
+    return _run_sweep_command(parser.parse_args(list(argv)))
+
+
+def table_command(argv: Sequence[str]) -> int:
+    """``hf-distill sweep-table NAME=DIR ...``: mean +- std over runs grouped by name."""
+    parser = argparse.ArgumentParser(
+        prog="hf-distill sweep-table",
+        description="Mean +- std table over runs grouped by name (e.g. one DIR per seed), with a Welch t-test when "
+        "there are two groups.",
+    )
+    parser.add_argument("runs", nargs="+", metavar="NAME=DIR", help="A run's output_dir, named by its group.")
+    parser.add_argument("--metrics", default="test_accuracy,test_agreement", help="Comma-separated metric names.")
+    parser.add_argument("--output", default=None, help="Also write the table (markdown) to this file.")
+    return _run_table_command(parser.parse_args(list(argv)))
+
+
+def _run_sweep_command(args: argparse.Namespace) -> int:
+    config = SweepConfig.from_yaml(args.config, args.settings, output_dir=args.output_dir, launcher=args.launcher)
+    if args.report_only:
+        write_report(config, collect_results(config))
+    else:
+        run_sweep(config)
+    return 0
+
+
+def runs_table(runs: Sequence[str], metrics: list[str]) -> str:
+    """:func:`summary_markdown` of ``NAME=DIR`` runs, read from each DIR's ``all_results.json``."""
+    rows = []
+    for spec in runs:
+        name, sep, directory = spec.partition("=")
+        if not sep:
+            raise ValueError(f"Name each run as NAME=DIR, got {spec!r}.")
+        path = Path(directory) / METRICS_FILE
+        if not path.is_file():
+            raise ValueError(f"{path} does not exist: run the recipe with --output_dir {directory} first.")
+        rows.append({"run": name, **json.loads(path.read_text())})
+    results = pd.DataFrame(rows)
+    table = summary_markdown(results, ["run"], metrics)
+    names = list(dict.fromkeys(results["run"]))
+    if len(names) == 2:
+        table += "\n" + "\n".join(welch_line(results, "run", names, m) for m in metrics if m in results) + "\n"
+    return table
+
+
+def welch_line(results: pd.DataFrame, by: str, names: list[str], metric: str) -> str:
+    """``a - b`` of ``metric``'s means with Welch's t-test (unequal variances; scipy), for a report's "is the gain
+    outside the noise" sentence."""
+    from scipy.stats import ttest_ind
+
+    a, b = (results.loc[results[by] == name, metric].to_numpy() for name in names)
+    difference = a.mean() - b.mean()
+    if min(len(a), len(b)) < 2:
+        return f"{names[0]} - {names[1]}: {metric} {difference:+.4f} (one run each: no test)"
+    p = ttest_ind(a, b, equal_var=False).pvalue
+    return f"{names[0]} - {names[1]}: {metric} {difference:+.4f} (Welch t-test p = {p:.3f}, n = {len(a)} and {len(b)})"
+
+
+def _run_table_command(args: argparse.Namespace) -> int:
+    table = runs_table(args.runs, args.metrics.split(","))
+    if args.output:
+        Path(args.output).write_text(table)
+    print(table)
+    return 0
