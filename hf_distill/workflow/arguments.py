@@ -92,7 +92,7 @@ def setup_logging(training_args: TrainingArguments) -> None:
 
     transformers and datasets keep their own level (WARNING) unless ``--log_level`` names one, so a run reads as one
     line per stage; ``--log_level info`` shows their INFO lines too. The progress bars of weight loading and saving
-    are turned off (the Trainer's own bars follow ``--disable_tqdm``), and so is pinned memory where there is no
+    are turned off (the Trainer's own bars and datasets' follow ``--disable_tqdm``), and so is pinned memory where there is no
     accelerator to pin for.
     """
     logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", datefmt="%m/%d/%Y %H:%M:%S")
@@ -104,6 +104,8 @@ def setup_logging(training_args: TrainingArguments) -> None:
     datasets.utils.logging.set_verbosity(library_level)
     transformers.utils.logging.set_verbosity(library_level)
     transformers.utils.logging.disable_progress_bar()
+    if training_args.disable_tqdm:  # datasets' map bars (tokenization, teacher logits) follow the Trainer's
+        datasets.disable_progress_bars()
     if training_args.device.type == "cpu":
         training_args.dataloader_pin_memory = False
 
