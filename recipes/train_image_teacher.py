@@ -13,7 +13,7 @@ The teacher is a pretrained `AutoModelForImageClassification` (path or Hub id, f
 import logging
 from dataclasses import dataclass, field
 
-from transformers import HfArgumentParser, Trainer, TrainingArguments, set_seed
+from transformers import HfArgumentParser, Trainer, set_seed
 
 from hf_distill import DataCollatorForDistillation
 from hf_distill.metrics import compute_metrics_fn
@@ -29,6 +29,7 @@ from hf_distill.vision import (
     pretrained_image_model,
 )
 from hf_distill.workflow.arguments import ModelLoadingArguments, parse_arguments, setup_logging
+from hf_distill.workflow.checkpoints import TeacherTrainingArguments
 from hf_distill.workflow.hub import check_hub_access
 from hf_distill.workflow.publish import train_evaluate_publish
 from hf_distill.workflow.snapshots import write_snapshots
@@ -43,13 +44,6 @@ class ModelArguments:
     config_overrides: str | None = field(default=None, metadata={"help": "JSON object of config fields."})
     image_size: int | None = field(default=None, metadata={"help": "Input side in pixels (default: the images')."})
     image_processor_name: str | None = field(default=None, metadata={"help": "Image processor, if not the model's."})
-
-
-@dataclass
-class TeacherTrainingArguments(TrainingArguments):
-    save_strategy: str = field(default="epoch", metadata={"help": "Checkpoint every epoch (a snapshot per epoch)."})
-    eval_strategy: str = field(default="epoch", metadata={"help": "Evaluate every epoch."})
-    save_total_limit: int | None = field(default=None, metadata={"help": "Keep all snapshots by default."})
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -24,13 +24,13 @@ from transformers import (
     DataCollatorWithPadding,
     HfArgumentParser,
     Trainer,
-    TrainingArguments,
     set_seed,
 )
 
 from hf_distill.metrics import compute_metrics_fn
 from hf_distill.text.data import TextDataArguments, label_list, tokenize_for_distillation
 from hf_distill.workflow.arguments import ModelLoadingArguments, parse_arguments, quiet_transformers, setup_logging
+from hf_distill.workflow.checkpoints import TeacherTrainingArguments
 from hf_distill.workflow.hub import check_hub_access
 from hf_distill.workflow.publish import train_evaluate_publish
 from hf_distill.workflow.snapshots import write_snapshots
@@ -53,7 +53,7 @@ class TeacherArguments:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = HfArgumentParser((TeacherArguments, ModelLoadingArguments, TextDataArguments, TrainingArguments))
+    parser = HfArgumentParser((TeacherArguments, ModelLoadingArguments, TextDataArguments, TeacherTrainingArguments))
     model_args, loading, data_args, training_args = parse_arguments(parser, argv)
     setup_logging(training_args)
     check_hub_access(training_args)

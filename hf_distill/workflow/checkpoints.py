@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
@@ -13,6 +14,20 @@ logger = logging.getLogger(__name__)
 _TRUE = ("true", "True", "1")
 # Written by `train_evaluate_publish` once training has finished.
 FINISHED_MARKER = "train_results.json"
+
+
+@dataclass
+class TeacherTrainingArguments(TrainingArguments):
+    """`TrainingArguments` of the teacher recipes: a checkpoint and an evaluation per epoch (the early-stopped
+    snapshots), all kept, and ``--overwrite_output_dir`` for reruns (see :func:`resolve_checkpoint`)."""
+
+    save_strategy: str = field(default="epoch", metadata={"help": "Checkpoint every epoch (a snapshot per epoch)."})
+    eval_strategy: str = field(default="epoch", metadata={"help": "Evaluate every epoch."})
+    save_total_limit: int | None = field(default=None, metadata={"help": "Keep all snapshots by default."})
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={"help": "Train from scratch in an output_dir that already holds a run, instead of resuming."},
+    )
 
 
 def resolve_checkpoint(args: TrainingArguments) -> None:
