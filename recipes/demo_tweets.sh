@@ -25,17 +25,22 @@ STUDENT="--teacher_model_name_or_path $OUT/teacher --student_init $STUDENT_INIT 
 echo "== [1/4] Fine-tuning the MiniLM teacher (per-epoch snapshots in $OUT/teacher) =="
 $PY recipes/train_teacher.py --model_name_or_path "$MINILM" $DATA --disable_tqdm false --seed 42 --output_dir "$OUT/teacher" \
     --do_train --do_eval --num_train_epochs 2 --eval_strategy epoch --save_strategy epoch
-summary() {  # one line per student run: its test accuracy and agreement with the teacher
+student() {  # one line per student run (its full log beside it): test accuracy and agreement with the teacher
+    local out=$1 label=$2
+    shift 2
+    mkdir -p "$(dirname "$out")"
+    if ! $PY recipes/text_classification.py $STUDENT $DATA "$@" --output_dir "$out" > "$out.log" 2>&1; then
+        tail -n 30 "$out.log"
+        exit 1
+    fi
     $PY -c 'import json, sys; r = json.load(open(sys.argv[1] + "/all_results.json"))
-print(f"   {sys.argv[2]:<28} test accuracy {r[\"test_accuracy\"]:.4f}, agreement {r[\"test_agreement\"]:.4f}")' "$1" "$2"
+print("   %-22s test accuracy %.4f, agreement %.4f  (log: %s.log)" % (sys.argv[2], r["test_accuracy"], r["test_agreement"], sys.argv[1]))' "$out" "$label"
 }
 RUNS=()
 for seed in $SEEDS; do
     echo "== [2/4] Seed $seed: a 3-layer student ($STUDENT_INIT) distilled, and the same student with plain CE =="
-    $PY recipes/text_classification.py $STUDENT $DATA --seed "$seed" --alpha 0.5 --output_dir "$OUT/seed$seed/student"
-    summary "$OUT/seed$seed/student" "seed $seed, distilled"
-    $PY recipes/text_classification.py $STUDENT $DATA --seed "$seed" --alpha 1.0 --output_dir "$OUT/seed$seed/student_ce"
-    summary "$OUT/seed$seed/student_ce" "seed $seed, CE only"
+    student "$OUT/seed$seed/student" "seed $seed, distilled" --seed "$seed" --alpha 0.5
+    student "$OUT/seed$seed/student_ce" "seed $seed, CE only" --seed "$seed" --alpha 1.0
     RUNS+=("distilled=$OUT/seed$seed/student" "ce_only=$OUT/seed$seed/student_ce")
 done
 echo "== [3/4] Mean +- std over seeds $SEEDS on the test split =="
