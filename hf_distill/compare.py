@@ -454,7 +454,7 @@ def _predict(rows: dict[str, _Row], permutations, dataset, collator, batch_size,
     """Logits of every row (in the reference label order) and the labels, or ``None`` without labels."""
     outputs: dict[str, list[np.ndarray]] = {name: [] for name in rows}
     labels: list[np.ndarray] = []
-    for start in tqdm(range(0, len(dataset), batch_size), desc="Predicting", unit="batch", leave=False):
+    for start in tqdm(range(0, len(dataset), batch_size), desc="Predicting", unit="batch", leave=False, disable=None):
         batch = collator([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
         label = batch.get("labels", batch.get("label"))
         if label is not None:
@@ -484,7 +484,7 @@ def _time_calls(rows: dict[str, _Row], batches, device, warmup_runs, threads) ->
         if warmup_runs:
             timer.timeit(warmup_runs)
     times: dict[str, list[float]] = {name: [] for name in rows}
-    for _ in tqdm(range(len(batches)), desc="Timing", unit="run", leave=False):
+    for _ in tqdm(range(len(batches)), desc="Timing", unit="run", leave=False, disable=None):
         for name, timer in timers.items():
             times[name].append(timer.timeit(1).median)
     return times

@@ -23,7 +23,7 @@ STUDENT="--teacher_model_name_or_path $OUT/teacher --student_init $STUDENT_INIT 
          --save_strategy no --disable_tqdm true --log_level warning"
 
 echo "== [1/4] Fine-tuning the MiniLM teacher (per-epoch snapshots in $OUT/teacher) =="
-$PY recipes/train_teacher.py --model_name_or_path "$MINILM" $DATA --disable_tqdm false --seed 42 --output_dir "$OUT/teacher" \
+$PY recipes/train_teacher.py --model_name_or_path "$MINILM" $DATA --disable_tqdm true --seed 42 --output_dir "$OUT/teacher" \
     --do_train --do_eval --num_train_epochs 2 --eval_strategy epoch --save_strategy epoch
 student() {  # one line per student run (its full log beside it): test accuracy and agreement with the teacher
     local out=$1 label=$2
