@@ -50,5 +50,4 @@ $PY -m hf_distill.cli compare --teacher_model_name_or_path "$OUT/teacher" \
     --student_model_name_or_path distilled="$OUT/seed$FIRST/student" ce_only="$OUT/seed$FIRST/student_ce" \
     --dataset_name tweet_sentiment --eval_split test --max_eval_samples "$EVAL_SAMPLES" --max_seq_length 48 \
     --num_threads 1 --backend pytorch,onnxruntime --quantize dynamic --output_dir "$OUT/comparison"
-cat "$OUT/seeds.md"
 echo "Distilled students (with tokenizer and model card): $OUT/seed*/student; plot: $OUT/comparison/comparison.png"
