@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import gc
 import json
 import os
 import platform
@@ -69,7 +70,7 @@ from hf_distill import (
     DistillationTrainingArguments,
     precompute_teacher_logits,
 )
-from hf_distill.vision import DistillationImageTransform, PixelSpec, RandomResizedCropFlip
+from hf_distill.vision import DistillationImageTransform, PixelFormat, RandomResizedCropFlip, default_image_processor
 from hf_distill.vision.augment import VIEW_SIZE
 from hf_distill.vision.transforms import VIEWS_COLUMN
 
@@ -180,15 +181,30 @@ class PythonListsDistillationTrainer(DistillationTrainer):
 
 
 class StepClock(TrainerCallback):
-    """Wall-clock and process CPU time stamps at the end of every optimizer step (after a device sync)."""
+    """Wall-clock and process CPU time stamps at the end of every optimizer step (after a device sync), and the CPU
+    seconds spent so far in Python's full (generation 2) garbage collections, which walk every live object."""
 
     def __init__(self, sync: Callable[[], None]):
-        self.sync, self.stamps, self.cpu_stamps = sync, [], []
+        self.sync, self.stamps, self.cpu_stamps, self.gc_stamps = sync, [], [], []
+        self.full_gc_seconds, self._gc_start = 0.0, 0.0
+
+    def _on_gc(self, phase: str, info: dict[str, int]) -> None:
+        if info["generation"] == 2 and phase == "start":
+            self._gc_start = time.process_time()
+        elif info["generation"] == 2:
+            self.full_gc_seconds += time.process_time() - self._gc_start
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        gc.callbacks.append(self._on_gc)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        gc.callbacks.remove(self._on_gc)
 
     def on_step_end(self, args, state, control, **kwargs):
         self.sync()
         self.stamps.append(time.perf_counter())
         self.cpu_stamps.append(time.process_time())
+        self.gc_stamps.append(self.full_gc_seconds)
 
 
 class PeakMemory:
@@ -275,7 +291,8 @@ class Benchmark:
         self.data_with_logits = self._with_logits()
         if shape.views:
             transform = DistillationImageTransform(
-                student=PixelSpec((shape.student.image_size,) * 2, num_channels=1), augment=RandomResizedCropFlip()
+                student=PixelFormat(default_image_processor((shape.student.image_size,) * 2, 1), num_channels=1),
+                augment=RandomResizedCropFlip(),
             )
             self.data = self.data.with_transform(transform)
             self.data_with_logits = self.data_with_logits.with_transform(transform)
@@ -347,17 +364,19 @@ class Benchmark:
             args=args, teacher_model=self.teacher_fp32, alpha=0.5, temperature=2.0, train_dataset=self.data, **common
         )
 
-    def train(self, mode: str) -> tuple[float, float, float | None]:
-        """Examples per wall-clock second and per CPU second of this process after warm-up, and peak memory in MiB."""
+    def train(self, mode: str) -> tuple[float, float, float | None, float, float]:
+        """Examples per wall-clock second and per CPU second of this process after warm-up, peak memory in MiB, CPU
+        milliseconds per step spent in full garbage collections, and examples per CPU second without them."""
         trainer = self.trainer(mode)
         clock = StepClock(self.sync)
         trainer.add_callback(clock)
         with PeakMemory(self.device) as memory:
             trainer.train()
-        examples = (len(clock.stamps) - self.cli.warmup_steps) * self.shape.batch_size
-        start = self.cli.warmup_steps - 1
+        steps = len(clock.stamps) - self.cli.warmup_steps
+        examples, start = steps * self.shape.batch_size, self.cli.warmup_steps - 1
         wall, cpu = clock.stamps[-1] - clock.stamps[start], clock.cpu_stamps[-1] - clock.cpu_stamps[start]
-        return examples / wall, examples / cpu, memory.peak_mib
+        full_gc = clock.gc_stamps[-1] - clock.gc_stamps[start]
+        return examples / wall, examples / cpu, memory.peak_mib, 1e3 * full_gc / steps, examples / (cpu - full_gc)
 
     def teacher_seconds_per_example(self) -> float:
         """The in-batch teacher's forward time per example, on the batches the trainers train on."""
@@ -367,7 +386,7 @@ class Benchmark:
         for step in range(self.cli.warmup_steps + self.cli.steps):
             batch = trainer._prepare_inputs(next(batches))
             start = time.perf_counter()
-            trainer._teacher_forward(batch)
+            trainer._teacher_forward(batch, trainer.args.temperature)
             self.sync()
             if step >= self.cli.warmup_steps:
                 elapsed, examples = elapsed + time.perf_counter() - start, examples + len(batch["labels"])
@@ -415,6 +434,8 @@ def run_task(shape: Shape, cli: argparse.Namespace) -> dict[str, Any]:
             row = {f"{mode}_examples_per_s": result[mode][0] for mode in shape.modes}
             row.update({f"{mode}_examples_per_cpu_s": result[mode][1] for mode in shape.modes})
             row.update({f"{mode}_peak_mib": result[mode][2] for mode in shape.modes})
+            row.update({f"{mode}_full_gc_ms_per_step": result[mode][3] for mode in shape.modes})
+            row.update({f"{mode}_examples_per_cpu_s_without_full_gc": result[mode][4] for mode in shape.modes})
             if in_batch:
                 row["teacher_s_per_example"] = bench.teacher_seconds_per_example()
                 row["ideal_in_batch_examples_per_s"] = 1 / (
@@ -428,6 +449,10 @@ def run_task(shape: Shape, cli: argparse.Namespace) -> dict[str, Any]:
             )
     ratios = {"kd_precomputed / ce": ("kd_precomputed_examples_per_s", "ce_examples_per_s")}
     ratios["kd_precomputed / ce, CPU time"] = ("kd_precomputed_examples_per_cpu_s", "ce_examples_per_cpu_s")
+    ratios["kd_precomputed / ce, CPU time without full GC"] = (
+        "kd_precomputed_examples_per_cpu_s_without_full_gc",
+        "ce_examples_per_cpu_s_without_full_gc",
+    )
     if "kd_python_lists" in shape.modes:
         ratios["kd_python_lists / ce"] = ("kd_python_lists_examples_per_s", "ce_examples_per_s")
         ratios["kd_python_lists / ce, CPU time"] = ("kd_python_lists_examples_per_cpu_s", "ce_examples_per_cpu_s")
@@ -444,14 +469,20 @@ def run_task(shape: Shape, cli: argparse.Namespace) -> dict[str, Any]:
             "views": shape.views,
             "num_examples": shape.num_examples,
             "max_length": shape.max_length,
-            "teacher": shape.teacher.to_diff_dict(),
-            "student": shape.student.to_diff_dict(),
+            "teacher": config_summary(shape.teacher),
+            "student": config_summary(shape.student),
         },
         "median": median,
         "ratios": {name: _median([row[a] / row[b] for row in rounds]) for name, (a, b) in ratios.items()},
         "ratio_ranges": {name: _range([row[a] / row[b] for row in rounds]) for name, (a, b) in ratios.items()},
         "rounds": rounds,
     }
+
+
+def config_summary(config: PretrainedConfig) -> dict[str, Any]:
+    """The config's non-default entries, with ``num_labels`` in place of the label maps."""
+    summary = {k: v for k, v in config.to_diff_dict().items() if k not in ("id2label", "label2id")}
+    return {**summary, "num_labels": config.num_labels}
 
 
 def _median(values: list[float | None]) -> float | None:
@@ -470,13 +501,14 @@ def markdown_table(results: dict[str, Any]) -> str:
             bounds = task.get("ratio_ranges", {}).get(ratio)
             spread = "–" if bounds is None else f"{bounds[0]:.3f} – {bounds[1]:.3f}"
             lines.append(f"| {name} | `{ratio}` | {value:.3f} | {spread} |")
-    lines += ["", "| task | mode | examples / s (wall) | examples / CPU s |", "|---|---|---|---|"]
+    lines += ["", "| task | mode | examples / s (wall) | examples / CPU s | full GC, CPU ms / step |"]
+    lines.append("|---|---|---|---|---|")
     for name, task in results["tasks"].items():
         for mode in task.get("modes", MODES):
             median = task["median"]
-            per_cpu = median.get(f"{mode}_examples_per_cpu_s")
-            cpu = "–" if per_cpu is None else f"{per_cpu:.1f}"
-            lines.append(f"| {name} | `{mode}` | {median[f'{mode}_examples_per_s']:.1f} | {cpu} |")
+            cpu, full_gc = (median.get(f"{mode}_{key}") for key in ("examples_per_cpu_s", "full_gc_ms_per_step"))
+            cells = ["–" if value is None else f"{value:.1f}" for value in (cpu, full_gc)]
+            lines.append(f"| {name} | `{mode}` | {median[f'{mode}_examples_per_s']:.1f} | {' | '.join(cells)} |")
     return "\n".join(lines)
 
 

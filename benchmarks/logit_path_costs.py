@@ -21,7 +21,7 @@ from datasets import Dataset, Features, List, Value
 from torch.utils import benchmark
 
 from hf_distill import distillation_loss
-from hf_distill.logit_columns import column_array
+from hf_distill.logit_columns import LogitColumns
 
 
 def cpu_ms(stmt: str, **env: object) -> float:
@@ -55,12 +55,11 @@ def main() -> None:
     results = {}
     for name, (values, feature) in datasets.items():
         data = Dataset.from_dict({"teacher_logits": values}, features=Features({"teacher_logits": feature}))
-        arrow = data.with_format("arrow")
+        columns = LogitColumns(data, ["teacher_logits"])
         results[f"read {name}, Arrow (LogitColumns)"] = cpu_ms(
-            "np.stack(list(column_array(arrow[indices], 'teacher_logits')))",
+            "np.stack([row['teacher_logits'] for row in columns.__getitems__(indices)])",
             np=np,
-            column_array=column_array,
-            arrow=arrow,
+            columns=columns,
             indices=indices,
         )
         results[f"read {name}, Python lists"] = cpu_ms(

@@ -129,7 +129,7 @@ def fmnist_setup(ns: argparse.Namespace):
         image_shape,
         load_image_processor,
         parse_config_overrides,
-        pixel_spec_for,
+        pixel_format_for,
         precompute_teacher_views,
         prepare_image_splits,
     )
@@ -138,10 +138,10 @@ def fmnist_setup(ns: argparse.Namespace):
     dataset, labels = prepare_image_splits(data_args, SPLIT_SEED)
     # The official test split (Fashion-MNIST: 10,000 images); datasets without one use their validation split.
     dataset = DatasetDict(train=dataset["train"], test=dataset["test" if "test" in dataset else "validation"])
-    channels, height, _ = image_shape(dataset)
+    height, _ = image_shape(dataset)
     path = ns.teacher or FMNIST_TEACHER
     teacher = load_teacher(path)
-    teacher_spec = pixel_spec_for(teacher.config, load_image_processor(path), default_size=height)
+    teacher_format = pixel_format_for(teacher.config, load_image_processor(path), default_size=height)
     augment = data_args.augmentation()
     cache = Path(ns.output).parent / f"{ns.dataset}_views_{Path(path).name}_{ns.train_samples}"
     if cache.exists():  # teacher logits of the views: computed once, shared by the processes of one study
@@ -152,7 +152,7 @@ def fmnist_setup(ns: argparse.Namespace):
             dataset[split] = precompute_teacher_views(
                 teacher,
                 dataset[split],
-                teacher_spec=teacher_spec,
+                teacher_format=teacher_format,
                 augment=augment if train else None,
                 num_views=4 if train else 1,
                 seed=SPLIT_SEED,
@@ -163,14 +163,12 @@ def fmnist_setup(ns: argparse.Namespace):
 
     def run(args: DistillationTrainingArguments) -> dict[str, float]:
         set_seed(args.seed)
-        student = image_model_from_config(
-            "vit", labels, num_channels=channels, image_size=height, overrides=parse_config_overrides(VIT)
-        )
-        student_spec = pixel_spec_for(student.config, None, default_size=height)
+        student = image_model_from_config("vit", labels, image_size=height, overrides=parse_config_overrides(VIT))
+        student_format = pixel_format_for(student.config, None, default_size=height)
         for split in dataset:
             dataset[split].set_transform(
                 DistillationImageTransform(
-                    student=student_spec,
+                    student=student_format,
                     teacher=None,
                     augment=augment if split == "train" else None,
                     teacher_logits_column=args.teacher_logits_column,

@@ -2,13 +2,15 @@
 
 A ``teacher_logits`` column of 1000 classes reaches a collator as 1000 Python floats per example when read through
 `datasets`' default (Python) formatting, and converting them back costs about as much as a small student's training
-step. :class:`LogitColumns` reads those columns for the whole batch of indices the sampler hands out
-(``__getitems__``) with one Arrow ``take``, flattens the fixed-size lists without copying and reshapes them to
-``(batch, ..., width)``; every example then carries float32 (logits) or int64 (top-k class indices) numpy rows, which
-any collator stacks in one call (`DataCollatorWithPadding` and `default_data_collator` included).
+step. :class:`LogitColumns` views each Arrow chunk of those columns as a numpy array once (no copy: the values stay in
+the memory-mapped cache file), follows the dataset's indices mapping (``select``, ``shuffle``, ``train_test_split``),
+and gathers the rows of a whole batch of indices (``__getitems__``) with numpy indexing into float32 (logits) or int64
+(top-k class indices) arrays ``(batch, ..., width)``, which any collator stacks in one call
+(`DataCollatorWithPadding` and `default_data_collator` included).
 
-`datasets`' own numpy formatting does the same for a flat column, but is about 35x slower than this on a nested
-K-view column ``(views, classes)`` and cannot be combined with ``set_transform``, which the image recipes use.
+`datasets`' own arrow or numpy formatting does the same work through a per-row slice of the table: about 20x slower
+on a 1000-wide column (``benchmarks/logit_path_costs.py``), 35x on a nested K-view column ``(views, classes)``, and
+its numpy formatting cannot be combined with ``set_transform``, which the image recipes use.
 """
 
 from __future__ import annotations
@@ -29,18 +31,53 @@ VIEW_INDEX_KEY = "teacher_view_index"
 def column_array(table: pa.Table, column: str) -> np.ndarray:
     """``column`` of ``table`` as one numpy array ``(rows, *widths)``: fixed-size lists are flattened without a copy
     and reshaped; floating values become float32 and integers int64."""
-    array = table.column(column).combine_chunks()
+    values = array_values(table.column(column).combine_chunks(), column)
+    return values.astype(np.float32 if np.issubdtype(values.dtype, np.floating) else np.int64, copy=False)
+
+
+def array_values(array: pa.Array, name: str) -> np.ndarray:
+    """The values of an Arrow array of (nested) fixed-size lists as numpy ``(rows, *widths)``, in their own type; no
+    copy when the array has no nulls."""
     shape = [len(array)]
+    field_type = array.type
     while pa.types.is_fixed_size_list(array.type):
         shape.append(array.type.list_size)
         array = array.flatten()
     if pa.types.is_list(array.type) or pa.types.is_large_list(array.type):
         raise ValueError(
-            f"Column {column!r} holds lists of varying length ({table.schema.field(column).type}); teacher logits "
-            "need a fixed width per example. Cast it with datasets.List(Value('float32'), length=num_classes)."
+            f"Column {name!r} holds lists of varying length ({field_type}); teacher logits need a fixed width per "
+            "example. Cast it with datasets.List(Value('float32'), length=num_classes)."
         )
-    values = array.to_numpy(zero_copy_only=False).reshape(shape)
-    return values.astype(np.float32 if np.issubdtype(values.dtype, np.floating) else np.int64, copy=False)
+    return array.to_numpy(zero_copy_only=False).reshape(shape)
+
+
+class ChunkedColumn:
+    """One fixed-width column of an Arrow table as numpy views of its chunks (no copy), gathered by row number."""
+
+    def __init__(self, table: pa.Table, column: str):
+        chunks = table.column(column).chunks
+        self.chunks = [array_values(chunk, column) for chunk in chunks]
+        self.starts = np.cumsum([0] + [len(chunk) for chunk in chunks])
+        first = self.chunks[0] if self.chunks else np.empty((0,), np.float32)
+        self.row_shape = first.shape[1:]
+        self.dtype = np.float32 if np.issubdtype(first.dtype, np.floating) else np.int64
+
+    def take(self, rows: np.ndarray, views: np.ndarray | None = None) -> np.ndarray:
+        """The values of ``rows`` (table row numbers) as float32 or int64, shape ``(len(rows), *widths)``; with
+        ``views``, only view ``views[i]`` of row ``rows[i]`` of a K-view column (``(len(rows), classes)``)."""
+        chunk_of_row = np.searchsorted(self.starts, rows, side="right") - 1
+        chunks = np.unique(chunk_of_row)
+        if len(chunks) == 1:  # one gather, no second copy
+            local = rows - self.starts[chunks[0]]
+            values = self.chunks[chunks[0]][local if views is None else (local, views)]
+            return values.astype(self.dtype, copy=False)
+        shape = self.row_shape if views is None else self.row_shape[1:]
+        out = np.empty((len(rows), *shape), dtype=self.dtype)
+        for chunk in chunks:
+            hit = chunk_of_row == chunk
+            local = rows[hit] - self.starts[chunk]
+            out[hit] = self.chunks[chunk][local if views is None else (local, views[hit])]
+        return out
 
 
 class LogitColumns(torch.utils.data.Dataset):
@@ -49,32 +86,53 @@ class LogitColumns(torch.utils.data.Dataset):
     The other columns go through ``dataset``'s own formatting or transform, unchanged. A transform that draws one of
     K stored views per row (a K-view column of shape ``(K, classes)``) returns the drawn view's index under
     ``VIEW_INDEX_KEY`` when the logits are not in its input; the row then carries the logits of that view only.
+    The numpy views are made on first use in each process and never pickled: DataLoader workers started with
+    ``spawn`` receive the dataset (a file path for a memory-mapped one), not the logits.
     """
 
     def __init__(self, dataset: Dataset, columns: Sequence[str]):
         self.columns = [c for c in columns if c in dataset.column_names]
-        self.rows = dataset.remove_columns(self.columns)
-        self.table = dataset.select_columns(self.columns).with_format("arrow")
+        other = [c for c in dataset.column_names if c not in self.columns]
+        self.rows = dataset.remove_columns(self.columns) if other else None  # a table of no columns has no rows
+        self.logits = dataset.select_columns(self.columns)
+        for column in self.columns:  # refuse ragged columns now, not at the first batch
+            column_array(self.logits.data.table.slice(0, 1), column)
+        self._readers: dict[str, ChunkedColumn] | None = None
+        self._row_numbers: np.ndarray | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_readers": None, "_row_numbers": None}
 
     @property
     def column_names(self) -> list[str]:
-        return [*self.rows.column_names, *self.columns]
+        return [*(self.rows.column_names if self.rows is not None else []), *self.columns]
 
     def __len__(self) -> int:
-        return len(self.rows)
+        return len(self.logits)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         return self.__getitems__([index])[0]
 
     def __getitems__(self, indices: list[int]) -> list[dict[str, Any]]:
-        rows = self.rows.__getitems__(indices)
-        table = self.table[indices]
-        arrays = {column: column_array(table, column) for column in self.columns}
+        rows = self.rows.__getitems__(indices) if self.rows is not None else [{} for _ in indices]
+        views = [row.pop(VIEW_INDEX_KEY, None) for row in rows]
+        arrays = self.take(indices, None if views[0] is None else np.asarray(views))
         for i, row in enumerate(rows):
-            view = row.pop(VIEW_INDEX_KEY, None)
             for column, values in arrays.items():
-                row[column] = values[i] if view is None else values[i, view]
+                row[column] = values[i]
         return rows
+
+    def take(self, indices: Sequence[int], views: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """The logit columns of ``indices`` (positions in the dataset, as ``dataset[indices]`` takes them); with
+        ``views``, the logits of the stored view ``views[i]`` of each K-view row."""
+        if self._readers is None:
+            table = self.logits.data.table
+            self._readers = {column: ChunkedColumn(table, column) for column in self.columns}
+            mapping = self.logits._indices  # `select`/`shuffle` keep the table and map positions to its rows
+            self._row_numbers = None if mapping is None else column_array(mapping, mapping.column_names[0])
+        positions = np.asarray(indices, dtype=np.int64)
+        rows = positions if self._row_numbers is None else self._row_numbers[positions]
+        return {column: reader.take(rows, views) for column, reader in self._readers.items()}
 
 
 def with_logit_columns(dataset: Any, columns: Sequence[str]) -> Any:

@@ -1,6 +1,7 @@
 """Logit columns reach the trainer's batches as float32 / int64 tensors equal to the stored values."""
 
 import json
+import pickle
 import subprocess
 import sys
 from pathlib import Path
@@ -8,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pytest
-from datasets import Dataset, Features, List, Value
+from datasets import Dataset, Features, List, Value, load_from_disk
 
 from hf_distill import DataCollatorForDistillation, DistillationTrainer
 from hf_distill.logit_columns import LogitColumns, column_array
@@ -72,3 +73,32 @@ def test_trainer_dataloader_reads_logits_from_arrow_not_python_lists(tmp_path):
     row = loader.dataset.__getitems__([5])[0]
     assert isinstance(row["teacher_logits"], np.ndarray) and row["teacher_logits"].dtype == np.float32
     assert row["teacher_logits"].tolist() == [5.0, 0.0, 1.0] and isinstance(row["input_ids"], list)
+
+
+def test_logit_columns_read_every_chunk_of_a_memory_mapped_cache_without_copying_or_pickling_it(tmp_path):
+    values = np.random.default_rng(0).standard_normal((600, 10)).astype(np.float16)
+    features = Features({"teacher_logits": List(Value("float16"), length=10), "id": Value("int64")})
+    Dataset.from_dict({"teacher_logits": values, "id": range(600)}, features=features).save_to_disk(
+        str(tmp_path / "cache"), max_shard_size="4KB"
+    )
+    data = load_from_disk(str(tmp_path / "cache"))
+    assert data.data.table.column("teacher_logits").num_chunks > 1
+    subset = data.shuffle(seed=1).select(range(100, 500))
+    wrapped = LogitColumns(subset, ["teacher_logits"])
+    positions = [399, 0, 17, 250, 3]
+    rows = wrapped.__getitems__(positions)
+    assert [row["id"] for row in rows] == [subset[p]["id"] for p in positions]
+    for row in rows:
+        assert row["teacher_logits"].dtype == np.float32
+        assert np.array_equal(row["teacher_logits"], values[row["id"]].astype(np.float32))
+    first_chunk = data.data.table.column("teacher_logits").chunks[0].flatten()
+    assert wrapped._readers["teacher_logits"].chunks[0].ctypes.data == first_chunk.buffers()[1].address  # a view
+    assert len(pickle.dumps(wrapped)) < values.nbytes / 4  # workers get the file path, not the logits
+
+
+def test_logit_columns_of_a_dataset_of_logits_alone():
+    data = Dataset.from_dict({"teacher_logits": np.eye(3, dtype=np.float32)})
+    data = data.cast_column("teacher_logits", List(Value("float32"), length=3))
+    wrapped = LogitColumns(data, ["teacher_logits"])
+    assert len(wrapped) == 3 and wrapped.column_names == ["teacher_logits"]
+    assert [row["teacher_logits"].tolist() for row in wrapped.__getitems__([2, 0])] == [[0, 0, 1], [1, 0, 0]]
