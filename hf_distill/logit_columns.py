@@ -8,9 +8,9 @@ and gathers the rows of a whole batch of indices (``__getitems__``) with numpy i
 (top-k class indices) arrays ``(batch, ..., width)``, which any collator stacks in one call
 (`DataCollatorWithPadding` and `default_data_collator` included).
 
-`datasets`' own arrow or numpy formatting does the same work through a per-row slice of the table: about 20x slower
-on a 1000-wide column (``benchmarks/logit_path_costs.py``), 35x on a nested K-view column ``(views, classes)``, and
-its numpy formatting cannot be combined with ``set_transform``, which the image recipes use.
+`datasets`' own arrow or numpy formatting does the same work through one slice of the table per row (256 rows of a
+1000-wide shuffled column: 1.4 ms against 0.07 ms here), and its numpy formatting cannot be combined with
+``set_transform``, which the image recipes use.
 """
 
 from __future__ import annotations
