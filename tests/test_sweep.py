@@ -1,5 +1,6 @@
 """The sweep runner: resumable Optuna grid over recipe flags, with tables equal to the trials' own metric files."""
 
+import itertools
 import json
 import sys
 import textwrap
@@ -9,9 +10,10 @@ import optuna
 import pandas as pd
 import pytest
 import yaml
+from scipy.stats import ttest_rel
 
 from hf_distill.cli import main as cli_main
-from hf_distill.sweep import SweepConfig, collect_results, run_sweep, runs_table, summarize
+from hf_distill.sweep import SweepConfig, collect_results, paired_differences, run_sweep, runs_table, summarize
 
 # A stand-in recipe: parses --flag value pairs, logs its call, writes all_results.json like train_evaluate_publish.
 FAKE_RECIPE = textwrap.dedent(
@@ -152,3 +154,18 @@ def test_snapshot_grid_and_bad_configs(tmp_path):
         run_sweep(config)
     with pytest.raises(ValueError, match="Name each run"):
         runs_table([str(tmp_path)], ["eval_accuracy"])
+
+
+def test_report_pairs_each_cell_with_its_baseline_seed_by_seed(tmp_path):
+    rows = []
+    for ratio, recovery, seed in itertools.product(["50", "75"], ["ce", "kd"], [1, 2, 3]):
+        accuracy = 0.6 + 0.05 * seed + (0.01 * seed if recovery == "kd" else 0.0) - (0.1 if ratio == "75" else 0.0)
+        rows.append({"ratio": ratio, "recovery": recovery, "seed": seed, "eval_accuracy": accuracy})
+    results = pd.DataFrame(rows)
+    table = paired_differences(results, ["ratio", "recovery"], {"recovery": "ce"}, ["eval_accuracy"])
+    expected_p = ttest_rel([0.66, 0.72, 0.78], [0.65, 0.7, 0.75]).pvalue
+    assert f"| 50 | kd | 3 | 0.0200 +- 0.0100 ({expected_p:.2g}) |" in table  # the seed effect (0.05) cancels
+    assert f"| 75 | kd | 3 | 0.0200 +- 0.0100 ({expected_p:.2g}) |" in table  # compared within its own ratio
+    assert "| 50 | ce |" not in table
+    with pytest.raises(ValueError, match="baseline"):
+        SweepConfig(script="x.py", output_dir=str(tmp_path), grid={"arm": [1, 2], "seed": [1]}, baseline={"arm": 3})
