@@ -246,24 +246,41 @@ def report(paths: list[Path]) -> str:
         lines += [
             f"\n**{task}** (test set: {test_size} examples, one accuracy's standard error there {se_test:.2f} points; "
             f"teacher accuracy {teacher:.2f})\n",
-            "| method | seeds | test accuracy (%) | test macro-F1 (%) | agreement (%) | accuracy vs. KD (points) | |",
-            "|:---|---:|---:|---:|---:|---:|:---|",
+            "| method | seeds | test accuracy (%) | test macro-F1 (%) | agreement (%) | accuracy vs. KD (points) | |"
+            " vs. KD, paired by seed (p) |",
+            "|:---|---:|---:|---:|---:|---:|:---|---:|",
         ]
         for method in [m for m in METHODS if m in methods]:
             acc = [100 * r["test_accuracy"] for r in methods[method]]
             f1 = [100 * r["test_macro_f1"] for r in methods[method]]
             agree = [100 * r["test_agreement"] for r in methods[method] if "test_agreement" in r]
-            diff, verdict = "", ""
+            diff, verdict, paired = "", "", ""
             if method != "kd" and len(kd) > 1 and len(acc) > 1:
+                paired = paired_difference(methods[method], methods["kd"])
                 delta = statistics.mean(acc) - statistics.mean(kd)
                 se_seeds = math.sqrt(statistics.variance(acc) / len(acc) + statistics.variance(kd) / len(kd))
                 diff = f"{delta:+.2f} ± {se_seeds:.2f}"
                 noise = 2 * math.sqrt(se_seeds**2 + se_test**2)
                 verdict = "within noise" if abs(delta) < noise else ("better" if delta > 0 else "worse")
             lines.append(
-                f"| {method} | {len(acc)} | {mean_std(acc)} | {mean_std(f1)} | {mean_std(agree)} | {diff} | {verdict} |"
+                f"| {method} | {len(acc)} | {mean_std(acc)} | {mean_std(f1)} | {mean_std(agree)} | {diff} | {verdict} "
+                f"| {paired} |"
             )
     return "\n".join(lines)
+
+
+def paired_difference(runs: list[dict], kd_runs: list[dict]) -> str:
+    """Test accuracy minus plain KD's on the same seed (same initialisation, data order and test set), in points:
+    mean ± std over the seeds both ran, and a paired t-test's p-value."""
+    from scipy.stats import ttest_rel
+
+    kd = {r["seed"]: 100 * r["test_accuracy"] for r in kd_runs}
+    pairs = [(100 * r["test_accuracy"], kd[r["seed"]]) for r in runs if r["seed"] in kd]
+    if len(pairs) < 2:
+        return ""
+    diffs = [a - b for a, b in pairs]
+    p = ttest_rel([a for a, _ in pairs], [b for _, b in pairs]).pvalue
+    return f"{statistics.mean(diffs):+.2f} ± {statistics.stdev(diffs):.2f} ({p:.2g})"
 
 
 def mean_std(values: list[float]) -> str:
