@@ -386,3 +386,15 @@ def test_evaluation_and_checkpoint_selection_arguments_are_honoured(tmp_path, da
     evals = {e["step"]: e["eval_loss_kd"] for e in best.state.log_history if "eval_loss_kd" in e}
     assert best.state.best_metric == min(evals.values())
     assert best.state.best_model_checkpoint.endswith(f"checkpoint-{min(evals, key=evals.get)}")
+
+
+def test_image_split_seed_keeps_the_teachers_split_whatever_the_run_seed():
+    def rows(seed: int, split_seed: int | None) -> dict[str, list[bytes]]:
+        args = ImageDataArguments(dataset_name="sklearn_digits", max_train_samples=50, split_seed=split_seed)
+        splits, _ = prepare_image_splits(args, seed=seed)
+        return {name: [bytes(np.asarray(image)) for image in split["image"]] for name, split in splits.items()}
+
+    teacher = rows(seed=42, split_seed=None)
+    assert rows(seed=1, split_seed=42) == teacher  # the student evaluates on the teacher's held-out images
+    moved = rows(seed=1, split_seed=None)
+    assert set(moved["validation"]) - set(teacher["validation"])  # without it, teacher training images move in

@@ -36,6 +36,14 @@ class ImageDataArguments:
     max_eval_samples: int | None = field(
         default=None, metadata={"help": "Evaluate on random subsets of validation and test this large."}
     )
+    split_seed: int | None = field(
+        default=None,
+        metadata={
+            "help": "Seed of the train/validation split and of the max_*_samples subsets (default: --seed). Fix it "
+            "(to the teacher's --seed) to compare seeds on the same data and to keep a teacher's training images out "
+            "of the student's validation split."
+        },
+    )
     augment: bool = field(
         default=True,
         metadata={
@@ -75,7 +83,8 @@ class ImageDataArguments:
 
 def prepare_image_splits(args: ImageDataArguments, seed: int) -> tuple[DatasetDict, list[str]]:
     """``train``, ``validation`` (and ``test`` when the dataset has one) with ``image``/``label`` columns, subsampled
-    as asked, and the class names."""
+    as asked, and the class names; the split and the subsets are drawn with ``args.split_seed``, else ``seed``."""
+    seed = seed if args.split_seed is None else args.split_seed
     load_kwargs = {"data_dir": args.data_dir} if args.data_dir else {}
     dataset = load_image_dataset(
         args.dataset_name, args.dataset_config_name, args.train_dir, args.validation_dir, **load_kwargs
