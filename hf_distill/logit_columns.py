@@ -116,7 +116,7 @@ class LogitColumns(torch.utils.data.Dataset):
     def __getitems__(self, indices: list[int]) -> list[dict[str, Any]]:
         rows = self.rows.__getitems__(indices) if self.rows is not None else [{} for _ in indices]
         views = [row.pop(VIEW_INDEX_KEY, None) for row in rows]
-        arrays = self.take(indices, None if views[0] is None else np.asarray(views))
+        arrays = self.take(indices, None if not views or views[0] is None else np.asarray(views))
         for i, row in enumerate(rows):
             for column, values in arrays.items():
                 row[column] = values[i]

@@ -102,3 +102,4 @@ def test_logit_columns_of_a_dataset_of_logits_alone():
     wrapped = LogitColumns(data, ["teacher_logits"])
     assert len(wrapped) == 3 and wrapped.column_names == ["teacher_logits"]
     assert [row["teacher_logits"].tolist() for row in wrapped.__getitems__([2, 0])] == [[0, 0, 1], [1, 0, 0]]
+    assert wrapped.__getitems__([]) == []
