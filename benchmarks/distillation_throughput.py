@@ -43,7 +43,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -178,6 +178,17 @@ class PythonListsDistillationTrainer(DistillationTrainer):
     def _remove_unused_columns(self, dataset: Dataset, description: str | None = None) -> Dataset:
         self._check_dataset(dataset)
         return Trainer._remove_unused_columns(self, dataset, description)
+
+
+class RunSpeed(NamedTuple):
+    """One training run: examples per wall-clock and per CPU second of this process after warm-up, peak memory in
+    MiB, CPU milliseconds per step spent in full garbage collections, and examples per CPU second without them."""
+
+    examples_per_s: float
+    examples_per_cpu_s: float
+    peak_mib: float | None
+    full_gc_ms_per_step: float
+    examples_per_cpu_s_without_full_gc: float
 
 
 class StepClock(TrainerCallback):
@@ -364,9 +375,8 @@ class Benchmark:
             args=args, teacher_model=self.teacher_fp32, alpha=0.5, temperature=2.0, train_dataset=self.data, **common
         )
 
-    def train(self, mode: str) -> tuple[float, float, float | None, float, float]:
-        """Examples per wall-clock second and per CPU second of this process after warm-up, peak memory in MiB, CPU
-        milliseconds per step spent in full garbage collections, and examples per CPU second without them."""
+    def train(self, mode: str) -> RunSpeed:
+        """One training run of ``mode``, measured over the steps after warm-up."""
         trainer = self.trainer(mode)
         clock = StepClock(self.sync)
         trainer.add_callback(clock)
@@ -376,7 +386,9 @@ class Benchmark:
         examples, start = steps * self.shape.batch_size, self.cli.warmup_steps - 1
         wall, cpu = clock.stamps[-1] - clock.stamps[start], clock.cpu_stamps[-1] - clock.cpu_stamps[start]
         full_gc = clock.gc_stamps[-1] - clock.gc_stamps[start]
-        return examples / wall, examples / cpu, memory.peak_mib, 1e3 * full_gc / steps, examples / (cpu - full_gc)
+        return RunSpeed(
+            examples / wall, examples / cpu, memory.peak_mib, 1e3 * full_gc / steps, examples / (cpu - full_gc)
+        )
 
     def teacher_seconds_per_example(self) -> float:
         """The in-batch teacher's forward time per example, on the batches the trainers train on."""
@@ -431,11 +443,7 @@ def run_task(shape: Shape, cli: argparse.Namespace) -> dict[str, Any]:
         for r in range(cli.rounds):
             order = shape.modes if r % 2 == 0 else shape.modes[::-1]  # alternate the order against drift
             result = {mode: bench.train(mode) for mode in order}
-            row = {f"{mode}_examples_per_s": result[mode][0] for mode in shape.modes}
-            row.update({f"{mode}_examples_per_cpu_s": result[mode][1] for mode in shape.modes})
-            row.update({f"{mode}_peak_mib": result[mode][2] for mode in shape.modes})
-            row.update({f"{mode}_full_gc_ms_per_step": result[mode][3] for mode in shape.modes})
-            row.update({f"{mode}_examples_per_cpu_s_without_full_gc": result[mode][4] for mode in shape.modes})
+            row = {f"{mode}_{key}": value for mode in shape.modes for key, value in result[mode]._asdict().items()}
             if in_batch:
                 row["teacher_s_per_example"] = bench.teacher_seconds_per_example()
                 row["ideal_in_batch_examples_per_s"] = 1 / (

@@ -32,7 +32,12 @@ def column_array(table: pa.Table, column: str) -> np.ndarray:
     """``column`` of ``table`` as one numpy array ``(rows, *widths)``: fixed-size lists are flattened without a copy
     and reshaped; floating values become float32 and integers int64."""
     values = array_values(table.column(column).combine_chunks(), column)
-    return values.astype(np.float32 if np.issubdtype(values.dtype, np.floating) else np.int64, copy=False)
+    return values.astype(batch_dtype(values.dtype), copy=False)
+
+
+def batch_dtype(dtype: np.dtype) -> type:
+    """What a batch carries: float32 for logits stored in any float type, int64 for class indices."""
+    return np.float32 if np.issubdtype(dtype, np.floating) else np.int64
 
 
 def array_values(array: pa.Array, name: str) -> np.ndarray:
@@ -60,7 +65,7 @@ class ChunkedColumn:
         self.starts = np.cumsum([0] + [len(chunk) for chunk in chunks])
         first = self.chunks[0] if self.chunks else np.empty((0,), np.float32)
         self.row_shape = first.shape[1:]
-        self.dtype = np.float32 if np.issubdtype(first.dtype, np.floating) else np.int64
+        self.dtype = batch_dtype(first.dtype)
 
     def take(self, rows: np.ndarray, views: np.ndarray | None = None) -> np.ndarray:
         """The values of ``rows`` (table row numbers) as float32 or int64, shape ``(len(rows), *widths)``; with

@@ -380,8 +380,7 @@ def write_report(config: SweepConfig, results: pd.DataFrame, log=print) -> None:
     metrics = [*config.metrics, *(m for m in ("wall_seconds", SNAPSHOT_METRIC) if m not in config.metrics)]
     table = summary_markdown(results, by, metrics)
     if config.baseline and SEED in results.columns:
-        paired = [m for m in config.metrics if m == config.objective or "agreement" in m]
-        table += "\n" + paired_differences(results, by, config.baseline, paired)
+        table += "\n" + paired_differences(results, by, config.baseline, [config.objective])
     if SNAPSHOT_METRIC in results.columns:
         table += "\n" + best_snapshot(results, config) + "\n"
     (output / "results.md").write_text(table)
