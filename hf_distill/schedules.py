@@ -102,9 +102,7 @@ class TwoStageCallback(TrainerCallback):
     backward computes no gradient for it and its ``.grad`` stays ``None``: ``torch.optim.AdamW`` (and SGD) skip
     parameters whose gradient is ``None``, so neither weight decay nor momentum touches the backbone in stage 1, and
     its optimizer state starts fresh in stage 2. The optimizer is built before the freeze, so it holds every parameter.
-    The backbone's BatchNorm layers (ResNet, ConvNeXt-style CNNs) keep their running statistics in stage 1 (momentum
-    0): they still normalise with the batch's statistics, as in stage 2, but the frozen backbone's inference stays as
-    it was.
+    BatchNorm layers (ResNet students) stay in training mode: their running statistics follow the data in stage 1 too.
     """
 
     def __init__(self, model: torch.nn.Module, args: DistillationTrainingArguments):
@@ -116,28 +114,21 @@ class TwoStageCallback(TrainerCallback):
         self.args = args
         self.backbone = head_and_backbone(model)[1]
         self.trainable = [p.requires_grad for p in self.backbone]
-        self.norms = [
-            m
-            for m in unwrap(model).base_model.modules()
-            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.track_running_stats
-        ]
-        self.momenta = [m.momentum for m in self.norms]
         self.frozen = False
-
-    def _freeze(self, frozen: bool) -> None:
-        for p, trainable in zip(self.backbone, self.trainable, strict=True):
-            p.requires_grad_(trainable and not frozen)
-            if frozen:
-                p.grad = None
-        for norm, momentum in zip(self.norms, self.momenta, strict=True):
-            norm.momentum = 0.0 if frozen else momentum
-        self.frozen = frozen
 
     def on_step_begin(self, args, state: TrainerState, control: TrainerControl, **kwargs) -> None:
         first = in_first_stage(self.args, state)
-        if first != self.frozen:
-            self._freeze(first)
+        if first and not self.frozen:
+            for p in self.backbone:
+                p.requires_grad_(False)
+                p.grad = None
+        elif not first and self.frozen:
+            for p, trainable in zip(self.backbone, self.trainable, strict=True):
+                p.requires_grad_(trainable)
+        self.frozen = first
 
     def on_train_end(self, args, state: TrainerState, control: TrainerControl, **kwargs) -> None:
         if self.frozen:
-            self._freeze(False)
+            for p, trainable in zip(self.backbone, self.trainable, strict=True):
+                p.requires_grad_(trainable)
+            self.frozen = False

@@ -388,11 +388,12 @@ class BackboneStates(TrainerCallback):
         self.states.append({k: v.detach().clone() for k, v in self.model.resnet.state_dict().items()})
 
 
-def test_two_stage_freezes_a_resnet_backbone_and_its_batch_norm_statistics(tmp_path):
-    """Stage 1 (2 steps) trains ResNet's classifier alone: the backbone's weights and running statistics are as
-    initialised; stage 2 (step 3) changes both."""
+def test_two_stage_trains_only_the_resnet_classifier_in_stage_1(tmp_path):
+    """Stage 1 (2 steps) trains ResNet's classifier alone: the backbone's weights stay as initialised (its BatchNorm
+    running statistics follow the data, as BatchNorm stays in training mode); stage 2 (step 3) trains them."""
     student = tiny_resnet(seed=2)
     initial = {k: v.detach().clone() for k, v in student.resnet.state_dict().items()}
+    weights = {name for name, _ in student.resnet.named_parameters()}
     head = student.classifier[1].weight.detach().clone()
     data = image_dataset(16)
     data.set_transform(DistillationImageTransform(student=STUDENT, teacher=TEACHER, augment=AUGMENT))
@@ -406,11 +407,11 @@ def test_two_stage_freezes_a_resnet_backbone_and_its_batch_norm_statistics(tmp_p
         callbacks=[states],
     )
     trainer.train()
-    running = [k for k in initial if k.endswith("running_mean") or k.endswith("running_var")]
-    assert running and all(p.requires_grad for p in student.parameters())
-    for name in initial:
-        if not name.endswith("num_batches_tracked"):
-            torch.testing.assert_close(states.states[1][name], initial[name], rtol=0, atol=0, msg=name)
+    assert all(p.requires_grad for p in student.parameters())  # unfrozen at the end
+    for name in weights:
+        torch.testing.assert_close(states.states[1][name], initial[name], rtol=0, atol=0, msg=name)
     assert not torch.equal(student.classifier[1].weight, head)
-    changed = [k for k in initial if not torch.equal(states.states[2][k], initial[k])]
-    assert set(running) <= set(changed) and "embedder.embedder.convolution.weight" in changed
+    statistics = [k for k in initial if k.endswith("running_mean")]
+    assert all(not torch.equal(states.states[1][k], initial[k]) for k in statistics)
+    changed = {k for k in weights if not torch.equal(states.states[2][k], initial[k])}
+    assert "embedder.embedder.convolution.weight" in changed and len(changed) > len(weights) // 2
