@@ -102,6 +102,7 @@ class TwoStageCallback(TrainerCallback):
     backward computes no gradient for it and its ``.grad`` stays ``None``: ``torch.optim.AdamW`` (and SGD) skip
     parameters whose gradient is ``None``, so neither weight decay nor momentum touches the backbone in stage 1, and
     its optimizer state starts fresh in stage 2. The optimizer is built before the freeze, so it holds every parameter.
+    BatchNorm layers (ResNet students) stay in training mode: their running statistics follow the data in stage 1 too.
     """
 
     def __init__(self, model: torch.nn.Module, args: DistillationTrainingArguments):

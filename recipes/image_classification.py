@@ -1,11 +1,12 @@
 #!/usr/bin/env python
-"""Distil an image classifier (any `AutoModelForImageClassification`) into a ViT or DeiT student.
+"""Distil an image classifier (any `AutoModelForImageClassification`) into a ViT, DeiT or ResNet student.
 
 In the shape of transformers' `run_image_classification.py`. The student is built from a config (random init, sized
 for the images) or loaded from a path. Teacher and student see the same augmented view, each at its own resolution
 and normalisation. Two ways to get the teacher's logits:
   * in the loop (default): the teacher runs on `teacher_pixel_values` every batch;
   * `--teacher_views K`: the teacher labels K random views per training image once, and each epoch draws one.
+`--student_model_type resnet-tiny` (or `resnet`, `resnet18`, ... with `--student_config_overrides`) builds a CNN.
 `--student_model_type deit` trains a DeiTForImageClassificationWithTeacher through its distillation token
 (`--distillation_loss kl` soft, `hard` hard distillation; Touvron et al., 2021).
 With a ViT/DeiT teacher at the student's patch grid, `--hidden_state_loss mse --attention_loss kl` also distils its
@@ -26,6 +27,7 @@ from hf_distill.labels import encoding_order, label_names
 from hf_distill.metrics import compute_metrics_fn
 from hf_distill.teacher import load_teacher
 from hf_distill.vision import (
+    IMAGE_MODEL_PRESETS,
     DeiTDistillationTrainer,
     DistillationImageTransform,
     ImageDataArguments,
@@ -57,7 +59,10 @@ class ModelArguments:
     )
     student_model_type: str = field(
         default="vit",
-        metadata={"help": "Student built from a config: vit, or deit (trained with its distillation token)."},
+        metadata={
+            "help": "Student built from a config: vit, deit (trained with its distillation token), resnet (or any "
+            f"image model type), or a preset: {', '.join(IMAGE_MODEL_PRESETS)}."
+        },
     )
     student_config_overrides: str | None = field(default=None, metadata={"help": "JSON object of config fields."})
     student_image_size: int | None = field(default=None, metadata={"help": "Student input side (default: images')."})
@@ -81,7 +86,7 @@ def build_student(args: ModelArguments, labels: list[str], side: int, **hub):
     return image_model_from_config(
         args.student_model_type,
         labels,
-        image_size=args.student_image_size or side,
+        image_size=side,
         overrides=overrides,
         with_distillation_token=args.student_model_type == "deit",
     )
@@ -104,13 +109,14 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     teacher_format = pixel_format_for(
         teacher.config, load_image_processor(model_args.teacher_model_name_or_path, **hub), default_size=height
     )
-    student = build_student(model_args, labels, height, **hub)
+    student_side = model_args.student_image_size or height  # CNN configs have no image_size: the processor's size
+    student = build_student(model_args, labels, student_side, **hub)
     order = encoding_order(labels, label_names(student.config))  # a pretrained student's own label order, by name
     if order != labels:
         dataset = dataset.align_labels_with_mapping({name: i for i, name in enumerate(order)}, "label")
     processor_name = model_args.image_processor_name or model_args.student_model_name_or_path
     student_processor = processor_name and load_image_processor(processor_name, **hub)
-    student_format = pixel_format_for(student.config, student_processor or None, default_size=height)
+    student_format = pixel_format_for(student.config, student_processor or None, default_size=student_side)
     logger.info(f"Student: {student.config.model_type}, {student.num_parameters():,} parameters")
 
     augment = data_args.augmentation()

@@ -18,6 +18,7 @@ from transformers import HfArgumentParser, Trainer, set_seed
 from hf_distill import DataCollatorForDistillation
 from hf_distill.metrics import compute_metrics_fn
 from hf_distill.vision import (
+    IMAGE_MODEL_PRESETS,
     DistillationImageTransform,
     ImageDataArguments,
     image_model_from_config,
@@ -40,7 +41,10 @@ logger = logging.getLogger(__name__)
 @dataclass
 class ModelArguments:
     model_name_or_path: str | None = field(default=None, metadata={"help": "A pretrained model to fine-tune."})
-    model_type: str | None = field(default=None, metadata={"help": "Build from a config instead: resnet, convnext..."})
+    model_type: str | None = field(
+        default=None,
+        metadata={"help": f"Build from a config instead: resnet, convnext, ... or {', '.join(IMAGE_MODEL_PRESETS)}."},
+    )
     config_overrides: str | None = field(default=None, metadata={"help": "JSON object of config fields."})
     image_size: int | None = field(default=None, metadata={"help": "Input side in pixels (default: the images')."})
     image_processor_name: str | None = field(default=None, metadata={"help": "Image processor, if not the model's."})

@@ -86,8 +86,9 @@ def tiny_overrides(config: dict, assets: Path) -> None:
     else:
         args |= common | {"dataset_name": "sklearn_digits", "max_train_samples": 32, "max_eval_samples": 16}
         args |= {"teacher_model_name_or_path": str(assets / "image_teacher"), "num_train_epochs": 1}
-        args["student_config_overrides"] = {"patch_size": 4, "hidden_size": 16, "num_hidden_layers": 1}
-        args["student_config_overrides"] |= {"num_attention_heads": 2, "intermediate_size": 16}
+        if args.get("student_model_type", "vit") in ("vit", "deit"):  # CNN presets (resnet-tiny) are already small
+            args["student_config_overrides"] = {"patch_size": 4, "hidden_size": 16, "num_hidden_layers": 1}
+            args["student_config_overrides"] |= {"num_attention_heads": 2, "intermediate_size": 16}
         config["objective"] = "eval_accuracy"  # the digits have no test split
     config["output_dir"] = str(assets / "study")
 

@@ -5,12 +5,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 from datasets import Array2D, ClassLabel, Dataset, Features
+from PIL import Image
 from transformers import (
+    AutoImageProcessor,
     AutoModelForImageClassification,
     DeiTConfig,
     DeiTForImageClassificationWithTeacher,
     ResNetConfig,
     ResNetForImageClassification,
+    TrainerCallback,
     ViTConfig,
     ViTForImageClassification,
     ViTImageProcessorPil,
@@ -26,10 +29,13 @@ from hf_distill.vision import (
     default_image_processor,
     deit_distillation_loss,
     identity_view,
+    image_model_from_config,
     precompute_teacher_views,
     to_pil,
 )
 from tests.conftest import make_args
+from tests.test_pipelines import check_image_pipeline, image_flags
+from tests.test_text_recipe import load_recipe
 
 CLASSES = ["a", "b", "c"]
 SIDE = 12
@@ -331,3 +337,81 @@ def test_deit_trainer_refuses_other_students_and_one_sided_alpha(tmp_path):
         DeiTDistillationTrainer(model=tiny_vit(), args=make_args(tmp_path), teacher_model=tiny_resnet())
     with pytest.raises(ValueError, match="leaves one DeiT head untrained"):
         DeiTDistillationTrainer(model=tiny_deit(), args=make_args(tmp_path, alpha=1.0), teacher_model=tiny_resnet())
+
+
+# ---- ResNet students ----
+
+
+def write_image_folders(root, classes: list[str], per_class: int = 4) -> None:
+    """``root/train/<class>/*.png`` and ``root/val/<class>/*.png``: random 10x12 RGB pictures."""
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        for name in classes:
+            (root / split / name).mkdir(parents=True)
+            for i in range(per_class):
+                Image.fromarray(rng.integers(0, 256, (10, 12, 3), dtype=np.uint8)).save(
+                    root / split / name / f"{i}.png"
+                )
+
+
+def test_resnet_student_from_a_preset_trains_in_two_stages_and_runs_in_a_pipeline(tmp_path):
+    """The image recipe's ResNet student (preset ``resnet-tiny``, at --student_image_size 16): trains with a first
+    head-only stage, saves with its processor, and reloads in ``pipeline("image-classification")``."""
+    write_image_folders(tmp_path, CLASSES)
+    tiny_resnet().save_pretrained(tmp_path / "teacher")
+    out = tmp_path / "student"
+    flags = ["--train_dir", str(tmp_path / "train"), "--validation_dir", str(tmp_path / "val")]
+    flags += ["--student_model_type", "resnet-tiny", "--student_image_size", "16", "--two_stage_steps", "1"]
+    metrics = load_recipe("image_classification").main(image_flags(str(tmp_path / "teacher"), out, *flags))
+    assert metrics["train_loss"] > 0 and 0 <= metrics["eval_accuracy"] <= 1
+    student = AutoModelForImageClassification.from_pretrained(out)
+    assert isinstance(student, ResNetForImageClassification)
+    assert student.config.hidden_sizes == [16, 32, 64] and student.config.layer_type == "basic"
+    assert AutoImageProcessor.from_pretrained(out).size == {"height": 16, "width": 16}
+    check_image_pipeline(str(out), CLASSES)
+
+
+def test_presets_take_overrides_and_unknown_model_types_name_the_presets():
+    model = image_model_from_config("resnet-tiny", CLASSES, overrides={"depths": [2, 1, 1]})
+    assert model.config.depths == [2, 1, 1] and model.config.hidden_sizes == [16, 32, 64]
+    with pytest.raises(ValueError, match="Unknown image model type 'resnet-huge'.*resnet-tiny"):
+        image_model_from_config("resnet-huge", CLASSES)
+
+
+class BackboneStates(TrainerCallback):
+    """The student's backbone state (parameters and BatchNorm running statistics) after every optimizer step."""
+
+    def __init__(self, model: ResNetForImageClassification):
+        self.model, self.states = model, []
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.states.append({k: v.detach().clone() for k, v in self.model.resnet.state_dict().items()})
+
+
+def test_two_stage_trains_only_the_resnet_classifier_in_stage_1(tmp_path):
+    """Stage 1 (2 steps) trains ResNet's classifier alone: the backbone's weights stay as initialised (its BatchNorm
+    running statistics follow the data, as BatchNorm stays in training mode); stage 2 (step 3) trains them."""
+    student = tiny_resnet(seed=2)
+    initial = {k: v.detach().clone() for k, v in student.resnet.state_dict().items()}
+    weights = {name for name, _ in student.resnet.named_parameters()}
+    head = student.classifier[1].weight.detach().clone()
+    data = image_dataset(16)
+    data.set_transform(DistillationImageTransform(student=STUDENT, teacher=TEACHER, augment=AUGMENT))
+    states = BackboneStates(student)
+    trainer = DistillationTrainer(
+        model=student,
+        args=make_args(tmp_path, max_steps=3, two_stage_steps=2, learning_rate=1e-2, remove_unused_columns=False),
+        teacher_model=tiny_resnet(),
+        train_dataset=data,
+        data_collator=DataCollatorForDistillation(),
+        callbacks=[states],
+    )
+    trainer.train()
+    assert all(p.requires_grad for p in student.parameters())  # unfrozen at the end
+    for name in weights:
+        torch.testing.assert_close(states.states[1][name], initial[name], rtol=0, atol=0, msg=name)
+    assert not torch.equal(student.classifier[1].weight, head)
+    statistics = [k for k in initial if k.endswith("running_mean")]
+    assert all(not torch.equal(states.states[1][k], initial[k]) for k in statistics)
+    changed = {k for k in weights if not torch.equal(states.states[2][k], initial[k])}
+    assert "embedder.embedder.convolution.weight" in changed and len(changed) > len(weights) // 2

@@ -4,12 +4,19 @@ from .augment import RandomResizedCropFlip, crop_view, identity_view, to_pil
 from .datasets import class_names, eval_split, load_fashion_mnist, load_image_dataset, load_sklearn_digits
 from .deit import DeiTDistillationTrainer, deit_distillation_loss
 from .kview import precompute_teacher_views
-from .models import image_model_from_config, load_image_processor, parse_config_overrides, pretrained_image_model
+from .models import (
+    IMAGE_MODEL_PRESETS,
+    image_model_from_config,
+    load_image_processor,
+    parse_config_overrides,
+    pretrained_image_model,
+)
 from .processing import PixelFormat, default_image_processor, pixel_format_for
 from .recipe import ImageDataArguments, image_shape, prepare_image_splits
 from .transforms import VIEWS_COLUMN, DistillationImageTransform
 
 __all__ = [
+    "IMAGE_MODEL_PRESETS",
     "VIEWS_COLUMN",
     "DeiTDistillationTrainer",
     "DistillationImageTransform",
