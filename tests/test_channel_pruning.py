@@ -1,6 +1,8 @@
 """Channel pruning of ResNet classifiers (hf_distill.vision.prune_resnet_channels) and the image recipe's
 --prune_channels."""
 
+import json
+
 import pytest
 import torch
 from transformers import (
@@ -134,6 +136,7 @@ def test_recipe_distils_the_pruned_teacher_and_the_student_starts_from_its_weigh
     assert metrics["parameters_before"] == teacher.num_parameters()
     assert metrics["parameters_after"] == expected.num_parameters() < teacher.num_parameters()
     assert metrics["train_loss"] > 0 and "eval_teacher_accuracy" in metrics
+    assert json.loads((out / "pruning_results.json").read_text())["parameters_after"] == expected.num_parameters()
     student = AutoModelForImageClassification.from_pretrained(out)
     assert student.config.hidden_sizes == [4, 8] and student.config.embedding_size == 4
     for name, weight in expected.named_parameters():
