@@ -7,6 +7,8 @@ and normalisation. Two ways to get the teacher's logits:
   * in the loop (default): the teacher runs on `teacher_pixel_values` every batch;
   * `--teacher_views K`: the teacher labels K random views per training image once, and each epoch draws one.
 `--student_model_type resnet-tiny` (or `resnet`, `resnet18`, ... with `--student_config_overrides`) builds a CNN.
+`--prune_channels 0.5` makes the student the ResNet teacher (or `--student_model_name_or_path`) with half of every
+stage's channels removed (Network Slimming), recovered by the training below.
 `--student_model_type deit` trains a DeiTForImageClassificationWithTeacher through its distillation token
 (`--distillation_loss kl` soft, `hard` hard distillation; Touvron et al., 2021).
 With a ViT/DeiT teacher at the student's patch grid, `--hidden_state_loss mse --attention_loss kl` also distils its
@@ -39,6 +41,7 @@ from hf_distill.vision import (
     precompute_teacher_views,
     prepare_image_splits,
     pretrained_image_model,
+    prune_resnet_channels,
 )
 from hf_distill.workflow.arguments import ModelLoadingArguments, parse_arguments, setup_logging
 from hf_distill.workflow.hub import check_hub_access
@@ -71,6 +74,13 @@ class ModelArguments:
         metadata={"help": "0: teacher in the loop. K > 0: precompute the teacher's logits of K views per image."},
     )
     teacher_batch_size: int = field(default=128, metadata={"help": "Batch size of the view precomputation."})
+    prune_channels: float = field(
+        default=0.0,
+        metadata={
+            "help": "Share of every stage's channels removed from a ResNet: the student is then the teacher (or "
+            "--student_model_name_or_path) pruned, not a model from --student_model_type."
+        },
+    )
     clean_teacher_logits: bool = field(
         default=False,
         metadata={
@@ -79,7 +89,14 @@ class ModelArguments:
     )
 
 
-def build_student(args: ModelArguments, labels: list[str], side: int, **hub):
+def build_student(args: ModelArguments, labels: list[str], side: int, teacher, **hub):
+    if args.prune_channels and not args.student_model_name_or_path:
+        if args.student_model_type != "vit" or args.student_config_overrides:
+            raise ValueError(
+                "--prune_channels prunes the teacher (or --student_model_name_or_path), not a model built from a "
+                "config: drop --student_model_type / --student_config_overrides, or --prune_channels."
+            )
+        return teacher  # pruned into a new, smaller model in main()
     if args.student_model_name_or_path:
         return pretrained_image_model(args.student_model_name_or_path, labels, **hub)
     overrides = parse_config_overrides(args.student_config_overrides)
@@ -110,11 +127,18 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         teacher.config, load_image_processor(model_args.teacher_model_name_or_path, **hub), default_size=height
     )
     student_side = model_args.student_image_size or height  # CNN configs have no image_size: the processor's size
-    student = build_student(model_args, labels, student_side, **hub)
+    student = build_student(model_args, labels, student_side, teacher, **hub)
+    pruning = {}
+    if model_args.prune_channels:  # Network Slimming, then recovery by the training below
+        pruned = prune_resnet_channels(student, model_args.prune_channels)
+        pruning = {"parameters_before": student.num_parameters(), "parameters_after": pruned.num_parameters()}
+        student = pruned
     order = encoding_order(labels, label_names(student.config))  # a pretrained student's own label order, by name
     if order != labels:
         dataset = dataset.align_labels_with_mapping({name: i for i, name in enumerate(order)}, "label")
     processor_name = model_args.image_processor_name or model_args.student_model_name_or_path
+    if model_args.prune_channels:  # the pruned teacher sees the teacher's pixels
+        processor_name = processor_name or model_args.teacher_model_name_or_path
     student_processor = processor_name and load_image_processor(processor_name, **hub)
     student_format = pixel_format_for(student.config, student_processor or None, default_size=student_side)
     logger.info(f"Student: {student.config.model_type}, {student.num_parameters():,} parameters")
@@ -161,7 +185,11 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     method = {"teacher_views": model_args.teacher_views, "augmentation": data_args.augmentation_settings()}
     card = {"tasks": "image-classification", "method": method, **data_args.card_kwargs()}
     splits = {"eval": dataset.get("validation"), "test": dataset.get("test")} if training_args.do_eval else {}
-    return train_evaluate_publish(trainer, splits, card)
+    metrics = train_evaluate_publish(trainer, splits, card)
+    if pruning:
+        trainer.save_metrics("pruning", pruning)
+        metrics |= pruning
+    return metrics
 
 
 if __name__ == "__main__":

@@ -86,7 +86,8 @@ def tiny_overrides(config: dict, assets: Path) -> None:
     else:
         args |= common | {"dataset_name": "sklearn_digits", "max_train_samples": 32, "max_eval_samples": 16}
         args |= {"teacher_model_name_or_path": str(assets / "image_teacher"), "num_train_epochs": 1}
-        if args.get("student_model_type", "vit") in ("vit", "deit"):  # CNN presets (resnet-tiny) are already small
+        vit = args.get("student_model_type", "vit") in ("vit", "deit")
+        if vit and "prune_channels" not in str(config["grid"]):  # CNN presets and the pruned teacher are small
             args["student_config_overrides"] = {"patch_size": 4, "hidden_size": 16, "num_hidden_layers": 1}
             args["student_config_overrides"] |= {"num_attention_heads": 2, "intermediate_size": 16}
         config["objective"] = "eval_accuracy"  # the digits have no test split
@@ -114,3 +115,7 @@ def test_study_config_runs_end_to_end(path, text_assets, image_teacher, in_proce
         pruned = csv[csv["recovery"] == "none"]
         assert (pruned["parameters_after"] < pruned["parameters_before"]).all()
         assert "eval_teacher_accuracy" in csv and "train_runtime" not in pruned.dropna(axis=1)
+    if raw["study"] == "pruning_cnn":
+        pruned = csv[csv["student"].str.startswith("pruned")]
+        assert (pruned["parameters_after"] < pruned["parameters_before"]).all()
+        assert pruned["parameters_after"].nunique() == 1

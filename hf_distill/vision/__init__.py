@@ -1,6 +1,7 @@
 """Image distillation: augmented views shared by teacher and student, K-view teacher caches, DeiT training."""
 
 from .augment import RandomResizedCropFlip, crop_view, identity_view, to_pil
+from .channel_pruning import prune_resnet_channels
 from .datasets import class_names, eval_split, load_fashion_mnist, load_image_dataset, load_sklearn_digits
 from .deit import DeiTDistillationTrainer, deit_distillation_loss
 from .kview import precompute_teacher_views
@@ -39,6 +40,7 @@ __all__ = [
     "pixel_format_for",
     "prepare_image_splits",
     "precompute_teacher_views",
+    "prune_resnet_channels",
     "pretrained_image_model",
     "to_pil",
 ]
