@@ -9,15 +9,20 @@ pruned model, with the unpruned model as the teacher (KD) or with labels alone (
 (2020) and Lagunas et al. (2021) recover with distillation.
 
 transformers 5 removed ``PreTrainedModel.prune_heads`` and BERT derives the head size from
-``hidden_size / num_attention_heads``, so its config cannot describe fewer heads of the same size: a model whose
-heads were pruned records them in ``config.pruned_heads`` and reloads with :func:`load_pruned_model`. Pruning FFN
-neurons (``intermediate_size``) and layers (``num_hidden_layers``) only keeps the stock config, and the model reloads
-with ``AutoModelForSequenceClassification.from_pretrained``.
+``hidden_size / num_attention_heads``, so its config cannot describe fewer heads of the same size, and the Auto
+classes cannot rebuild a head-pruned model from its folder (``from_pretrained`` stops on the attention weights' sizes,
+and with ``ignore_mismatched_sizes`` it would re-initialise them). A model whose heads were pruned records them in
+``config.pruned_heads`` and reloads with :func:`load_pruned_model`; every place hf_distill loads a model (a teacher
+or a ``hf-distill compare`` model through :func:`hf_distill.teacher.load_classifier`, a pretrained student) goes
+through it. Elsewhere, pass the loaded model: ``pipeline("text-classification", model=load_pruned_model(path),
+tokenizer=path)``. Pruning FFN neurons (``intermediate_size``) and layers (``num_hidden_layers``) only keeps the
+stock config, and the model reloads with ``AutoModelForSequenceClassification.from_pretrained``.
 """
 
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,8 +30,9 @@ from pathlib import Path
 import torch
 from datasets import Dataset
 from torch import nn
-from transformers import AutoConfig, AutoModelForSequenceClassification, PreTrainedModel
+from transformers import AutoConfig, AutoModelForSequenceClassification, PretrainedConfig, PreTrainedModel
 from transformers.pytorch_utils import prune_linear_layer
+from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, cached_file
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "labels")
 
@@ -201,21 +207,43 @@ def _remove_neurons(layer: nn.Module, keep: list[int]) -> None:
     layer.output.dense = prune_linear_layer(layer.output.dense, index, dim=1)
 
 
-def load_pruned_model(path: str | Path, **kwargs) -> PreTrainedModel:
-    """Load a pruned sequence classifier: ``AutoModelForSequenceClassification.from_pretrained``, after removing the
-    heads that ``config.pruned_heads`` lists (which the stock BERT config cannot describe in transformers 5)."""
-    config = AutoConfig.from_pretrained(path)
-    pruned = {int(layer): heads for layer, heads in (getattr(config, "pruned_heads", None) or {}).items()}
-    if not pruned:
-        return AutoModelForSequenceClassification.from_pretrained(path, **kwargs)
+def pruned_heads(config: PretrainedConfig) -> dict[int, list[int]]:
+    """The heads removed per layer, from ``config.pruned_heads`` (JSON keys are strings); empty when none."""
+    return {int(layer): list(heads) for layer, heads in (getattr(config, "pruned_heads", None) or {}).items() if heads}
+
+
+def load_pruned_model(
+    path: str | Path, auto_class: type = AutoModelForSequenceClassification, **from_pretrained_kwargs
+) -> PreTrainedModel:
+    """Load a (possibly head-pruned) classifier from a folder or Hub id: ``auto_class.from_pretrained``, after
+    removing the heads that ``config.pruned_heads`` lists (which the stock BERT config cannot describe in
+    transformers 5). ``from_pretrained_kwargs`` (``revision``, ``cache_dir``, ``token``, ``dtype``, ...) are used as
+    ``from_pretrained`` would."""
+    hub = {k: from_pretrained_kwargs[k] for k in ("cache_dir", "revision", "token") if k in from_pretrained_kwargs}
+    config = AutoConfig.from_pretrained(
+        path, trust_remote_code=from_pretrained_kwargs.get("trust_remote_code", False), **hub
+    )
+    removed = pruned_heads(config)
+    if not removed:
+        return auto_class.from_pretrained(path, **from_pretrained_kwargs)
     from safetensors.torch import load_file
 
-    model = AutoModelForSequenceClassification.from_config(config)
+    model = auto_class.from_config(config)
     for i, layer in enumerate(_layers(model)):
-        if pruned.get(i):
+        if removed.get(i):
             num_heads = layer.attention.self.num_attention_heads
-            _remove_heads(layer, [h for h in range(num_heads) if h not in pruned[i]])
-    model.load_state_dict(load_file(str(Path(path) / "model.safetensors")))
+            _remove_heads(layer, [h for h in range(num_heads) if h not in removed[i]])
+    index = cached_file(str(path), SAFE_WEIGHTS_INDEX_NAME, _raise_exceptions_for_missing_entries=False, **hub)
+    if index is None:
+        files = [cached_file(str(path), SAFE_WEIGHTS_NAME, **hub)]
+    else:
+        shards = sorted(set(json.loads(Path(index).read_text())["weight_map"].values()))
+        files = [cached_file(str(path), shard, **hub) for shard in shards]
+    state = {name: tensor for file in files for name, tensor in load_file(file).items()}
+    model.load_state_dict(state)
+    dtype = from_pretrained_kwargs.get("dtype", from_pretrained_kwargs.get("torch_dtype"))
+    if isinstance(dtype, torch.dtype):
+        model = model.to(dtype)
     return model.eval()
 
 
