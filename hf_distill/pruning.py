@@ -27,12 +27,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from datasets import Dataset
 from torch import nn
 from transformers import AutoConfig, AutoModelForSequenceClassification, PretrainedConfig, PreTrainedModel
 from transformers.pytorch_utils import prune_linear_layer
 from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, cached_file
+
+from .timing import time_calls
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "labels")
 
@@ -247,20 +250,30 @@ def load_pruned_model(
     return model.eval()
 
 
-def measure_latency(
-    model: nn.Module, batch: dict[str, torch.Tensor], num_threads: int = 1, min_run_time: float = 1.0
-) -> float:
-    """Median milliseconds of one forward pass on ``batch`` (CPU, ``num_threads`` threads; torch.utils.benchmark)."""
-    from torch.utils import benchmark
-
+def latency_ms(models: dict[str, nn.Module], batch: dict[str, torch.Tensor], seconds: float = 1.0) -> dict[str, float]:
+    """Median milliseconds of one forward pass of each model on ``batch``, one CPU thread, the models interleaved call
+    by call (:func:`hf_distill.timing.time_calls`), for about ``seconds`` in all."""
     feed = {k: v for k, v in batch.items() if k in MODEL_INPUTS and k != "labels"}
-    was_training = model.training
-    model.eval()
-    with torch.no_grad():
-        timer = benchmark.Timer(stmt="model(**feed)", globals={"model": model, "feed": feed}, num_threads=num_threads)
-        median = timer.blocked_autorange(min_run_time=min_run_time).median
-    model.train(was_training)
-    return median * 1000
+
+    def runner(model: nn.Module):
+        def run(inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+            with torch.no_grad():
+                return model(**inputs).logits
+
+        return run
+
+    modes = {name: model.training for name, model in models.items()}
+    for model in models.values():
+        model.eval()
+    try:
+        runs = {name: runner(model) for name, model in models.items()}
+        first = time_calls(runs, [feed], warmup_runs=1)  # one call each, to size the measurement
+        calls = max(5, int(seconds / max(sum(times[0] for times in first.values()), 1e-6)))
+        times = time_calls(runs, [feed] * calls, warmup_runs=0)
+    finally:
+        for name, model in models.items():
+            model.train(modes[name])
+    return {name: 1000 * float(np.median(values)) for name, values in times.items()}
 
 
 def prune_student(
@@ -276,11 +289,11 @@ def prune_student(
     )
     importance = head_importance(model, loader)
     pruned = prune_model(model, importance, heads=args.prune_heads, ffn=args.prune_ffn, layers=args.prune_layers)
-    batch = next(iter(loader))
+    latency = latency_ms({"before": model, "after": pruned}, next(iter(loader)), seconds=2 * args.latency_seconds)
     metrics = {
         "parameters_before": float(model.num_parameters()),
         "parameters_after": float(pruned.num_parameters()),
-        "latency_ms_before": measure_latency(model, batch, min_run_time=args.latency_seconds),
-        "latency_ms_after": measure_latency(pruned, batch, min_run_time=args.latency_seconds),
+        "latency_ms_before": latency["before"],
+        "latency_ms_after": latency["after"],
     }
     return pruned, metrics

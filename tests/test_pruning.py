@@ -133,7 +133,9 @@ def head_pruned(model, tmp_path):
 
 def test_a_head_pruned_model_loads_wherever_the_library_loads_a_model(head_pruned, model, tmp_path):
     path, batch, logits = head_pruned
-    with pytest.raises(RuntimeError, match="ignore_mismatched_sizes"):  # the Auto classes cannot rebuild it (transformers 5)
+    with pytest.raises(
+        RuntimeError, match="ignore_mismatched_sizes"
+    ):  # the Auto classes cannot rebuild it (transformers 5)
         AutoModelForSequenceClassification.from_pretrained(path)
     teacher = load_teacher(path)  # teachers, `hf-distill compare` models
     assert not teacher.training and not any(p.requires_grad for p in teacher.parameters())
@@ -166,3 +168,20 @@ def test_load_pruned_model_reads_sharded_weights_and_a_dtype(head_pruned, tmp_pa
     assert reloaded.dtype == torch.float64
     with torch.no_grad():
         torch.testing.assert_close(reloaded(**model_inputs(batch)).logits.float(), logits)
+
+
+def test_latency_uses_the_shared_timer_and_restores_the_training_mode(model):
+    import time
+
+    from hf_distill.pruning import latency_ms
+
+    class Slow(torch.nn.Module):
+        def forward(self, **inputs):
+            time.sleep(0.004)
+            return model(**inputs)
+
+    slow = Slow().train()
+    model.train()
+    latency = latency_ms({"fast": model, "slow": slow}, batches(1)[0], seconds=0.1)
+    assert 4.0 <= latency["slow"] and latency["fast"] < latency["slow"]
+    assert model.training and slow.training
