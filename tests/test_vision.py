@@ -331,3 +331,22 @@ def test_deit_trainer_refuses_other_students_and_one_sided_alpha(tmp_path):
         DeiTDistillationTrainer(model=tiny_vit(), args=make_args(tmp_path), teacher_model=tiny_resnet())
     with pytest.raises(ValueError, match="leaves one DeiT head untrained"):
         DeiTDistillationTrainer(model=tiny_deit(), args=make_args(tmp_path, alpha=1.0), teacher_model=tiny_resnet())
+
+
+def test_k_view_transform_with_remove_unused_columns_names_it(tmp_path):
+    data = image_dataset(8)
+    train = precompute_teacher_views(tiny_resnet(), data, teacher_format=TEACHER, augment=AUGMENT, num_views=2)
+    train.set_transform(DistillationImageTransform(student=STUDENT, augment=AUGMENT))
+    trainer = DistillationTrainer(
+        model=tiny_vit(),
+        args=make_args(tmp_path, max_steps=1, remove_unused_columns=True),
+        train_dataset=train,
+        data_collator=DataCollatorForDistillation(),
+    )
+    with pytest.raises(ValueError, match=r"no image column 'image'.*remove_unused_columns=False"):
+        trainer.train()
+    assert trainer.state.global_step == 0
+    # control: a misnamed image column is still named
+    renamed = train.rename_column("image", "picture")
+    with pytest.raises(ValueError, match=r"no image column 'image'.*image_column="):
+        renamed[:2]
