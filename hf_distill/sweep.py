@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import fcntl
 import hashlib
 import itertools
 import json
@@ -251,7 +250,12 @@ def run_sweep(config: SweepConfig, log=print) -> pd.DataFrame:
     results = collect_results(config)
     write_report(config, results, log=log)
     if failures:
-        raise RuntimeError(f"{len(failures)} trial(s) failed: {failures}. Run the sweep again to retry them.")
+        label, log_path = failures[0]
+        raise RuntimeError(
+            f"{len(failures)} trial(s) failed: {[label for label, _ in failures]}. The end of the first one's log "
+            f"({log_path}):\n{_tail(log_path)}\nFix the cause (a flag of a named flag set, ...), then run the sweep "
+            "again: it retries only the failed trials."
+        )
     return results
 
 
@@ -259,6 +263,8 @@ def run_sweep(config: SweepConfig, log=print) -> pd.DataFrame:
 def sweep_lock(output: Path) -> Iterator[None]:
     """Hold ``output/sweep.lock`` while a sweep runs there: a second sweep on the same folder stops at once instead of
     running the same trials. The operating system releases the lock when the process ends, even when it is killed."""
+    import fcntl  # POSIX; imported here so that the module loads everywhere
+
     with open(output / LOCK_FILE, "a+") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -279,8 +285,9 @@ def sweep_lock(output: Path) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def _run_pending_trials(config: SweepConfig, log) -> list[str]:
-    """Run the trials the study has not finished, under the sweep's lock; return the labels of those that failed."""
+def _run_pending_trials(config: SweepConfig, log) -> list[tuple[str, Path]]:
+    """Run the trials the study has not finished, under the sweep's lock; return the label and log of each that
+    failed."""
     import optuna
     from optuna.trial import TrialState
 
@@ -300,7 +307,7 @@ def _run_pending_trials(config: SweepConfig, log) -> list[str]:
     _adopt_finished_trials(study, config)
     total = len(config.points())
     attempted: set[str] = set()
-    failures: list[str] = []
+    failures: list[tuple[str, Path]] = []
 
     def finished() -> set[str]:
         return {_key(t.params) for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}
@@ -319,7 +326,7 @@ def _run_pending_trials(config: SweepConfig, log) -> list[str]:
                     f"others. The end of its log ({trial_log}):\n{_tail(trial_log)}\nFix the config and run the sweep "
                     "again."
                 )
-            failures.append(label)
+            failures.append((label, trial_log))
             log(f"    FAILED (exit {returncode}) after {seconds:.0f}s: see {trial_log}")
             raise TrialFailed(label)
         if config.objective not in metrics:

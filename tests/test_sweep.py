@@ -126,7 +126,7 @@ def test_sweep_reruns_a_killed_trial(config):
 def test_failed_trial_is_reported_and_retried(config):
     grid = {"arm": {"ce": {"alpha": 1.0}, "bad": {"alpha": 0.0, "crash": True}}, "seed": [1, 2, 3]}
     crashing = SweepConfig(**{**fields(config), "grid": grid})
-    with pytest.raises(RuntimeError, match="3 trial"):
+    with pytest.raises(RuntimeError, match=r"3 trial[\s\S]*end of the first one.s log[\s\S]*--crash true"):
         run_sweep(crashing, log=lambda *_: None)
     assert len(collect_results(crashing)) == 3
     grid = {"arm": {"ce": {"alpha": 1.0}, "bad": {"alpha": 0.0, "crash": False}}, "seed": [1, 2, 3]}
