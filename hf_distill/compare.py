@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import itertools
 import json
 import os
 import platform
@@ -16,7 +15,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.utils.benchmark as benchmark
 from datasets import Dataset
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel
@@ -28,6 +26,7 @@ from .metrics import classification_metrics, expected_calibration_error, teacher
 from .onnx_export import QUANTIZATION_MODES, OnnxRunner, export_onnx, quantize_dynamic_int8
 from .plots import bootstrap_interval, format_count, plot_comparison
 from .teacher import forward_input_names, load_teacher, teacher_inputs, unwrap
+from .timing import time_calls
 
 logger = logging.get_logger(__name__)
 
@@ -266,15 +265,11 @@ def compare_models(
         torch.set_num_threads(threads)
         try:
             logits, labels = _predict(rows, permutations, dataset, collator, batch_size, device)
-            latency = _time_calls(
-                rows,
-                [collator([dataset[i % len(dataset)]]) for i in range(latency_runs)],
-                device,
-                warmup_runs,
-                threads,
-            )
-            big_batch = collator([dataset[i % len(dataset)] for i in range(throughput_batch_size)])
-            throughput_times = _time_calls(rows, [big_batch] * throughput_runs, device, warmup_runs, threads)
+            runs = {name: row.run for name, row in rows.items()}
+            singles = [_to_device(collator([dataset[i % len(dataset)]]), device) for i in range(latency_runs)]
+            latency = time_calls(runs, singles, warmup_runs, threads)
+            big_batch = _to_device(collator([dataset[i % len(dataset)] for i in range(throughput_batch_size)]), device)
+            throughput_times = time_calls(runs, [big_batch] * throughput_runs, warmup_runs, threads)
         finally:
             torch.set_num_threads(previous_threads)
         sizes = {name: row.size_bytes() for name, row in rows.items()}
@@ -466,28 +461,6 @@ def _predict(rows: dict[str, _Row], permutations, dataset, collator, batch_size,
             outputs[name].append(logits if permutation is None else logits[:, permutation])
     logits = {name: np.concatenate(chunks) for name, chunks in outputs.items()}
     return logits, (np.concatenate(labels) if labels else None)
-
-
-def _time_calls(rows: dict[str, _Row], batches, device, warmup_runs, threads) -> dict[str, list[float]]:
-    """Seconds per call of each row on each batch in turn, after ``warmup_runs`` untimed calls, rows interleaved
-    call by call; each call is one ``torch.utils.benchmark.Timer.timeit(1)`` (CUDA-synchronised, ``threads``)."""
-    batches = [_to_device(b, device) for b in batches]
-    timers = {
-        name: benchmark.Timer(
-            "run(next(batches))",
-            globals={"run": row.run, "batches": itertools.cycle(batches)},
-            num_threads=threads,
-        )
-        for name, row in rows.items()
-    }
-    for timer in timers.values():
-        if warmup_runs:
-            timer.timeit(warmup_runs)
-    times: dict[str, list[float]] = {name: [] for name in rows}
-    for _ in tqdm(range(len(batches)), desc="Timing", unit="run", leave=False, disable=None):
-        for name, timer in timers.items():
-            times[name].append(timer.timeit(1).median)
-    return times
 
 
 def _num_parameters(model: torch.nn.Module) -> int:

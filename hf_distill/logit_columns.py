@@ -18,8 +18,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import datasets
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import torch
 from datasets import Dataset
 
@@ -50,10 +52,44 @@ def array_values(array: pa.Array, name: str) -> np.ndarray:
         array = array.flatten()
     if pa.types.is_list(array.type) or pa.types.is_large_list(array.type):
         raise ValueError(
-            f"Column {name!r} holds lists of varying length ({field_type}); teacher logits need a fixed width per "
-            "example. Cast it with datasets.List(Value('float32'), length=num_classes)."
+            f"Column {name!r} is stored as lists of any length ({field_type}); read it through LogitColumns, or cast "
+            "it with datasets.List(Value('float32'), length=num_classes)."
         )
     return array.to_numpy(zero_copy_only=False).reshape(shape)
+
+
+def with_fixed_width(dataset: Dataset, column: str) -> Dataset:
+    """``dataset`` with ``column`` cast to fixed-size lists when it is stored as lists of any length whose rows all
+    have the same width (``add_column(name, logits.tolist())`` or a ``map`` returning lists): one Arrow cast, no Python
+    pass over the rows. A column whose rows differ in width (or hold nulls) is refused."""
+    feature, values, widths = dataset.features[column], dataset.data.column(column), []
+    while isinstance(feature, datasets.List):
+        width = feature.length
+        if width == -1 and len(values):
+            lengths = pc.min_max(pc.list_value_length(values)).as_py()
+            if lengths["min"] != lengths["max"] or values.null_count:
+                raise ValueError(
+                    f"Column {column!r} holds lists of varying length (from {lengths['min']} to {lengths['max']} values "
+                    "per row, or none): teacher logits need one value per class in every row. Precompute them again "
+                    "with precompute_teacher_logits."
+                )
+            width = lengths["max"]
+        widths.append(width)
+        feature, values = feature.feature, pc.list_flatten(values)
+    if -1 not in _declared_widths(dataset.features[column]) or -1 in widths:  # fixed already, or no rows
+        return dataset
+    for width in reversed(widths):
+        feature = datasets.List(feature, length=width)
+    return dataset.cast_column(column, feature)
+
+
+def _declared_widths(feature: Any) -> list[int]:
+    """The declared length of each nested list level of a feature (-1: any length)."""
+    widths = []
+    while isinstance(feature, datasets.List):
+        widths.append(feature.length)
+        feature = feature.feature
+    return widths
 
 
 class ChunkedColumn:
@@ -100,8 +136,8 @@ class LogitColumns(torch.utils.data.Dataset):
         other = [c for c in dataset.column_names if c not in self.columns]
         self.rows = dataset.remove_columns(self.columns) if other else None  # a table of no columns has no rows
         self.logits = dataset.select_columns(self.columns)
-        for column in self.columns:  # refuse ragged columns now, not at the first batch
-            column_array(self.logits.data.table.slice(0, 1), column)
+        for column in self.columns:  # lists of one width become fixed-size lists; ragged ones are refused now
+            self.logits = with_fixed_width(self.logits, column)
         self._readers: dict[str, ChunkedColumn] | None = None
         self._row_numbers: np.ndarray | None = None
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -218,20 +220,57 @@ def _precompute_split(
     new_columns = {column: List(Value(dtype), length=width)}
     if top_k is not None:
         new_columns[index_column] = List(Value(index_dtype(num_labels)), length=top_k)
+    key = [column, sources, dtype, group_by_length, *([top_k, temperature] if top_k is not None else [])]
+    return write_teacher_columns(
+        runner,
+        dataset,
+        add_logits,
+        new_columns=new_columns,
+        input_columns=sources,
+        batch_size=batch_size * LENGTH_GROUP_BATCHES,
+        key=key,
+        column=column,
+        dtype=dtype,
+        load_from_cache_file=load_from_cache_file,
+        desc="Teacher logits",
+        top_k=top_k,
+        temperature=temperature,
+    )
+
+
+def write_teacher_columns(
+    runner: TeacherRunner,
+    dataset: Dataset | IterableDataset,
+    compute: Callable[..., dict[str, np.ndarray]],
+    *,
+    new_columns: dict[str, Any],
+    input_columns: list[str],
+    batch_size: int,
+    key: list,
+    column: str,
+    dtype: str,
+    load_from_cache_file: bool = True,
+    with_indices: bool = False,
+    desc: str = "Teacher logits",
+    top_k: int | None = None,
+    temperature: float | None = None,
+) -> Dataset | IterableDataset:
+    """``dataset`` plus ``new_columns`` (name -> feature), written by the batched ``compute(*input_columns[,
+    indices])`` over numpy batches of ``batch_size`` rows; the teacher's logits column ``column`` records its
+    provenance (teacher, label order, ``dtype``, top-k layout). A `Dataset` is cached by `datasets` under a fingerprint
+    of the dataset, the teacher (``runner.cache_key()``) and ``key`` (the options that change the values), and keeps
+    its format; an `IterableDataset` gets a lazy ``map``, run as the rows are read."""
     features = Features({**dataset.features, **new_columns})
-    map_kwargs = dict(batched=True, batch_size=batch_size * LENGTH_GROUP_BATCHES, input_columns=sources)
-    if isinstance(dataset, IterableDataset):  # lazy: runs as the rows are read
-        result = dataset.map(add_logits, features=features, **map_kwargs)
+    map_kwargs = dict(batched=True, batch_size=batch_size, input_columns=input_columns, with_indices=with_indices)
+    if isinstance(dataset, IterableDataset):
+        result = dataset.map(compute, features=features, **map_kwargs)
     else:
-        key = [dataset._fingerprint, runner.cache_key(), column, sources, dtype, group_by_length]
-        if top_k is not None:
-            key += [top_k, temperature]
         result = dataset.with_format("numpy").map(
-            add_logits,
+            compute,
             features=features,
-            new_fingerprint=Hasher.hash(key),
+            new_fingerprint=Hasher.hash([dataset._fingerprint, runner.cache_key(), *key]),
             load_from_cache_file=load_from_cache_file,
-            desc=f"Teacher logits ({model_name(runner.teacher)})",
+            desc=f"{desc} ({model_name(runner.teacher)})",
             **map_kwargs,
         )
         fmt = dataset.format

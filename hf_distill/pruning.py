@@ -9,24 +9,33 @@ pruned model, with the unpruned model as the teacher (KD) or with labels alone (
 (2020) and Lagunas et al. (2021) recover with distillation.
 
 transformers 5 removed ``PreTrainedModel.prune_heads`` and BERT derives the head size from
-``hidden_size / num_attention_heads``, so its config cannot describe fewer heads of the same size: a model whose
-heads were pruned records them in ``config.pruned_heads`` and reloads with :func:`load_pruned_model`. Pruning FFN
-neurons (``intermediate_size``) and layers (``num_hidden_layers``) only keeps the stock config, and the model reloads
-with ``AutoModelForSequenceClassification.from_pretrained``.
+``hidden_size / num_attention_heads``, so its config cannot describe fewer heads of the same size, and the Auto
+classes cannot rebuild a head-pruned model from its folder (``from_pretrained`` stops on the attention weights' sizes,
+and with ``ignore_mismatched_sizes`` it would re-initialise them). A model whose heads were pruned records them in
+``config.pruned_heads`` and reloads with :func:`load_pruned_model`; every place hf_distill loads a model (a teacher
+or a ``hf-distill compare`` model through :func:`hf_distill.teacher.load_classifier`, a pretrained student) goes
+through it. Elsewhere, pass the loaded model: ``pipeline("text-classification", model=load_pruned_model(path),
+tokenizer=path)``. Pruning FFN neurons (``intermediate_size``) and layers (``num_hidden_layers``) only keeps the
+stock config, and the model reloads with ``AutoModelForSequenceClassification.from_pretrained``.
 """
 
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from datasets import Dataset
 from torch import nn
-from transformers import AutoConfig, AutoModelForSequenceClassification, PreTrainedModel
+from transformers import AutoConfig, AutoModelForSequenceClassification, PretrainedConfig, PreTrainedModel
 from transformers.pytorch_utils import prune_linear_layer
+from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, cached_file
+
+from .timing import time_calls
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "labels")
 
@@ -201,38 +210,70 @@ def _remove_neurons(layer: nn.Module, keep: list[int]) -> None:
     layer.output.dense = prune_linear_layer(layer.output.dense, index, dim=1)
 
 
-def load_pruned_model(path: str | Path, **kwargs) -> PreTrainedModel:
-    """Load a pruned sequence classifier: ``AutoModelForSequenceClassification.from_pretrained``, after removing the
-    heads that ``config.pruned_heads`` lists (which the stock BERT config cannot describe in transformers 5)."""
-    config = AutoConfig.from_pretrained(path)
-    pruned = {int(layer): heads for layer, heads in (getattr(config, "pruned_heads", None) or {}).items()}
-    if not pruned:
-        return AutoModelForSequenceClassification.from_pretrained(path, **kwargs)
+def pruned_heads(config: PretrainedConfig) -> dict[int, list[int]]:
+    """The heads removed per layer, from ``config.pruned_heads`` (JSON keys are strings); empty when none."""
+    return {int(layer): list(heads) for layer, heads in (getattr(config, "pruned_heads", None) or {}).items() if heads}
+
+
+def load_pruned_model(
+    path: str | Path, auto_class: type = AutoModelForSequenceClassification, **from_pretrained_kwargs
+) -> PreTrainedModel:
+    """Load a (possibly head-pruned) classifier from a folder or Hub id: ``auto_class.from_pretrained``, after
+    removing the heads that ``config.pruned_heads`` lists (which the stock BERT config cannot describe in
+    transformers 5). ``from_pretrained_kwargs`` (``revision``, ``cache_dir``, ``token``, ``dtype``, ...) are used as
+    ``from_pretrained`` would."""
+    hub = {k: from_pretrained_kwargs[k] for k in ("cache_dir", "revision", "token") if k in from_pretrained_kwargs}
+    config = AutoConfig.from_pretrained(
+        path, trust_remote_code=from_pretrained_kwargs.get("trust_remote_code", False), **hub
+    )
+    removed = pruned_heads(config)
+    if not removed:
+        return auto_class.from_pretrained(path, **from_pretrained_kwargs)
     from safetensors.torch import load_file
 
-    model = AutoModelForSequenceClassification.from_config(config)
+    model = auto_class.from_config(config)
     for i, layer in enumerate(_layers(model)):
-        if pruned.get(i):
+        if removed.get(i):
             num_heads = layer.attention.self.num_attention_heads
-            _remove_heads(layer, [h for h in range(num_heads) if h not in pruned[i]])
-    model.load_state_dict(load_file(str(Path(path) / "model.safetensors")))
+            _remove_heads(layer, [h for h in range(num_heads) if h not in removed[i]])
+    index = cached_file(str(path), SAFE_WEIGHTS_INDEX_NAME, _raise_exceptions_for_missing_entries=False, **hub)
+    if index is None:
+        files = [cached_file(str(path), SAFE_WEIGHTS_NAME, **hub)]
+    else:
+        shards = sorted(set(json.loads(Path(index).read_text())["weight_map"].values()))
+        files = [cached_file(str(path), shard, **hub) for shard in shards]
+    state = {name: tensor for file in files for name, tensor in load_file(file).items()}
+    model.load_state_dict(state)
+    dtype = from_pretrained_kwargs.get("dtype", from_pretrained_kwargs.get("torch_dtype"))
+    if isinstance(dtype, torch.dtype):
+        model = model.to(dtype)
     return model.eval()
 
 
-def measure_latency(
-    model: nn.Module, batch: dict[str, torch.Tensor], num_threads: int = 1, min_run_time: float = 1.0
-) -> float:
-    """Median milliseconds of one forward pass on ``batch`` (CPU, ``num_threads`` threads; torch.utils.benchmark)."""
-    from torch.utils import benchmark
-
+def latency_ms(models: dict[str, nn.Module], batch: dict[str, torch.Tensor], seconds: float = 1.0) -> dict[str, float]:
+    """Median milliseconds of one forward pass of each model on ``batch``, one CPU thread, the models interleaved call
+    by call (:func:`hf_distill.timing.time_calls`), for about ``seconds`` in all."""
     feed = {k: v for k, v in batch.items() if k in MODEL_INPUTS and k != "labels"}
-    was_training = model.training
-    model.eval()
-    with torch.no_grad():
-        timer = benchmark.Timer(stmt="model(**feed)", globals={"model": model, "feed": feed}, num_threads=num_threads)
-        median = timer.blocked_autorange(min_run_time=min_run_time).median
-    model.train(was_training)
-    return median * 1000
+
+    def runner(model: nn.Module):
+        def run(inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+            with torch.no_grad():
+                return model(**inputs).logits
+
+        return run
+
+    modes = {name: model.training for name, model in models.items()}
+    for model in models.values():
+        model.eval()
+    try:
+        runs = {name: runner(model) for name, model in models.items()}
+        first = time_calls(runs, [feed], warmup_runs=1)  # one call each, to size the measurement
+        calls = max(5, int(seconds / max(sum(times[0] for times in first.values()), 1e-6)))
+        times = time_calls(runs, [feed] * calls, warmup_runs=0)
+    finally:
+        for name, model in models.items():
+            model.train(modes[name])
+    return {name: 1000 * float(np.median(values)) for name, values in times.items()}
 
 
 def prune_student(
@@ -248,11 +289,11 @@ def prune_student(
     )
     importance = head_importance(model, loader)
     pruned = prune_model(model, importance, heads=args.prune_heads, ffn=args.prune_ffn, layers=args.prune_layers)
-    batch = next(iter(loader))
+    latency = latency_ms({"before": model, "after": pruned}, next(iter(loader)), seconds=2 * args.latency_seconds)
     metrics = {
         "parameters_before": float(model.num_parameters()),
         "parameters_after": float(pruned.num_parameters()),
-        "latency_ms_before": measure_latency(model, batch, min_run_time=args.latency_seconds),
-        "latency_ms_after": measure_latency(pruned, batch, min_run_time=args.latency_seconds),
+        "latency_ms_before": latency["before"],
+        "latency_ms_after": latency["after"],
     }
     return pruned, metrics

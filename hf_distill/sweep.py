@@ -4,7 +4,15 @@ Each trial is an ordinary recipe run (``script`` under ``launcher``, e.g. ``acce
 directory. The bookkeeping is an Optuna study in SQLite (``output_dir/study.db``) over the grid (``GridSampler``),
 with the pending points enqueued in grid order so that an interrupted sweep leaves whole cells. It resumes where it
 stopped: finished trials are skipped, a trial killed mid-run is run again, nothing finished is deleted, and
-``optuna-dashboard sqlite:///output_dir/study.db`` inspects it. At the end every finished
+``optuna-dashboard sqlite:///output_dir/study.db`` inspects it.
+
+A trial is identified by everything that decides its run: the script's content, the launcher and its resolved flags
+(``args``, its named flag sets, ``--set`` overrides). Its folder is named by its grid values and a digest of that
+identity, so two values with the same readable name never share a folder, and a changed configuration runs new
+trials beside the old ones instead of reporting them. One sweep at a time runs in an ``output_dir`` (a lock file). A
+trial that fails before any trial of the study has finished stops the sweep with its log's tail (a typo'd flag fails
+every trial the same way), as does an ``objective`` that the finished trial did not write. Objectives named
+``*loss*`` are minimised (the snapshot report names the snapshot with the lowest), others maximised. At the end every finished
 trial's metric file (``all_results.json``, written by the recipe) is collected into ``results.csv``, a markdown table
 of mean +- std over seeds (``results.md``) and a plot (``results.png``).
 
@@ -29,6 +37,7 @@ teacher study of Cho & Hariharan (2019). Trials are the grid's product; the tabl
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import itertools
 import json
@@ -39,8 +48,9 @@ import shlex
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +61,8 @@ METRICS_FILE = "all_results.json"
 TRIAL_FILE = "sweep_trial.json"
 SEED = "seed"
 SNAPSHOT_METRIC = "snapshot_eval_accuracy"
+LOCK_FILE = "sweep.lock"
+LOG_TAIL_LINES = 20
 
 
 @dataclass
@@ -120,9 +132,21 @@ class SweepConfig:
 
     @property
     def study_name(self) -> str:
-        """``study`` plus a digest of the grid: a changed grid is a new Optuna study (that adopts finished trials)."""
-        digest = hashlib.sha1(json.dumps(self.search_space, sort_keys=True, default=str).encode()).hexdigest()
-        return f"{self.study}-{digest[:8]}"
+        """``study`` plus a digest of every trial's identity and the direction: a changed grid, ``args``, flag set,
+        script or launcher is a new Optuna study (which adopts the finished trials whose identity did not change)."""
+        folders = [self.trial_dir(params).name for params in self.points()]
+        return f"{self.study}-{_digest([folders, self.direction])}"
+
+    @property
+    def direction(self) -> str:
+        """``minimize`` for an objective with a ``loss`` part (``eval_loss``, ``eval_loss_kd``), else ``maximize``."""
+        return "minimize" if lower_is_better(self.objective) else "maximize"
+
+    @cached_property
+    def script_digest(self) -> str:
+        """A digest of the script's content (of its path while it does not exist)."""
+        path = Path(self.script)
+        return _digest(path.read_bytes() if path.is_file() else self.script)
 
     @property
     def search_space(self) -> dict[str, list[Any]]:
@@ -134,18 +158,42 @@ class SweepConfig:
         space = self.search_space
         return [dict(zip(space, values, strict=True)) for values in itertools.product(*space.values())]
 
-    def trial_dir(self, params: dict[str, Any]) -> Path:
-        """``output_dir/trials/<flag=value,...>``: readable, and the same for the same parameters on every run."""
-        parts = [f"{name}={_slug(value)}" for name, value in params.items()]
-        return Path(self.output_dir) / "trials" / ",".join(parts)
-
-    def command(self, params: dict[str, Any]) -> list[str]:
+    def flags(self, params: dict[str, Any]) -> dict[str, Any]:
+        """The recipe flags of the trial at ``params`` (``args``, then each grid value or named flag set), without
+        ``output_dir``."""
         flags = dict(self.args)
         for name, value in params.items():
             flags |= self.flag_sets[name][value] if name in self.flag_sets else {name: value}
-        flags["output_dir"] = str(self.trial_dir(params))
+        return flags
+
+    def trial_dir(self, params: dict[str, Any]) -> Path:
+        """``output_dir/trials/<flag=value,...>-<digest>``: readable, and the digest of the script's content, the
+        launcher and the trial's resolved flags makes it unique to the run (values whose readable names collide, such
+        as ``a/checkpoint-500`` and ``b/checkpoint-500``, get two folders; a changed configuration gets new ones)."""
+        parts = [f"{name}={_slug(value)}" for name, value in params.items()]
+        identity = _digest([self.script_digest, self.launcher, self.flags(params)])
+        return Path(self.output_dir) / "trials" / f"{','.join(parts)}-{identity}"
+
+    def trial_log(self, params: dict[str, Any]) -> Path:
+        """The trial's log (the recipe's stdout and stderr), beside its folder."""
+        trial_dir = self.trial_dir(params)
+        return trial_dir.parent / f"{trial_dir.name}.log"
+
+    def command(self, params: dict[str, Any]) -> list[str]:
+        flags = {**self.flags(params), "output_dir": str(self.trial_dir(params))}
         launcher = [sys.executable] if self.launcher == "python" else shlex.split(self.launcher)
         return [*launcher, self.script, *itertools.chain.from_iterable(_flag(k, v) for k, v in flags.items())]
+
+
+def lower_is_better(metric: str) -> bool:
+    """Whether ``metric`` is a loss (``loss`` is one of its ``_``-separated parts), as for ``metric_for_best_model``."""
+    return "loss" in metric.split("_")
+
+
+def _digest(value: Any) -> str:
+    """8 hex digits of the SHA-1 of ``value`` (bytes, or anything JSON can write)."""
+    data = value if isinstance(value, bytes) else json.dumps(value, sort_keys=True, default=str).encode()
+    return hashlib.sha1(data).hexdigest()[:8]
 
 
 def _expand_vars(value: Any) -> Any:
@@ -172,8 +220,9 @@ def _flag(name: str, value: Any) -> list[str]:
 
 
 def _slug(value: Any) -> str:
+    """A short readable name of a grid value (a path's last part): for display and folder names, not unique."""
     text = Path(value).name if isinstance(value, str) and "/" in value else str(value)
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", text)[:60]
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text)[:40]
 
 
 def read_snapshots(teacher_dir: str | Path) -> list[dict]:
@@ -192,29 +241,73 @@ def _key(params: dict[str, Any]) -> str:
 
 def run_sweep(config: SweepConfig, log=print) -> pd.DataFrame:
     """Run every trial not yet finished, then write and return the results (see the module docstring)."""
-    import optuna
-    from optuna.trial import TrialState
-
     if not Path(config.script).is_file():
         raise ValueError(f"The sweep's script {config.script!r} does not exist (paths are relative to {Path.cwd()}).")
     output = Path(config.output_dir)
     output.mkdir(parents=True, exist_ok=True)
+    with sweep_lock(output):
+        failures = _run_pending_trials(config, log)
+    results = collect_results(config)
+    write_report(config, results, log=log)
+    if failures:
+        label, log_path = failures[0]
+        raise RuntimeError(
+            f"{len(failures)} trial(s) failed: {[label for label, _ in failures]}. The end of the first one's log "
+            f"({log_path}):\n{_tail(log_path)}\nFix the cause (a flag of a named flag set, ...), then run the sweep "
+            "again: it retries only the failed trials."
+        )
+    return results
+
+
+@contextlib.contextmanager
+def sweep_lock(output: Path) -> Iterator[None]:
+    """Hold ``output/sweep.lock`` while a sweep runs there: a second sweep on the same folder stops at once instead of
+    running the same trials. The operating system releases the lock when the process ends, even when it is killed."""
+    import fcntl  # POSIX; imported here so that the module loads everywhere
+
+    with open(output / LOCK_FILE, "a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "unknown"
+            raise RuntimeError(
+                f"Another sweep (pid {holder}) is running in {output}. Wait for it to finish (it runs the same "
+                "trials), or give this sweep another output_dir."
+            ) from None
+        lock.truncate(0)
+        lock.write(str(os.getpid()))
+        lock.flush()
+        try:
+            yield
+        finally:
+            lock.truncate(0)
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _run_pending_trials(config: SweepConfig, log) -> list[tuple[str, Path]]:
+    """Run the trials the study has not finished, under the sweep's lock; return the label and log of each that
+    failed."""
+    import optuna
+    from optuna.trial import TrialState
+
+    output = Path(config.output_dir)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(
         study_name=config.study_name,
         storage=f"sqlite:///{output / 'study.db'}",
         sampler=optuna.samplers.GridSampler(config.search_space, seed=0),
-        direction="maximize",
+        direction=config.direction,
         load_if_exists=True,
     )
-    # One sweep process per study: a trial still RUNNING in the database was killed with its sweep.
+    # The lock admits one sweep per folder: a trial still RUNNING in the database was killed with its sweep.
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+        study.tell(trial.number, state=TrialState.FAIL)
         log(f"Trial {trial.number} ({trial.params}) was interrupted: it runs again.")
     _adopt_finished_trials(study, config)
     total = len(config.points())
     attempted: set[str] = set()
-    failures: list[str] = []
+    failures: list[tuple[str, Path]] = []
 
     def finished() -> set[str]:
         return {_key(t.params) for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}
@@ -225,10 +318,23 @@ def run_sweep(config: SweepConfig, log=print) -> pd.DataFrame:
         label = ", ".join(f"{k}={_slug(v)}" for k, v in params.items())
         log(f"[{len(finished()) + len(failures) + 1}/{total}] {label} ...")
         metrics, seconds, returncode = _run_trial(config, params)
-        if returncode != 0 or config.objective not in metrics:
-            failures.append(label)
-            log(f"    FAILED (exit {returncode}) after {seconds:.0f}s: see {config.trial_dir(params)}.log")
+        trial_log = config.trial_log(params)
+        if returncode != 0:
+            if not finished():  # no trial has worked yet: the cause is likely common to all (a typo'd flag, ...)
+                raise ValueError(
+                    f"The first trial ({label}) failed (exit {returncode}), so the sweep stops before running the "
+                    f"others. The end of its log ({trial_log}):\n{_tail(trial_log)}\nFix the config and run the sweep "
+                    "again."
+                )
+            failures.append((label, trial_log))
+            log(f"    FAILED (exit {returncode}) after {seconds:.0f}s: see {trial_log}")
             raise TrialFailed(label)
+        if config.objective not in metrics:
+            raise ValueError(
+                f"objective {config.objective!r} is not among the metrics that trial {label} wrote to "
+                f"{config.trial_dir(params) / METRICS_FILE}: {sorted(metrics)}. Set `objective` to one of them (the "
+                "finished trial is kept and adopted by the next sweep)."
+            )
         trial.set_user_attr("output_dir", str(config.trial_dir(params)))
         log(
             f"    done in {seconds:.0f}s: "
@@ -249,19 +355,23 @@ def run_sweep(config: SweepConfig, log=print) -> pd.DataFrame:
             if _key(params) not in waiting:
                 study.enqueue_trial(params)
         study.optimize(objective, n_trials=len(pending), catch=(TrialFailed,))
-    results = collect_results(config)
-    write_report(config, results, log=log)
-    if failures:
-        raise RuntimeError(f"{len(failures)} trial(s) failed: {failures}. Run the sweep again to retry them.")
-    return results
+    return failures
+
+
+def _tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
+    """The last ``lines`` lines of a trial's log."""
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.is_file() else "(no log)"
 
 
 def _adopt_finished_trials(study, config: SweepConfig) -> None:
     """Record in ``study`` the finished trial folders it does not know yet: those of an earlier, smaller grid (more
-    seeds or snapshots were added, which makes a new study) or of a lost database. Nothing runs twice."""
+    seeds or snapshots were added, which makes a new study), of a lost database, or a finished run whose objective was
+    missing. Only folders of the same trial identity are candidates (see ``SweepConfig.trial_dir``). Nothing runs
+    twice."""
     import optuna
+    from optuna.trial import TrialState
 
-    known = {_key(t.params) for t in study.get_trials(deepcopy=False)}
+    known = {_key(t.params) for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}
     distributions = {name: optuna.distributions.CategoricalDistribution(v) for name, v in config.search_space.items()}
     for params in config.points():
         trial_dir = config.trial_dir(params)
@@ -292,7 +402,7 @@ def _run_trial(config: SweepConfig, params: dict[str, Any]) -> tuple[dict[str, f
         command += ["--overwrite_output_dir", "true"]
     trial_dir.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    with open(trial_dir.parent / f"{trial_dir.name}.log", "w") as log_file:
+    with open(config.trial_log(params), "w") as log_file:
         log_file.write(shlex.join(command) + "\n")
         log_file.flush()
         returncode = subprocess.run(command, stdout=log_file, stderr=subprocess.STDOUT).returncode
@@ -300,7 +410,8 @@ def _run_trial(config: SweepConfig, params: dict[str, Any]) -> tuple[dict[str, f
     metrics_path = trial_dir / METRICS_FILE
     metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
     if returncode == 0:
-        (trial_dir / TRIAL_FILE).write_text(json.dumps({"params": params, "wall_seconds": seconds}, indent=2))
+        record = {"params": params, "command": command, "wall_seconds": seconds}
+        (trial_dir / TRIAL_FILE).write_text(json.dumps(record, indent=2, default=str))
     return metrics, seconds, returncode
 
 
@@ -353,11 +464,19 @@ def summary_markdown(results: pd.DataFrame, by: list[str], metrics: list[str]) -
         "| " + " | ".join([*names, "n", *mean.columns]) + " |",
         "|" + "---|" * (len(names) + 1 + len(mean.columns)),
     ]
+    display = [_display_names(results[name]) for name in by]
     for group in mean.index:
-        labels = [_slug(v) for v in (_as_tuple(group))]
+        labels = [names[v] for names, v in zip(display, _as_tuple(group), strict=False)] if by else [str(group)]
         cells = [_mean_std(mean.loc[group, m], std.loc[group, m]) for m in mean.columns]
         lines.append("| " + " | ".join([*labels, str(size[group]), *cells]) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _display_names(values: pd.Series) -> dict[Any, str]:
+    """Each distinct value's short name (:func:`_slug`), or its full text where two values share a short name."""
+    unique = list(dict.fromkeys(values))
+    short = [_slug(v) for v in unique]
+    return {v: name if short.count(name) == 1 else str(v) for v, name in zip(unique, short, strict=True)}
 
 
 def _as_tuple(group: Any) -> tuple:
@@ -411,12 +530,12 @@ def paired_differences(results: pd.DataFrame, by: list[str], baseline: dict[str,
     ]
     is_baseline = pd.Series(True, index=results.index)
     for name, value in baseline.items():
-        is_baseline &= results[name].map(_slug) == _slug(value)
+        is_baseline &= results[name].map(str) == str(value)
     for group, rows in results[~is_baseline].groupby(by, sort=False):
         cell = dict(zip(by, _as_tuple(group), strict=True))
         reference = results[is_baseline]
         for name in keys:
-            reference = reference[reference[name].map(_slug) == _slug(cell[name])]
+            reference = reference[reference[name].map(str) == str(cell[name])]
         pairs = rows.set_index(SEED).join(reference.set_index(SEED), rsuffix="_baseline", how="inner")
         cells = []
         for metric in metrics:
@@ -428,16 +547,17 @@ def paired_differences(results: pd.DataFrame, by: list[str], baseline: dict[str,
 
 
 def best_snapshot(results: pd.DataFrame, config: SweepConfig) -> str:
-    """The teacher snapshot whose students scored the best mean ``objective``."""
+    """The teacher snapshot whose students scored the best mean ``objective`` (the lowest for a loss)."""
     flag = next(name for name in config.grid if name.startswith("teacher_model_name_or_path"))
     by = [name for name in config.search_space if name not in (SEED, flag)]
     most_accurate = results[flag].iloc[results[SNAPSHOT_METRIC].argmax()]
     lines = []
     for group, rows in results.groupby(by, sort=False) if by else [((), results)]:
         mean = rows.groupby(flag, sort=False)[config.objective].mean()
+        best = mean.idxmin() if lower_is_better(config.objective) else mean.idxmax()
         prefix = f"{dict(zip(by, _as_tuple(group), strict=True))}: " if by else ""
         lines.append(
-            f"{prefix}best-teaching snapshot: {_slug(mean.idxmax())} (student {config.objective} {mean.max():.4f}); "
+            f"{prefix}best-teaching snapshot: {_slug(best)} (student {config.objective} {mean[best]:.4f}); "
             f"most accurate snapshot: {_slug(most_accurate)}."
         )
     return "\n".join(lines)
@@ -459,7 +579,7 @@ def plot_results(config: SweepConfig, results: pd.DataFrame, path: Path) -> None
     for group, rows in groups:
         mean, std, _ = summarize(rows, [x], [config.objective])
         label = ", ".join(f"{k}={_slug(v)}" for k, v in zip(series, _as_tuple(group), strict=True))
-        ticks = [_slug(v) for v in mean.index]
+        ticks = [_display_names(results[x])[v] for v in mean.index]
         ax.errorbar(
             ticks,
             mean[config.objective],

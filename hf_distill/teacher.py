@@ -19,6 +19,8 @@ from transformers import (
     PreTrainedModel,
 )
 
+from .pruning import load_pruned_model, pruned_heads
+
 _AUTO_CLASS_BY_INPUT = {
     "pixel_values": AutoModelForImageClassification,
     "input_values": AutoModelForAudioClassification,
@@ -78,6 +80,8 @@ def load_classifier(
                 "'namespace/name'). Check the path."
             ) from None
     auto_class = auto_class or _auto_class_from_config(name_or_path)
+    if pruned_heads(AutoConfig.from_pretrained(name_or_path, **_config_kwargs(from_pretrained_kwargs))):
+        return load_pruned_model(name_or_path, auto_class, **from_pretrained_kwargs)  # Auto classes cannot rebuild it
     model, report = auto_class.from_pretrained(name_or_path, output_loading_info=True, **from_pretrained_kwargs)
     prefix = f"{model.base_model_prefix}."
     head = sorted(key for key in report["missing_keys"] if not key.startswith(prefix))
@@ -88,6 +92,12 @@ def load_classifier(
             "(recipes/train_teacher.py or recipes/train_image_teacher.py) and pass that checkpoint."
         )
     return model
+
+
+def _config_kwargs(from_pretrained_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The ``from_pretrained`` keywords that also apply to ``AutoConfig.from_pretrained``."""
+    names = ("cache_dir", "revision", "token", "trust_remote_code")
+    return {k: v for k, v in from_pretrained_kwargs.items() if k in names}
 
 
 def forward_input_names(model: torch.nn.Module) -> list[str]:

@@ -221,3 +221,18 @@ def test_bad_backends_are_refused(models):
         compare_models(teacher, student, dataset, quantize="dynamic")
     with pytest.raises(ValueError, match="quantize must be"):
         compare_models(teacher, student, dataset, backends=("onnxruntime",), quantize="static")
+
+
+def test_a_head_pruned_student_given_as_a_path_is_compared(models, tmp_path):
+    from hf_distill.pruning import head_importance, prune_model
+
+    teacher = models[0]
+    dataset = tiny_text_dataset(16, seed=5)
+    batch = DataCollatorForDistillation()([{k: v for k, v in dataset[i].items() if k != "text"} for i in range(8)])
+    pruned = prune_model(teacher, head_importance(teacher, [batch]), heads=0.5)
+    pruned.save_pretrained(tmp_path / "pruned")
+    report = compare_models(teacher, {"pruned": str(tmp_path / "pruned")}, dataset, batch_size=8, **FAST)
+    row = report.results[1]
+    assert row.num_parameters == pruned.num_parameters() < teacher.num_parameters()
+    logits, labels = direct_logits(pruned, dataset)
+    assert row.accuracy == pytest.approx(accuracy(logits.argmax(-1).numpy(), labels))

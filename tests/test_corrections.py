@@ -26,9 +26,14 @@ def test_swap_corrects_mistakes_and_keeps_the_other_logits():
     assert teacher[1, 1] == 2.0  # the input is not modified in place
 
 
-def test_swap_needs_labels():
-    with pytest.raises(ValueError, match="swap.*no `labels`"):
-        swap_teacher_mistakes(torch.randn(2, 3), None)
+def test_swap_leaves_rows_without_labels_as_they_are():
+    teacher = torch.tensor([[3.0, 1.0, 0.0], [0.0, 2.0, 1.0]])
+    torch.testing.assert_close(swap_teacher_mistakes(teacher, None), teacher)
+    torch.testing.assert_close(swap_teacher_mistakes(teacher, torch.tensor([-100, -100])), teacher)
+    # control: a labelled mistaken row is swapped
+    torch.testing.assert_close(
+        swap_teacher_mistakes(teacher, torch.tensor([-100, 2])), torch.tensor([[3.0, 1.0, 0.0], [0.0, 1.0, 2.0]])
+    )
 
 
 def test_standardized_rows_have_zero_mean_and_unit_std_and_constant_rows_stay_finite():

@@ -47,7 +47,7 @@ def test_column_array_reshapes_nested_fixed_lists_and_refuses_ragged_ones():
     assert x.dtype == np.float32 and x.shape == (2, 3, 4) and np.array_equal(x, values.astype(np.float32))
     assert i.dtype == np.int64 and i.tolist() == [[1, 2], [3, 4]]
     ragged = pa.table({"x": [[1.0], [1.0, 2.0]]})
-    with pytest.raises(ValueError, match="varying length"):
+    with pytest.raises(ValueError, match="lists of any length.*LogitColumns"):
         column_array(ragged, "x")
 
 
@@ -103,3 +103,30 @@ def test_logit_columns_of_a_dataset_of_logits_alone():
     assert len(wrapped) == 3 and wrapped.column_names == ["teacher_logits"]
     assert [row["teacher_logits"].tolist() for row in wrapped.__getitems__([2, 0])] == [[0, 0, 1], [1, 0, 0]]
     assert wrapped.__getitems__([]) == []
+
+
+def test_a_list_column_of_one_width_is_cast_once_and_a_ragged_one_refused(tmp_path):
+    logits = np.random.default_rng(0).standard_normal((8, 3)).astype(np.float32)
+    data = tiny_text_dataset(8).add_column("teacher_logits", logits.tolist())  # lists of any length, as users build
+    assert data.features["teacher_logits"].length == -1
+    trainer = DistillationTrainer(
+        model=tiny_bert(), args=make_args(tmp_path), train_dataset=data, data_collator=DataCollatorForDistillation()
+    )
+    wrapped = trainer.get_train_dataloader().dataset
+    assert wrapped.logits.features["teacher_logits"].length == 3  # one Arrow cast
+    rows = wrapped.__getitems__([5, 0])
+    np.testing.assert_array_equal(np.stack([row["teacher_logits"] for row in rows]), logits[[5, 0]])
+    trainer.train()  # control: it trains
+    # K views per row from a map returning nested lists
+    views = data.map(lambda row: {"teacher_logits": [row["teacher_logits"]] * 2})
+    assert LogitColumns(views, ["teacher_logits"]).__getitems__([1])[0]["teacher_logits"].shape == (2, 3)
+    ragged = data.remove_columns("teacher_logits").add_column("teacher_logits", [[1.0, 2.0, 3.0]] * 7 + [[1.0]])
+    with pytest.raises(ValueError, match=r"holds lists of varying length \(from 1 to 3 values"):
+        LogitColumns(ragged, ["teacher_logits"])
+    with pytest.raises(ValueError, match="ragged"):  # the trainer refuses it before training
+        DistillationTrainer(
+            model=tiny_bert(),
+            args=make_args(tmp_path),
+            train_dataset=ragged,
+            data_collator=DataCollatorForDistillation(),
+        )

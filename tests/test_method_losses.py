@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -42,18 +43,20 @@ def kl64(p, q):
 
 
 def dkd_reference(student, teacher, labels, temperature, alpha, beta):
-    """Zhao et al. (2022), eq. 1-4: binary and non-target distributions from the full softmax."""
+    """Zhao et al. (2022), eq. 1-4: binary and non-target distributions from the full softmax; a row without a label
+    gets Hinton's KD, and the result is the mean over all rows."""
+    p_s, p_t = probs(student, temperature), probs(teacher, temperature)
+    per_row = kl64(p_t, p_s)
     keep = labels != -100
-    p_s, p_t, labels = probs(student, temperature)[keep], probs(teacher, temperature)[keep], labels[keep]
-    if len(labels) == 0:
-        return torch.tensor(0.0, dtype=torch.float64)
-    target = torch.nn.functional.one_hot(labels, p_s.shape[-1]).bool()
-    pt_s, pt_t = p_s[target], p_t[target]
-    tckd = kl64(torch.stack([pt_t, 1 - pt_t], -1), torch.stack([pt_s, 1 - pt_s], -1))
-    others_s = p_s[~target].view(len(labels), -1) / (1 - pt_s)[:, None]
-    others_t = p_t[~target].view(len(labels), -1) / (1 - pt_t)[:, None]
-    nckd = kl64(others_t, others_s)
-    return ((alpha * tckd + beta * nckd) * temperature**2).mean()
+    if keep.any():
+        p_s, p_t, kept = p_s[keep], p_t[keep], labels[keep]
+        target = torch.nn.functional.one_hot(kept, p_s.shape[-1]).bool()
+        pt_s, pt_t = p_s[target], p_t[target]
+        tckd = kl64(torch.stack([pt_t, 1 - pt_t], -1), torch.stack([pt_s, 1 - pt_s], -1))
+        others_s = p_s[~target].view(len(kept), -1) / (1 - pt_s)[:, None]
+        others_t = p_t[~target].view(len(kept), -1) / (1 - pt_t)[:, None]
+        per_row[keep] = alpha * tckd + beta * kl64(others_t, others_s)
+    return (per_row * temperature**2).mean()
 
 
 def dist_reference(student, teacher, temperature, beta, gamma):
@@ -111,14 +114,35 @@ def test_dkd_with_identity_weights_equals_kl(batch, classes, temperature):
         torch.testing.assert_close(dkd, kl, rtol=1e-4, atol=1e-5)
 
 
-def test_dkd_excludes_ignored_rows_and_needs_labels():
+def test_dkd_gives_rows_without_a_label_the_plain_kd_part():
     student, teacher = random_logits(4, 5)
+    student.requires_grad_(True)
     labels = torch.tensor([1, -100, 3, -100])
-    kept = dkd_loss(student[[0, 2]], teacher[[0, 2]], 2.0, labels[[0, 2]])
-    torch.testing.assert_close(dkd_loss(student, teacher, 2.0, labels), kept)
-    assert dkd_loss(student, teacher, 2.0, torch.full((4,), -100)).item() == 0.0
-    with pytest.raises(ValueError, match="dkd.*needs `labels`"):
-        dkd_loss(student, teacher, 2.0, None)
+    mixed = dkd_loss(student, teacher, 2.0, labels)
+    # each row counts once in the mean: DKD for the labelled rows, Hinton's KD for the others
+    labelled = dkd_loss(student[[0, 2]], teacher[[0, 2]], 2.0, labels[[0, 2]])
+    unlabelled = kl_divergence_loss(student[[1, 3]], teacher[[1, 3]], 2.0)
+    torch.testing.assert_close(mixed, (labelled + unlabelled) / 2)
+    # a batch whose labels are all -100, and one without labels (predict on a test set), train as KD: not 0
+    for none in (torch.full((4,), -100), None):
+        loss = dkd_loss(student, teacher, 2.0, none)
+        torch.testing.assert_close(loss, kl_divergence_loss(student, teacher, 2.0))
+        (grad,) = torch.autograd.grad(loss, student)
+        assert loss.item() > 0 and grad.abs().sum() > 0
+    # control: a labelled row is decoupled, not KD (beta=8 weighs NCKD far above KD's 1 - p_t)
+    assert not torch.allclose(labelled, kl_divergence_loss(student[[0, 2]], teacher[[0, 2]], 2.0))
+
+
+def test_dkd_is_the_same_in_accumulated_micro_batches_as_in_one_batch():
+    """Unevenly spread -100 labels: the mean of two micro-batches' losses equals the whole batch's, gradients too."""
+    student, teacher = random_logits(8, 6, seed=4)
+    labels = torch.tensor([0, 1, 2, 3, -100, -100, -100, 5])  # 4 labelled rows, then 1
+    whole = student.clone().requires_grad_(True)
+    (grad_whole,) = torch.autograd.grad(dkd_loss(whole, teacher, 2.0, labels), whole)
+    halves = student.clone().requires_grad_(True)
+    loss = sum(dkd_loss(halves[i : i + 4], teacher[i : i + 4], 2.0, labels[i : i + 4]) / 2 for i in (0, 4))
+    (grad_halves,) = torch.autograd.grad(loss, halves)
+    torch.testing.assert_close(grad_halves, grad_whole)
 
 
 @pytest.mark.parametrize("batch,classes", SHAPES)
@@ -197,3 +221,71 @@ def test_distillation_loss_passes_hyperparameters_to_the_loss():
     labels = torch.tensor([0, 1, 2, 3])
     out = distillation_loss(student, teacher, labels, alpha=0.0, temperature=2.0, loss="dkd", dkd_beta=0.0)
     torch.testing.assert_close(out.kd, dkd_loss(student, teacher, 2.0, labels, dkd_beta=0.0))
+
+
+# ---- through the trainer ----
+
+
+def _trainer(tmp_path, train, **overrides):
+    from hf_distill import DataCollatorForDistillation, DistillationTrainer
+    from tests.conftest import make_args, varied_bert
+
+    return DistillationTrainer(
+        model=varied_bert(seed=2),
+        args=make_args(tmp_path, **overrides),
+        teacher_model=varied_bert(seed=1),
+        train_dataset=train,
+        data_collator=DataCollatorForDistillation(),
+    )
+
+
+def test_dkd_with_gradient_accumulation_and_uneven_ignored_labels_matches_a_full_batch(tmp_path):
+    from tests.conftest import tiny_text_dataset
+
+    data = tiny_text_dataset(8).remove_columns("text")
+    uneven = data.map(lambda row, i: {"label": -100 if i in (0, 1, 2) else row["label"]}, with_indices=True)
+    logs = []
+    for bs, ga in [(8, 1), (4, 2), (2, 4)]:
+        trainer = _trainer(
+            tmp_path,
+            uneven,
+            distillation_loss="dkd",
+            per_device_train_batch_size=bs,
+            gradient_accumulation_steps=ga,
+            max_steps=1,
+            alpha=0.3,
+        )
+        trainer.train()
+        logs.append(trainer.state.log_history[0])
+    for accumulated in logs[1:]:
+        for key in ("loss", "grad_norm", "loss_ce", "loss_kd"):
+            assert accumulated[key] == pytest.approx(logs[0][key], rel=1e-4), key
+
+
+def test_dkd_trains_on_a_batch_whose_labels_are_all_ignored(tmp_path):
+    from tests.conftest import tiny_text_dataset
+
+    unlabelled = tiny_text_dataset(8).remove_columns("text").map(lambda _: {"label": -100})
+    trainer = _trainer(tmp_path, unlabelled, distillation_loss="dkd", alpha=0.0, max_steps=1)
+    before = [p.detach().clone() for p in trainer.model.parameters()]
+    trainer.train()
+    log = trainer.state.log_history[0]
+    assert log["loss_kd"] > 0 and log["grad_norm"] > 0
+    assert any(not torch.equal(a, b) for a, b in zip(before, trainer.model.parameters(), strict=True))
+
+
+@pytest.mark.parametrize("method", [{"distillation_loss": "dkd"}, {"teacher_correction": "swap"}])
+@pytest.mark.parametrize("alpha", [0.0, 0.5])
+def test_predict_on_an_unlabelled_test_set_with_label_methods_returns_predictions(tmp_path, method, alpha):
+    from tests.conftest import tiny_text_dataset
+
+    train = tiny_text_dataset(8).remove_columns("text")
+    trainer = _trainer(tmp_path, train, alpha=alpha, max_steps=1, **method)
+    trainer.train()
+    test = tiny_text_dataset(6, seed=3, labels=False).remove_columns("text")
+    output = trainer.predict(test)
+    assert output.predictions.shape == (6, 3) and np.isfinite(output.predictions).all()
+    # control: the same rows with labels are scored
+    labelled = trainer.predict(tiny_text_dataset(6, seed=3).remove_columns("text"))
+    np.testing.assert_allclose(labelled.predictions, output.predictions, rtol=1e-5, atol=1e-6)
+    assert "test_loss" in labelled.metrics

@@ -4,9 +4,11 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification
 
-from hf_distill import DataCollatorForDistillation
+from hf_distill import DataCollatorForDistillation, DistillationTrainer
 from hf_distill.pruning import PruningArguments, head_importance, load_pruned_model, prune_model, prune_student
-from tests.conftest import tiny_bert, tiny_text_dataset
+from hf_distill.teacher import load_teacher
+from hf_distill.text.students import create_student
+from tests.conftest import make_args, tiny_bert, tiny_text_dataset
 
 
 def batches(n_batches: int = 2, seed: int = 0):
@@ -116,3 +118,70 @@ def test_prune_student_reports_size_and_latency(model):
         PruningArguments(prune_ffn=1.0)
     with pytest.raises(ValueError, match="layers"):
         prune_model(model, head_importance(model, batches(1)), layers=3)
+
+
+@pytest.fixture
+def head_pruned(model, tmp_path):
+    """A head-pruned classifier saved to a folder, and its logits on a batch."""
+    batch = batches(1)[0]
+    pruned = prune_model(model, head_importance(model, [batch]), heads=0.5).eval()
+    pruned.save_pretrained(tmp_path / "pruned")
+    with torch.no_grad():
+        logits = pruned(**model_inputs(batch)).logits
+    return str(tmp_path / "pruned"), batch, logits
+
+
+def test_a_head_pruned_model_loads_wherever_the_library_loads_a_model(head_pruned, model, tmp_path):
+    path, batch, logits = head_pruned
+    with pytest.raises(
+        RuntimeError, match="ignore_mismatched_sizes"
+    ):  # the Auto classes cannot rebuild it (transformers 5)
+        AutoModelForSequenceClassification.from_pretrained(path)
+    teacher = load_teacher(path)  # teachers, `hf-distill compare` models
+    assert not teacher.training and not any(p.requires_grad for p in teacher.parameters())
+    with torch.no_grad():
+        torch.testing.assert_close(teacher(**model_inputs(batch)).logits, logits)
+    trainer = DistillationTrainer(
+        model=tiny_bert(seed=4, layers=3, hidden=32),
+        args=make_args(tmp_path),
+        teacher_model=path,  # as --teacher_model_name_or_path
+        train_dataset=tiny_text_dataset(8).remove_columns("text"),
+        data_collator=DataCollatorForDistillation(),
+    )
+    trainer.train()
+    assert trainer.teacher_model.bert.encoder.layer[0].attention.self.query.out_features == 16
+    student = create_student("pretrained", model, name_or_path=path)  # a pruned student trained further
+    with torch.no_grad():
+        torch.testing.assert_close(student(**model_inputs(batch)).logits, logits)
+    with pytest.raises(ValueError, match="head-pruned.*labels"):
+        create_student("pretrained", model, name_or_path=path, labels=["a", "b", "c"])
+    # control: an unpruned folder still loads through the Auto class
+    model.save_pretrained(tmp_path / "full")
+    assert load_teacher(str(tmp_path / "full")).num_parameters() == model.num_parameters()
+
+
+def test_load_pruned_model_reads_sharded_weights_and_a_dtype(head_pruned, tmp_path):
+    path, batch, logits = head_pruned
+    load_pruned_model(path).save_pretrained(tmp_path / "sharded", max_shard_size="20KB")
+    assert (tmp_path / "sharded" / "model.safetensors.index.json").is_file()
+    reloaded = load_pruned_model(tmp_path / "sharded", dtype=torch.float64)
+    assert reloaded.dtype == torch.float64
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(**model_inputs(batch)).logits.float(), logits)
+
+
+def test_latency_uses_the_shared_timer_and_restores_the_training_mode(model):
+    import time
+
+    from hf_distill.pruning import latency_ms
+
+    class Slow(torch.nn.Module):
+        def forward(self, **inputs):
+            time.sleep(0.004)
+            return model(**inputs)
+
+    slow = Slow().train()
+    model.train()
+    latency = latency_ms({"fast": model, "slow": slow}, batches(1)[0], seconds=0.1)
+    assert 4.0 <= latency["slow"] and latency["fast"] < latency["slow"]
+    assert model.training and slow.training

@@ -152,3 +152,31 @@ def test_peft_recipe_self_distils_from_the_frozen_base(assets):
     assert steps[0]["loss_kd"] < 1e-6  # LoRA starts as the identity: the student equals its base, the teacher
     assert steps[-1]["loss_kd"] > 0  # then the adapter moves away from the base
     assert "self_distillation" in (assets / "lora-self" / "README.md").read_text()
+
+
+def test_predict_results_follow_the_datasets_row_order_under_length_grouping(tmp_path):
+    import numpy as np
+    import torch
+
+    from hf_distill import DataCollatorForDistillation, DistillationTrainer
+    from hf_distill.workflow.publish import PREDICTIONS_FILE, write_predictions
+    from tests.conftest import make_args, tiny_text_dataset, varied_bert
+
+    test = tiny_text_dataset(24, seed=7, labels=False).remove_columns("text")  # rows of 3 to 11 tokens
+    model = varied_bert(seed=5)
+    trainer = DistillationTrainer(
+        model=model,
+        args=make_args(tmp_path, train_sampling_strategy="group_by_length", per_device_eval_batch_size=4, alpha=0.0),
+        teacher_model=varied_bert(seed=6),
+        data_collator=DataCollatorForDistillation(),
+    )
+    write_predictions(trainer, test)
+    lines = (Path(trainer.args.output_dir) / PREDICTIONS_FILE).read_text().splitlines()[1:]
+    with torch.no_grad():
+        expected = [LABELS[int(model(input_ids=torch.tensor([row["input_ids"]])).logits.argmax())] for row in test]
+    assert [line.split("\t") for line in lines] == [[str(i), name] for i, name in enumerate(expected)]
+    assert trainer.args.train_sampling_strategy == "group_by_length"  # training keeps its sampler
+    # control: the trainer's own predict follows the length-grouped order, which is not the rows' order
+    grouped = trainer.predict(test).predictions.argmax(-1)
+    assert [LABELS[c] for c in grouped] != expected and len(set(expected)) > 1
+    assert np.isin(grouped, range(3)).all()

@@ -415,3 +415,22 @@ def test_two_stage_trains_only_the_resnet_classifier_in_stage_1(tmp_path):
     assert all(not torch.equal(states.states[1][k], initial[k]) for k in statistics)
     changed = {k for k in weights if not torch.equal(states.states[2][k], initial[k])}
     assert "embedder.embedder.convolution.weight" in changed and len(changed) > len(weights) // 2
+
+
+def test_k_view_transform_with_remove_unused_columns_names_it(tmp_path):
+    data = image_dataset(8)
+    train = precompute_teacher_views(tiny_resnet(), data, teacher_format=TEACHER, augment=AUGMENT, num_views=2)
+    train.set_transform(DistillationImageTransform(student=STUDENT, augment=AUGMENT))
+    trainer = DistillationTrainer(
+        model=tiny_vit(),
+        args=make_args(tmp_path, max_steps=1, remove_unused_columns=True),
+        train_dataset=train,
+        data_collator=DataCollatorForDistillation(),
+    )
+    with pytest.raises(ValueError, match=r"no image column 'image'.*remove_unused_columns=False"):
+        trainer.train()
+    assert trainer.state.global_step == 0
+    # control: a misnamed image column is still named
+    renamed = train.rename_column("image", "picture")
+    with pytest.raises(ValueError, match=r"no image column 'image'.*image_column="):
+        renamed[:2]

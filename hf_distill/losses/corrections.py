@@ -22,14 +22,13 @@ def swap_teacher_mistakes(teacher_logits: torch.Tensor, labels: torch.Tensor | N
     exactly the confidence it had in its wrong answer, and its "dark knowledge" about every other class is untouched
     (the wrong class now gets the true class's old logit). Rejected alternatives: replacing mistaken rows with one-hot
     labels throws away all dark knowledge on exactly the hard examples; raising the true logit by a margin changes the
-    row's scale (its entropy) and needs a margin hyperparameter. Rows labelled ``-100`` are left as they are.
+    row's scale (its entropy) and needs a margin hyperparameter. Rows without a label (``-100``, or ``labels=None``:
+    an unlabelled batch, e.g. ``predict`` on a test set without labels) have nothing to correct and are left as they
+    are.
     """
-    if labels is None:
-        raise ValueError(
-            "teacher_correction='swap' corrects the teacher where it disagrees with the label, but the batch has no "
-            "`labels`. Add a label column or drop --teacher_correction."
-        )
     logits = teacher_logits.float()
+    if labels is None:
+        return logits
     labels = labels.view(-1)
     top = logits.argmax(-1)
     wrong = (top != labels) & (labels != IGNORE_INDEX)

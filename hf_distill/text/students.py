@@ -7,7 +7,9 @@ import re
 from typing import Any
 
 import torch
-from transformers import AutoModelForSequenceClassification, PretrainedConfig, PreTrainedModel
+from transformers import AutoConfig, AutoModelForSequenceClassification, PretrainedConfig, PreTrainedModel
+
+from ..pruning import load_pruned_model, pruned_heads
 
 STUDENT_INITS = ("teacher_layers", "random", "pretrained")
 
@@ -151,6 +153,8 @@ def create_student(
         if name_or_path is None:
             raise ValueError("student_init='pretrained' needs --student_model_name_or_path.")
         labels = labels or [teacher.config.id2label[i] for i in range(teacher.config.num_labels)]
+        if pruned_heads(AutoConfig.from_pretrained(name_or_path, **from_pretrained_kwargs)):
+            return _pruned_student(name_or_path, labels, layers, num_layers, **from_pretrained_kwargs)
         model = AutoModelForSequenceClassification.from_pretrained(
             name_or_path,
             num_labels=len(labels),
@@ -163,3 +167,24 @@ def create_student(
             return model
         return student_from_teacher(model, layers=layers, num_layers=num_layers)
     raise ValueError(f"student_init must be one of {STUDENT_INITS}, got {init!r}.")
+
+
+def _pruned_student(
+    name_or_path: str, labels: list[str], layers: list[int] | None, num_layers: int | None, **from_pretrained_kwargs
+) -> PreTrainedModel:
+    """A head-pruned classifier as the student (:func:`~hf_distill.pruning.load_pruned_model`; ``from_pretrained``
+    with ``ignore_mismatched_sizes`` would re-initialise its pruned attention). It keeps its trained head, so its
+    labels must be the task's, and its layers are its own."""
+    model = load_pruned_model(name_or_path, **from_pretrained_kwargs)
+    own = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    if own != list(labels):
+        raise ValueError(
+            f"{name_or_path!r} is head-pruned and keeps its trained classifier, whose labels {own} are not the "
+            f"task's {list(labels)}. Prune a model trained on these labels."
+        )
+    if layers is not None or num_layers is not None:
+        raise ValueError(
+            f"{name_or_path!r} is head-pruned: it cannot be cut to other layers. Drop --student_layers / "
+            "--student_num_layers, or prune whole layers with --prune_layers."
+        )
+    return model

@@ -11,13 +11,10 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from datasets import Dataset, DatasetDict, Features, List, Value
-from datasets.fingerprint import Hasher
+from datasets import Dataset, DatasetDict, List, Value
 from transformers import PreTrainedModel
 
-from ..precompute import TeacherRunner, check_storage_options, teacher_runner
-from ..provenance import TeacherLogitsInfo, write_logits_info
-from ..teacher import model_name
+from ..precompute import TeacherRunner, check_storage_options, teacher_runner, write_teacher_columns
 from .augment import VIEW_SIZE, RandomResizedCropFlip, crop_view, identity_view, to_pil
 from .processing import PixelFormat
 from .transforms import VIEWS_COLUMN
@@ -122,35 +119,21 @@ def _precompute_split(
         }
 
     key = [teacher_format, augment, num_views, image_column, column, views_column, seed, dtype]
-    fingerprint = Hasher.hash([dataset._fingerprint, runner.cache_key(), *map(repr, key)])
-    features = Features(
-        {
-            **dataset.features,
-            views_column: List(List(Value("int32"), length=VIEW_SIZE), length=num_views),
-            column: List(List(Value(dtype), length=num_labels), length=num_views),
-        }
-    )
-    result = dataset.with_format("numpy").map(
+    new_columns = {
+        views_column: List(List(Value("int32"), length=VIEW_SIZE), length=num_views),
+        column: List(List(Value(dtype), length=num_labels), length=num_views),
+    }
+    return write_teacher_columns(
+        runner,
+        dataset,
         add_views,
-        batched=True,
-        batch_size=batch_size,
-        with_indices=True,
+        new_columns=new_columns,
         input_columns=[image_column],
-        features=features,
-        new_fingerprint=fingerprint,
-        load_from_cache_file=load_from_cache_file,
-        desc=f"Teacher logits of {num_views} view(s) ({model_name(runner.teacher)})",
-    )
-    fmt = dataset.format
-    result = result.with_format(
-        fmt["type"], [*fmt["columns"], views_column, column], fmt["output_all_columns"], **fmt["format_kwargs"]
-    )
-    info = TeacherLogitsInfo(
-        teacher=model_name(runner.teacher),
-        labels=runner.labels,
+        batch_size=batch_size,
+        key=[repr(value) for value in key],
+        column=column,
         dtype=dtype,
-        teacher_fingerprint=runner.fingerprint,
-        teacher_parameters=sum(p.numel() for p in runner.teacher.parameters()),
+        load_from_cache_file=load_from_cache_file,
+        with_indices=True,
+        desc=f"Teacher logits of {num_views} view(s)",
     )
-    write_logits_info(result, column, info)
-    return result

@@ -50,8 +50,10 @@ class DistillationImageTransform:
     def __call__(self, batch: dict[str, list]) -> dict[str, list]:
         if self.image_column not in batch:
             raise ValueError(
-                f"The dataset has no image column {self.image_column!r} (its columns: {list(batch)}). "
-                "Pass image_column=... (the recipe's --image_column_name)."
+                f"The batch has no image column {self.image_column!r} (its columns: {list(batch)}). If the dataset "
+                "has it, the Trainer dropped it before this transform: train with remove_unused_columns=False "
+                "(--remove_unused_columns false), since the transform needs the raw images. Else pass "
+                "image_column=... (the recipe's --image_column_name)."
             )
         generator = self._generator()
         images = [to_pil(image) for image in batch[self.image_column]]
