@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Distil a text classifier into a smaller student, in the shape of transformers' run_glue.py.
+r"""Distil a text classifier into a smaller student, in the shape of transformers' run_glue.py.
 
     accelerate launch recipes/text_classification.py --teacher_model_name_or_path teacher/checkpoint-500 \
         --dataset_name glue --dataset_config_name sst2 --text_columns sentence \
@@ -20,9 +20,10 @@ student's architecture). See docs/methods.md.
 from __future__ import annotations
 
 import logging
+import sys
 from dataclasses import dataclass, field
 
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, HfArgumentParser, set_seed
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, set_seed
 
 from hf_distill import (
     DataCollatorForDistillation,
@@ -36,7 +37,8 @@ from hf_distill.pruning import PruningArguments, prune_student
 from hf_distill.teacher import load_classifier
 from hf_distill.text.data import TextDataArguments, label_list, tokenize_for_distillation
 from hf_distill.text.students import STUDENT_INITS, create_student
-from hf_distill.workflow.arguments import ModelLoadingArguments, parse_arguments, setup_logging
+from hf_distill.workflow.arguments import ModelLoadingArguments, RecipeArgumentParser, parse_arguments, setup_logging
+from hf_distill.workflow.console import run_reporting_errors
 from hf_distill.workflow.hub import check_hub_access
 from hf_distill.workflow.peft import PeftArguments
 from hf_distill.workflow.publish import train_evaluate_publish
@@ -69,7 +71,7 @@ class StudentArguments:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = HfArgumentParser(
+    parser = RecipeArgumentParser(
         (
             StudentArguments,
             ModelLoadingArguments,
@@ -77,7 +79,16 @@ def main(argv: list[str] | None = None) -> dict:
             TextDataArguments,
             PruningArguments,
             DistillationTrainingArguments,
-        )
+        ),
+        description=__doc__,
+        groups={
+            StudentArguments: "student",
+            ModelLoadingArguments: "Hub",
+            PeftArguments: "student",
+            TextDataArguments: "data",
+            PruningArguments: "student",
+            DistillationTrainingArguments: "distillation method",
+        },
     )
     model_args, loading, peft_args, data_args, pruning_args, training_args = parse_arguments(parser, argv)
     setup_logging(training_args)
@@ -197,4 +208,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_reporting_errors(main))
