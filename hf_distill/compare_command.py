@@ -17,10 +17,11 @@ from transformers import AutoTokenizer, HfArgumentParser, PreTrainedModel
 
 from .compare import BACKENDS, compare_models
 from .data_collator import DataCollatorForDistillation
+from .model_card import record_comparison
 from .onnx_export import QUANTIZATION_MODES
 from .teacher import auto_class_for, load_teacher, unwrap
 from .text.data import FILE_BUILDERS, TWEET_SENTIMENT, load_text_dataset
-from .workflow.arguments import parse_arguments
+from .workflow.arguments import RUN_CLASSIFICATION_ALIASES, RecipeArgumentParser, parse_arguments
 
 PREFERRED_SPLITS = ("validation", "test")
 IMAGE_DATASETS = ("fashion_mnist", "sklearn_digits", "imagefolder")
@@ -95,12 +96,24 @@ class CompareArguments:
     no_plot: bool = field(default=False, metadata={"help": "Skip the PNG (no matplotlib needed)."})
 
 
+COMPARE_DESCRIPTION = """Teacher vs. students: accuracy (with bootstrap intervals), macro-F1, agreement, KL, ECE, size,
+latency and throughput, in PyTorch and ONNX Runtime; writes JSON, markdown and a PNG plot, and adds each local
+student's rows to its model card (README.md).
+
+    hf-distill compare --teacher_model_name_or_path outputs/demo/teacher \\
+        --student_model_name_or_path distilled=outputs/demo/seed1/student ce_only=outputs/demo/seed1/student_ce \\
+        --dataset_name tweet_sentiment --eval_split test --output_dir outputs/demo/comparison
+"""
+
+
 def compare_parser() -> HfArgumentParser:
-    return HfArgumentParser(
+    return RecipeArgumentParser(
         (CompareModelArguments, CompareDataArguments, CompareArguments),
         prog="hf-distill compare",
-        description="Teacher vs. students: accuracy (with bootstrap intervals), macro-F1, agreement, KL, ECE, size, "
-        "latency and throughput, in PyTorch and ONNX Runtime; writes JSON, markdown and a PNG plot.",
+        usage="%(prog)s --teacher_model_name_or_path T --student_model_name_or_path S [NAME=S ...] [--flag value ...]",
+        description=COMPARE_DESCRIPTION,
+        groups={CompareModelArguments: "models", CompareDataArguments: "data", CompareArguments: "measurement"},
+        aliases={k: v for k, v in RUN_CLASSIFICATION_ALIASES.items() if k != "student_model_name_or_path"},
     )
 
 
@@ -143,12 +156,15 @@ def compare_command(argv: list[str]) -> int:
     report.to_json(output / "comparison.json")
     markdown = report.to_markdown()
     (output / "comparison.md").write_text(markdown, encoding="utf-8")
-    written = ["comparison.json", "comparison.md"]
+    written = [output / "comparison.json", output / "comparison.md"]
     if not run.no_plot:
-        report.plot(output / "comparison.png")
-        written.append("comparison.png")
+        written.append(report.plot(output / "comparison.png"))
+    for spec in models.student_model_name_or_path:  # a local student's model card gets its own rows
+        name, path = _split_spec(spec)
+        if record_comparison(Path(path) / "README.md", report, name):
+            written.append(Path(path) / "README.md")
     print(markdown)
-    print(f"Wrote {', '.join(str(output / name) for name in written)}")
+    print(f"Wrote {', '.join(str(path) for path in written)}")
     return 0
 
 

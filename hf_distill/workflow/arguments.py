@@ -62,7 +62,8 @@ RUN_CLASSIFICATION_ALIASES = {
 # can explain itself.
 REFUSED_TRAINING_FIELDS = ("label_names", "use_liger_kernel")
 HIDDEN_TRAINING_FIELDS = (*REFUSED_TRAINING_FIELDS, "liger_kernel_config")
-GROUP_DESCRIPTIONS = {
+GROUP_DESCRIPTIONS = {  # in the order --help shows them
+    "models": "The teacher and the students to compare.",
     "data": "What to train and evaluate on, and how it is tokenized or transformed.",
     "teacher": "The model being fine-tuned as a teacher.",
     "student": "The teacher(s) and how the student is built (copied layers, a config, a pretrained model, LoRA, "
@@ -70,6 +71,7 @@ GROUP_DESCRIPTIONS = {
     "distillation method": "The loss and its settings (docs/methods.md): alpha weighs the labels, 1 - alpha the "
     "teacher.",
     "training": "transformers.TrainingArguments, as in any Trainer script.",
+    "measurement": "How quality and speed are measured, and where the report goes.",
     "Hub": "Loading from and pushing to the Hugging Face Hub.",
 }
 
@@ -124,10 +126,11 @@ class RecipeArgumentParser(HfArgumentParser):
 
     def _argument_group(self, name: str) -> argparse._ArgumentGroup:
         if not hasattr(self, "_named_groups"):  # created in a fixed order, whatever the dataclasses' order
+            used = set(self._groups.values())
+            if any(issubclass(dtype, TrainingArguments) for dtype in self.dataclass_types):
+                used |= {"training", "Hub"}
             self._named_groups = {
-                n: self.add_argument_group(n, GROUP_DESCRIPTIONS[n])
-                for n in GROUP_DESCRIPTIONS
-                if n in {*self._groups.values(), "training", "Hub"}
+                n: self.add_argument_group(n, GROUP_DESCRIPTIONS[n]) for n in GROUP_DESCRIPTIONS if n in used
             }
         if name not in self._named_groups:
             self._named_groups[name] = self.add_argument_group(name, GROUP_DESCRIPTIONS.get(name))
