@@ -152,6 +152,7 @@ def compare_command(argv: list[str]) -> int:
         onnx_dir=run.onnx_dir or output / "onnx",
         bootstrap_resamples=run.bootstrap_resamples,
     )
+    report.settings["dataset"] = _dataset_label(data)  # named in the plot's title
     output.mkdir(parents=True, exist_ok=True)
     report.to_json(output / "comparison.json")
     markdown = report.to_markdown()
@@ -166,6 +167,15 @@ def compare_command(argv: list[str]) -> int:
     print(markdown)
     print(f"Wrote {', '.join(str(path) for path in written)}")
     return 0
+
+
+def _dataset_label(data: CompareDataArguments) -> str | None:
+    """``tweet_sentiment, test split``: the evaluation set as the plot names it (a local path by its last part)."""
+    source = data.dataset_name or data.validation_file or data.validation_dir
+    if source is None:
+        return None
+    name = Path(source.rstrip("/")).name if Path(source).exists() else source
+    return f"{name}, {data.eval_split} split" if data.eval_split else name
 
 
 def _split_spec(spec: str) -> tuple[str, str]:
