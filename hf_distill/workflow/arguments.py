@@ -184,8 +184,8 @@ def parse_arguments(parser: HfArgumentParser, argv: Sequence[str] | None = None)
 
     An unknown flag or config key raises naming the closest known one. Numbers written as strings in a config file
     (PyYAML reads ``5e-1`` as one) are converted for number fields, and refused with the field's name when they are
-    not numbers. Training arguments with none of ``do_train``, ``do_eval``, ``do_predict`` are refused (nothing to
-    do); otherwise their ``resume_from_checkpoint`` is set for a rerun on an existing ``output_dir`` (see
+    not numbers. A recipe's training arguments (:class:`RecipeArgumentParser`) with none of ``do_train``,
+    ``do_eval``, ``do_predict`` are refused (nothing to do). The training arguments' ``resume_from_checkpoint`` is set for a rerun on an existing ``output_dir`` (see
     :func:`~hf_distill.workflow.checkpoints.resolve_checkpoint`).
     """
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -200,7 +200,8 @@ def parse_arguments(parser: HfArgumentParser, argv: Sequence[str] | None = None)
             raise ValueError(_unknown_flags_message(parser, unused))
     for output in outputs:
         if isinstance(output, TrainingArguments):
-            if not (output.do_train or output.do_eval or output.do_predict):
+            nothing_to_do = not (output.do_train or output.do_eval or output.do_predict)
+            if nothing_to_do and isinstance(parser, RecipeArgumentParser):
                 raise ValueError(
                     "Nothing to do: pass --do_train, --do_eval and/or --do_predict (as in transformers' example "
                     "scripts); --eval_strategy other than 'no' also turns on --do_eval."
