@@ -281,14 +281,15 @@ def command_line(argv: list[str] | None = None, ignored: tuple[str, ...] = ()) -
 
 def portable_path(value: str) -> str:
     """An absolute path as it reads on another machine: an installed script by its name, a path inside the working
-    directory relative to it, ``<site-packages>/...`` inside an installed package, ``~/...`` inside the home
-    folder; anything else unchanged."""
+    directory relative to it, ``<site-packages>/...`` inside an installed package, a path inside the hf_distill
+    checkout relative to its root (``recipes/...``), ``~/...`` inside the home folder; anything else unchanged."""
     if not os.path.isabs(value):
         return value
     path = os.path.normpath(value)
     site_packages = {os.path.normpath(sysconfig.get_paths()[key]) for key in ("purelib", "platlib")}
     anchors = [(sysconfig.get_paths()["scripts"], ""), (os.getcwd(), "")]  # an installed script: its name
     anchors += [(root, "<site-packages>") for root in site_packages]
+    anchors.append((str(Path(__file__).resolve().parents[1]), ""))  # a source checkout: its recipes/, outputs/, ...
     anchors.append((os.path.expanduser("~"), "~"))
     for root, prefix in anchors:
         if path == root or path.startswith(root.rstrip(os.sep) + os.sep):

@@ -181,3 +181,15 @@ def test_console_errors_are_one_line_unless_asked(tmp_path, monkeypatch, capsys)
     monkeypatch.setenv("HF_DISTILL_TRACEBACK", "1")
     with pytest.raises(ValueError):
         main()
+
+
+def test_traceback_is_asked_for_by_environment_or_debug_log_level(monkeypatch):
+    from hf_distill.workflow.console import wants_traceback
+
+    monkeypatch.delenv("HF_DISTILL_TRACEBACK", raising=False)
+    assert not wants_traceback(["--log_level", "info", "--alpha", "0.5"])
+    assert wants_traceback(["--log_level", "debug"]) and wants_traceback(["--log_level=debug"])
+    monkeypatch.setenv("HF_DISTILL_TRACEBACK", "0")
+    assert not wants_traceback([])
+    monkeypatch.setenv("HF_DISTILL_TRACEBACK", "1")
+    assert wants_traceback([])

@@ -234,3 +234,18 @@ def test_recipe_help_starts_with_description_example_and_first_group_and_errors_
     assert proc.stderr.splitlines()[0].startswith("text_classification.py: error: Nothing to do: pass --do_train")
     proc = subprocess.run([*recipe, *flags], env={**env, "HF_DISTILL_TRACEBACK": "1"}, capture_output=True, text=True)
     assert proc.returncode == 1 and "Traceback" in proc.stderr
+
+
+def test_recipe_card_names_copied_layers_and_drops_an_unused_student_flag(assets, caplog, monkeypatch):
+    monkeypatch.chdir(assets)
+    flags = common_flags(assets, "layers") + ["--student_layers", "0,1"]
+    flags += ["--student_model_name_or_path", str(assets / "student_base")]  # not used by teacher_layers
+    monkeypatch.setattr(sys, "argv", [str(ROOT / "recipes" / "text_classification.py"), *flags])
+    with caplog.at_level("WARNING"):
+        load_recipe("text_classification").main(flags)
+    assert "does not use --student_model_name_or_path: ignored" in caplog.text
+    card = (assets / "layers" / "README.md").read_text()
+    assert "copies of the teacher's layers 0, 1" in " ".join(card.split())
+    command = card.split("## How to reproduce")[1].split("```bash\n")[1].split("```")[0]
+    assert "--student_model_name_or_path" not in command and "--student_layers 0,1" in command
+    assert str(assets) not in command and str(ROOT) not in command  # no absolute path

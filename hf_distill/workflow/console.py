@@ -23,8 +23,7 @@ def wants_traceback(argv: Sequence[str]) -> bool:
     if os.environ.get(TRACEBACK_VARIABLE, "").strip().lower() not in ("", "0", "false", "no"):
         return True
     argv = list(argv)
-    pairs = zip(argv, [*argv[1:], ""], strict=True)
-    return any(a == "--log_level=debug" or (a == "--log_level" and b == "debug") for a, b in pairs)
+    return any(a == "--log_level=debug" or argv[i : i + 2] == ["--log_level", "debug"] for i, a in enumerate(argv))
 
 
 def run_reporting_errors(main: Callable[[], Any], argv: Sequence[str] | None = None, prog: str | None = None) -> int:
