@@ -55,5 +55,5 @@ test-slow: install-examples install-image-data
 	$(BIN)/python -m pytest -q -m slow -p no:cacheprovider
 
 lint: install
-	$(BIN)/ruff check hf_distill recipes tests benchmarks
-	$(BIN)/ruff format --check hf_distill recipes tests benchmarks
+	$(BIN)/ruff check hf_distill recipes tests benchmarks examples
+	$(BIN)/ruff format --check hf_distill recipes tests benchmarks examples
