@@ -23,7 +23,7 @@ torch.manual_seed(0)
 train = Dataset.from_dict({"input_ids": torch.randint(5, 100, (64, 12)).tolist(), "label": [0, 1] * 32})
 
 args = DistillationTrainingArguments(
-    output_dir="out/in_batch",
+    output_dir="outputs/examples/in_batch",
     alpha=0.5,
     temperature=2.0,
     num_train_epochs=1,

@@ -31,7 +31,7 @@ train = precompute_teacher_logits(teacher, train, dtype="float16")  # adds "teac
 print(read_logits_info(train, "teacher_logits"))  # teacher, label order, dtype: checked against the student
 
 args = DistillationTrainingArguments(
-    output_dir="out/precomputed",
+    output_dir="outputs/examples/precomputed",
     alpha=0.5,
     temperature=2.0,
     num_train_epochs=1,

@@ -1,30 +1,70 @@
-"""hf_distill: knowledge distillation of classification transformers on the Hugging Face Trainer."""
+"""hf_distill: knowledge distillation of classification transformers on the Hugging Face Trainer.
 
-from .compare import ComparisonReport, ModelResult, compare_models
-from .data_collator import DataCollatorForDistillation
-from .labels import label_names, teacher_to_student_permutation
-from .losses import available_losses, distillation_loss, get_loss, register_loss
-from .precompute import precompute_teacher_logits
-from .provenance import TeacherLogitsInfo, read_logits_info
-from .trainer import DistillationTrainer
-from .training_args import DistillationTrainingArguments
+The public names below are imported on first use (PEP 562), so that ``hf-distill --help`` and the recipes' ``--help``
+answer without loading torch and transformers first.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
+# Public name -> the submodule that defines it.
+_EXPORTS = {
+    "ComparisonReport": "compare",
+    "ModelResult": "compare",
+    "compare_models": "compare",
+    "DataCollatorForDistillation": "data_collator",
+    "label_names": "labels",
+    "teacher_to_student_permutation": "labels",
+    "available_losses": "losses",
+    "distillation_loss": "losses",
+    "get_loss": "losses",
+    "register_loss": "losses",
+    "precompute_teacher_logits": "precompute",
+    "TeacherLogitsInfo": "provenance",
+    "read_logits_info": "provenance",
+    "DistillationTrainer": "trainer",
+    "DistillationTrainingArguments": "training_args",
+}
 __all__ = [
     "ComparisonReport",
     "DataCollatorForDistillation",
     "DistillationTrainer",
     "DistillationTrainingArguments",
+    "ModelResult",
     "TeacherLogitsInfo",
     "available_losses",
+    "compare_models",
     "distillation_loss",
     "get_loss",
-    "ModelResult",
-    "compare_models",
     "label_names",
     "precompute_teacher_logits",
     "read_logits_info",
     "register_loss",
     "teacher_to_student_permutation",
 ]
+
+if TYPE_CHECKING:
+    from .compare import ComparisonReport, ModelResult, compare_models
+    from .data_collator import DataCollatorForDistillation
+    from .labels import label_names, teacher_to_student_permutation
+    from .losses import available_losses, distillation_loss, get_loss, register_loss
+    from .precompute import precompute_teacher_logits
+    from .provenance import TeacherLogitsInfo, read_logits_info
+    from .trainer import DistillationTrainer
+    from .training_args import DistillationTrainingArguments
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])

@@ -6,11 +6,13 @@ does not know the trainer.
 
 from __future__ import annotations
 
-import dataclasses
 import importlib.metadata
+import logging
+import os
 import re
 import shlex
 import sys
+import sysconfig
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +23,6 @@ from transformers import (
     AutoModelForAudioClassification,
     AutoModelForImageClassification,
     AutoModelForSequenceClassification,
-    TrainingArguments,
 )
 from transformers.modelcard import TrainingSummary, make_markdown_table
 
@@ -29,7 +30,9 @@ from .compare import ComparisonReport
 from .labels import label_names
 from .losses import get_loss
 from .teacher import auto_class_for, unwrap
-from .training_args import METHOD_FIELDS, DistillationTrainingArguments
+from .training_args import DistillationTrainingArguments
+
+logger = logging.getLogger(__name__)
 
 TEMPLATE_PATH = Path(__file__).parent / "model_cards" / "distilled_model_card.md"
 TAGS = ["knowledge-distillation", "hf_distill"]
@@ -48,6 +51,8 @@ MODEL_INDEX_METRICS = [
 EVAL_SPLITS = {"test": "test", "eval": "validation"}
 _SKIPPED_EVAL_KEYS = ("runtime", "samples_per_second", "steps_per_second", "model_preparation_time")
 _SECRET_ARG = re.compile(r"^--?[\w-]*token(=.*)?$")
+# The card's section that `hf-distill compare` rewrites with its measurement of the student.
+COMPARISON_START, COMPARISON_END = "<!-- teacher-vs-student -->", "<!-- /teacher-vs-student -->"
 
 
 @dataclass
@@ -57,7 +62,8 @@ class StudentRun:
     ``summary`` is transformers' `TrainingSummary` of the run (names, datasets, hyperparameters, results table);
     ``repo`` is where users load the student from (the Hub id when pushed, else the output folder); ``method`` holds
     settings of the method beyond `DistillationTrainingArguments` (cached views, augmentation, schedules, ...), each
-    shown in the card and its ``distillation`` metadata; ``method_description`` is a paragraph on the method.
+    shown in the card and its ``distillation`` metadata (a ``teacher_layers`` entry, the teacher layers copied into
+    the student, is also named in the card's first paragraph); ``method_description`` is a paragraph on the method.
     """
 
     summary: TrainingSummary
@@ -93,7 +99,9 @@ def distillation_model_card(
     if isinstance(comparison, str):
         comparison = ComparisonReport.from_json(comparison)
 
-    settings = {**distillation_settings(args), **run.method}
+    ce_only = trained_with_ce_alone(args)
+    method = {"alpha": args.alpha} if ce_only else distillation_settings(args)  # CE alone: no loss settings apply
+    settings = {**method, **{k: v for k, v in run.method.items() if v is not None}}
     teacher_id = _hub_id(run.teacher)
     tag_list = _unique([*(_as_list(summary.tags)), *TAGS, *(["peft", peft_type.lower()] if peft_type else [])])
     card_data = ModelCardData(
@@ -124,27 +132,52 @@ def distillation_model_card(
         loss_description=(get_loss(args.distillation_loss).__doc__ or "").strip().splitlines()[0],
         method_description=run.method_description,
         distillation_settings={"teacher": run.teacher, **settings},
+        ce_only=ce_only,
+        copied_layers=_as_text(run.method.get("teacher_layers")),
         teacher_logits_source=run.teacher_logits_source,
         hyperparameters=summary.hyperparameters,
         training_results=make_markdown_table(summary.eval_lines) if summary.eval_lines else "",
         usage=_usage(run.repo, student, task, summary.finetuned_from),
-        reproduce_command=reproduce_command or _command_line(),
+        reproduce_command=reproduce_command or command_line(),
         framework_versions=_framework_versions(peft_type),
     )
 
 
 def distillation_settings(args: DistillationTrainingArguments) -> dict[str, Any]:
-    """The method (:meth:`~hf_distill.DistillationTrainingArguments.method_summary`: loss, hyperparameters,
-    corrections, schedules) and the other fields DistillationTrainingArguments adds to TrainingArguments."""
-    skipped = {f.name for f in dataclasses.fields(TrainingArguments)} | set(METHOD_FIELDS)
-    return {
-        **args.method_summary(),
-        **{
-            f.name: getattr(args, f.name)
-            for f in dataclasses.fields(args)
-            if f.name not in skipped and f.init and not f.name.endswith("_token")
-        },
-    }
+    """The settings that shape the student: the method
+    (:meth:`~hf_distill.DistillationTrainingArguments.method_summary`: loss, hyperparameters, corrections,
+    schedules, teachers, intermediate layers), without unset ones. Housekeeping (output folders, column names,
+    compilation, ...) stays out; the training hyperparameters have their own list in the card."""
+    return {name: value for name, value in args.method_summary().items() if value is not None}
+
+
+def trained_with_ce_alone(args: DistillationTrainingArguments) -> bool:
+    """Whether the teacher took no part in the loss: ``alpha`` 1 throughout and no intermediate-layer loss (the
+    CE-only baseline of a distillation study)."""
+    return (
+        args.alpha == 1.0
+        and args.alpha_schedule == "constant"
+        and args.hidden_state_loss is None
+        and args.attention_loss is None
+    )
+
+
+def record_comparison(card_path: str | os.PathLike, report: ComparisonReport, student: str) -> bool:
+    """Put ``report``'s teacher row and ``student``'s rows (every backend) into the card at ``card_path``, in place
+    of its teacher-vs-student section; ``False`` (card untouched) when the file has no such section."""
+    path = Path(card_path)
+    text = path.read_text(encoding="utf-8") if path.is_file() else ""
+    if COMPARISON_START not in text or COMPARISON_END not in text:
+        return False
+    rows = [r for r in report.students if r.name == student or r.name.startswith(f"{student} (")]
+    if not rows:
+        raise ValueError(f"The comparison has no row named {student!r}: {[r.name for r in report.students]}.")
+    table = ComparisonReport([report.teacher, *rows], report.settings).to_markdown()
+    section = f"Measured with `hf-distill compare` (the student is the `{student}` row).\n\n{table}"
+    head, rest = text.split(COMPARISON_START, 1)
+    tail = rest.split(COMPARISON_END, 1)[1]
+    path.write_text(f"{head}{COMPARISON_START}\n{section}\n{COMPARISON_END}{tail}", encoding="utf-8")
+    return True
 
 
 def _latest_metrics(log_history: list[dict[str, Any]]) -> tuple[str | None, dict[str, float]]:
@@ -203,7 +236,8 @@ def _teacher_student_table(run: StudentRun, metrics: dict[str, float], compariso
     lines = ["| | Teacher | Student |", "|:---|---:|---:|", *(f"| {a} | {b} | {c} |" for a, b, c in rows)]
     note = (
         "\nQuality from the last evaluation. For latency, throughput, speed-up, size on disk, KL and calibration, run "
-        "`hf-distill compare` and pass its report as `comparison=` to `create_model_card` / `push_to_hub`."
+        "`hf-distill compare` on this folder (it writes its measurement here), or pass its report as `comparison=` to "
+        "`create_model_card` / `push_to_hub`."
     )
     return "\n".join(lines) + "\n" + note
 
@@ -223,19 +257,45 @@ def _usage(repo: str, student: Any, task: str, base_model: str | None) -> str:
     )
 
 
-def _command_line() -> str:
-    """This process's command line with any ``--*token`` argument (and its value) removed."""
-    kept, skip_next = [], False
-    for arg in sys.argv:
-        if skip_next:
-            skip_next = False
+def command_line(argv: list[str] | None = None, ignored: tuple[str, ...] = ()) -> str:
+    """``argv`` (default: this process's command line) as a command to reproduce the run elsewhere: ``--*token``
+    arguments and the ``ignored`` flags (names without dashes, flags the run did not use) are removed with their
+    values, and paths are made portable (:func:`portable_path`)."""
+    kept, dropping = [], False
+    for arg in sys.argv if argv is None else argv:
+        if arg.startswith("-"):
+            name = arg.lstrip("-").split("=", 1)[0].replace("-", "_")
+            if name in ignored or _SECRET_ARG.match(arg):
+                dropping = "=" not in arg  # its values follow it
+                continue
+            dropping = False
+        elif dropping:
             continue
-        match = _SECRET_ARG.match(arg)
-        if match:
-            skip_next = match.group(1) is None
-            continue
-        kept.append(arg)
+        if arg.startswith("--") and "=" in arg:
+            flag, value = arg.split("=", 1)
+            kept.append(f"{flag}={portable_path(value)}")
+        else:
+            kept.append(portable_path(arg))
     return shlex.join(["python", *kept])
+
+
+def portable_path(value: str) -> str:
+    """An absolute path as it reads on another machine: an installed script by its name, a path inside the working
+    directory relative to it, ``<site-packages>/...`` inside an installed package, a path inside the hf_distill
+    checkout relative to its root (``recipes/...``), ``~/...`` inside the home folder; anything else unchanged."""
+    if not os.path.isabs(value):
+        return value
+    path = os.path.normpath(value)
+    site_packages = {os.path.normpath(sysconfig.get_paths()[key]) for key in ("purelib", "platlib")}
+    anchors = [(sysconfig.get_paths()["scripts"], ""), (os.getcwd(), "")]  # an installed script: its name
+    anchors += [(root, "<site-packages>") for root in site_packages]
+    anchors.append((str(Path(__file__).resolve().parents[1]), ""))  # a source checkout: its recipes/, outputs/, ...
+    anchors.append((os.path.expanduser("~"), "~"))
+    for root, prefix in anchors:
+        if path == root or path.startswith(root.rstrip(os.sep) + os.sep):
+            relative = os.path.relpath(path, root)
+            return relative if not prefix else f"{prefix}/{relative}" if relative != "." else prefix
+    return value
 
 
 def _framework_versions(peft_type: str | None) -> dict[str, str]:
@@ -273,6 +333,13 @@ def _as_list(value: str | list[str] | None) -> list[str]:
     if value is None:
         return []
     return [value] if isinstance(value, str) else [v for v in value if v is not None]
+
+
+def _as_text(value: Any) -> str | None:
+    """A list as ``0, 3, 5``; other values as they are."""
+    if value is None:
+        return None
+    return ", ".join(str(v) for v in value) if isinstance(value, (list, tuple)) else str(value)
 
 
 def _first(value: str | list[str] | None) -> str | None:

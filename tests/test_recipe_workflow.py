@@ -180,3 +180,100 @@ def test_predict_results_follow_the_datasets_row_order_under_length_grouping(tmp
     grouped = trainer.predict(test).predictions.argmax(-1)
     assert [LABELS[c] for c in grouped] != expected and len(set(expected)) > 1
     assert np.isin(grouped, range(3)).all()
+
+
+def recipe_parser(recipe: str = "text_classification"):
+    from hf_distill import DistillationTrainingArguments
+    from hf_distill.text.data import TextDataArguments
+    from hf_distill.workflow.arguments import RecipeArgumentParser
+
+    module = load_recipe(recipe)
+    dataclasses = (module.StudentArguments, TextDataArguments, DistillationTrainingArguments)
+    return RecipeArgumentParser(dataclasses, description=module.__doc__, groups={module.StudentArguments: "student"})
+
+
+def test_run_classification_flag_names_map_to_ours(tmp_path):
+    from hf_distill.workflow.arguments import parse_arguments
+
+    flags = ["--model_name_or_path", "my/student", "--text_column_names", "a,b", "--label_column_name", "y"]
+    flags += ["--teacher_model_name_or_path", "t", "--output_dir", str(tmp_path / "out"), "--do_eval"]
+    student, data, _ = parse_arguments(recipe_parser(), flags)
+    assert (student.student_model_name_or_path, data.text_columns, data.label_column) == ("my/student", "a,b", "y")
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        f"teacher_model_name_or_path: t\ntext_column_names: a\nlabel_column_name: y\noutput_dir: {tmp_path}\n"
+        "do_eval: true\n"
+    )
+    _, data, _ = parse_arguments(recipe_parser(), [str(config)])
+    assert (data.text_columns, data.label_column) == ("a", "y")
+
+
+def test_model_name_or_path_stays_the_teachers_own_flag_in_train_teacher():
+    from hf_distill.text.data import TextDataArguments
+    from hf_distill.workflow.arguments import RecipeArgumentParser
+    from hf_distill.workflow.checkpoints import TeacherTrainingArguments
+
+    module = load_recipe("train_teacher")
+    parser = RecipeArgumentParser((module.TeacherArguments, TextDataArguments, TeacherTrainingArguments))
+    assert parser.aliases == {"text_columns": "--text_column_names", "label_column": "--label_column_name"}
+
+
+def test_unknown_flag_and_config_key_name_the_nearest(tmp_path):
+    from hf_distill.workflow.arguments import parse_arguments
+
+    flags = ["--teacher_model_name_or_path", "t", "--output_dir", str(tmp_path), "--do_train"]
+    with pytest.raises(ValueError, match=r"unknown flag --alhpa: did you mean --alpha\?\. `--help`"):
+        parse_arguments(recipe_parser(), [*flags, "--alhpa", "0.3"])  # its value is not a second problem
+    with pytest.raises(ValueError, match="unknown flag --temprature: did you mean --temperature"):
+        parse_arguments(recipe_parser(), [*flags, "--temprature=3"])
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"teacher_model_name_or_path": "t", "output_dir": "o", "studnet_init": "random"}))
+    with pytest.raises(ValueError, match="unknown key 'studnet_init': did you mean 'student_init'"):
+        parse_arguments(recipe_parser(), [str(config)])
+
+
+def test_a_run_with_nothing_to_do_is_refused(assets):
+    flags = [f for f in common_flags(assets, "nothing") if f not in ("--do_train", "--do_eval")]
+    with pytest.raises(ValueError, match="Nothing to do: pass --do_train, --do_eval and/or --do_predict"):
+        load_recipe("text_classification").main(flags)
+    assert not (assets / "nothing").exists()
+
+
+def test_recipe_help_starts_with_description_example_and_first_group_and_errors_are_one_line(assets):
+    recipe = [sys.executable, str(ROOT / "recipes" / "text_classification.py")]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "120"}
+    env.pop("HF_DISTILL_TRACEBACK", None)
+    text = subprocess.run([*recipe, "--help"], env=env, capture_output=True, text=True, check=True).stdout
+    head = "\n".join(text.splitlines()[:30])
+    assert "Distil a text classifier into a smaller student" in head
+    assert "accelerate launch recipes/text_classification.py --teacher_model_name_or_path" in head
+    assert "\ndata:\n" in head and "--dataset_name" in head
+    titles = [line[:-1] for line in text.splitlines() if line and not line.startswith(" ") and line.endswith(":")]
+    assert titles == ["options", "data", "student", "distillation method", "training", "Hub"]
+    assert "--use_liger_kernel" not in text and "--label_names" not in text  # refused by DistillationTrainer
+    assert "--text_columns TEXT_COLUMNS, --text_column_names" in text
+    assert "(default: None)" not in text and "--dataset-name" not in text
+    assert "pruning_results.json" in text.split("--latency_seconds")[1].split("--")[0]  # says what it times
+
+    flags = [f for f in common_flags(assets, "nothing") if f not in ("--do_train", "--do_eval")]
+    proc = subprocess.run([*recipe, *flags], env=env, capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.splitlines()[0].startswith("text_classification.py: error: Nothing to do: pass --do_train")
+    proc = subprocess.run([*recipe, *flags], env={**env, "HF_DISTILL_TRACEBACK": "1"}, capture_output=True, text=True)
+    assert proc.returncode == 1 and "Traceback" in proc.stderr
+
+
+def test_recipe_card_names_copied_layers_and_drops_an_unused_student_flag(assets, caplog, monkeypatch):
+    monkeypatch.chdir(assets)
+    flags = common_flags(assets, "layers") + ["--student_layers", "0,1"]
+    flags += ["--student_model_name_or_path", str(assets / "student_base")]  # not used by teacher_layers
+    monkeypatch.setattr(sys, "argv", [str(ROOT / "recipes" / "text_classification.py"), *flags])
+    with caplog.at_level("WARNING"):
+        load_recipe("text_classification").main(flags)
+    assert "does not use --student_model_name_or_path: ignored" in caplog.text
+    card = (assets / "layers" / "README.md").read_text()
+    assert "copies of the teacher's layers 0, 1" in " ".join(card.split())
+    command = card.split("## How to reproduce")[1].split("```bash\n")[1].split("```")[0]
+    assert "--student_model_name_or_path" not in command and "--student_layers 0,1" in command
+    assert str(assets) not in command and str(ROOT) not in command  # no absolute path

@@ -12,6 +12,12 @@ from transformers import AutoConfig, AutoModelForSequenceClassification, Pretrai
 from ..pruning import load_pruned_model, pruned_heads
 
 STUDENT_INITS = ("teacher_layers", "random", "pretrained")
+# The options of `create_student` that each init uses; the others have no effect.
+STUDENT_INIT_OPTIONS = {
+    "teacher_layers": ("layers", "num_layers"),
+    "random": ("num_layers", "hidden_size", "num_attention_heads", "intermediate_size"),
+    "pretrained": ("name_or_path", "layers", "num_layers"),
+}
 
 # A layer of a BERT-family encoder stack: bert/roberta/electra/xlm-roberta/mpnet `*.encoder.layer.N.*`,
 # distilbert `distilbert.transformer.layer.N.*`.
@@ -29,6 +35,23 @@ def spread_layers(num_teacher_layers: int, num_student_layers: int) -> list[int]
         return [num_teacher_layers - 1]
     step = (num_teacher_layers - 1) / (num_student_layers - 1)
     return [int(i * step + 0.5) for i in range(num_student_layers)]
+
+
+def copied_layers(
+    config: PretrainedConfig, layers: list[int] | None = None, num_layers: int | None = None
+) -> list[int]:
+    """The layers of a model with ``config`` that :func:`student_from_teacher` copies: ``layers``, else
+    ``spread_layers(N, num_layers or N // 2)``."""
+    if layers is not None:
+        return list(layers)
+    num_teacher_layers = getattr(config, _layer_count_attr(config))
+    return spread_layers(num_teacher_layers, num_layers or max(1, num_teacher_layers // 2))
+
+
+def unused_student_options(init: str, options: dict[str, object]) -> list[str]:
+    """The names in ``options`` (set, i.e. not None) that ``init`` does not use (see ``STUDENT_INIT_OPTIONS``)."""
+    used = STUDENT_INIT_OPTIONS.get(init, ())
+    return [name for name, value in options.items() if value is not None and name not in used]
 
 
 def _layer_count_attr(config: PretrainedConfig) -> str:
@@ -50,9 +73,7 @@ def student_from_teacher(
     config = teacher.config
     attr = _layer_count_attr(config)
     num_teacher_layers = getattr(config, attr)
-    if layers is None:
-        layers = spread_layers(num_teacher_layers, num_layers or max(1, num_teacher_layers // 2))
-    layers = list(layers)
+    layers = copied_layers(config, layers, num_layers)
     if not layers or any(not 0 <= i < num_teacher_layers for i in layers):
         raise ValueError(f"Student layers must index the teacher's {num_teacher_layers} layers, got {layers}.")
 
