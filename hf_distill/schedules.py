@@ -13,11 +13,10 @@ import torch
 from transformers import TrainerCallback, TrainerControl, TrainerState
 
 from .teacher import unwrap
+from .training_args import SCHEDULES
 
 if TYPE_CHECKING:
     from .training_args import DistillationTrainingArguments
-
-SCHEDULES = ("constant", "linear", "cosine")
 
 
 def scheduled_value(schedule: str, start: float, end: float, progress: float) -> float:

@@ -4,7 +4,7 @@ import math
 
 import pytest
 import torch
-from transformers import TrainerState
+from transformers import TrainerCallback, TrainerState
 
 from hf_distill import DataCollatorForDistillation, DistillationTrainer
 from hf_distill.schedules import head_and_backbone, objective_schedule, scheduled_value
@@ -84,17 +84,28 @@ def test_objective_schedule_switches_at_the_epoch_boundary(tmp_path):
 
 def test_two_stage_freezes_the_backbone_bit_for_bit_in_stage_1(tmp_path, data):
     trainer = trainer_for(
-        tmp_path, data, max_steps=3, two_stage_steps=3, weight_decay=0.1, learning_rate=1e-2, alpha=0.5
+        tmp_path, data, max_steps=4, two_stage_steps=3, weight_decay=0.1, learning_rate=1e-2, alpha=0.5
     )
     head, backbone = head_and_backbone(trainer.model)
     before = [p.detach().clone() for p in backbone]
     head_before = [p.detach().clone() for p in head]
+    seen = {}
+
+    class AtStageEnd(TrainerCallback):  # the end of stage 1 (a run of stage 1 alone is refused)
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == 3:
+                seen["backbone"] = [p.detach().clone() for p in backbone]
+                seen["head"] = [p.detach().clone() for p in head]
+                optimizer = trainer.optimizer.state
+                seen["state"] = [len(optimizer[p]) for p in backbone], [int(optimizer[p]["step"]) for p in head]
+
+    trainer.add_callback(AtStageEnd())
     trainer.train()
-    assert all(torch.equal(a, p) for a, p in zip(before, backbone, strict=True))
-    assert not all(torch.equal(a, p) for a, p in zip(head_before, head, strict=True))
+    assert all(torch.equal(a, p) for a, p in zip(before, seen["backbone"], strict=True))
+    assert not all(torch.equal(a, p) for a, p in zip(head_before, seen["head"], strict=True))
     assert all(p.requires_grad for p in trainer.model.parameters())  # unfrozen when training ends
-    state = trainer.optimizer.state
-    assert all(len(state[p]) == 0 for p in backbone) and all(state[p]["step"] == 3 for p in head)
+    backbone_state, head_steps = seen["state"]
+    assert all(n == 0 for n in backbone_state) and all(step == 3 for step in head_steps)
 
 
 def test_two_stage_trains_everything_in_stage_2_with_fresh_optimizer_state(tmp_path, data):

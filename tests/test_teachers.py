@@ -88,7 +88,7 @@ def loss_and_grads(trainer, data):
     loss = trainer.compute_loss(trainer.model, batch)
     loss.backward()
     grads = {n: p.grad.clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
-    trainer._metrics["train"].clear()
+    trainer.loss_log.pop("train")
     return loss.detach(), grads
 
 

@@ -19,7 +19,7 @@ def batch_loss(trainer, batch):
     trainer.model.eval()
     with torch.no_grad():
         loss = trainer.compute_loss(trainer.model, trainer._prepare_inputs(batch))
-    trainer._metrics["eval"].clear()
+    trainer.loss_log.pop("eval")
     return loss
 
 
@@ -288,4 +288,4 @@ def test_label_guard_ignores_unnamed_labels(tmp_path, data, labels):
     """A student built with default LABEL_i names is taken as aligned with a named teacher of the same size."""
     student = tiny_bert(seed=2, labels=[f"LABEL_{i}" for i in range(3)])
     trainer = trainer_for(tmp_path, student, data, tiny_bert(seed=1, labels=labels))
-    assert trainer._teacher_permutation is None
+    assert trainer.plan.teacher_permutation is None

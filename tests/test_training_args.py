@@ -115,7 +115,7 @@ def test_teacher_torch_compile_flag_parses_and_compiles_the_teacher_on_placement
     trainer = DistillationTrainer(
         model=tiny_bert(seed=2), args=args, teacher_model=tiny_bert(seed=1), train_dataset=tiny_text_dataset(4)
     )
-    runner, input_names = trainer._placed_teacher()
+    runner, input_names = trainer.source.teacher.placed()
     assert isinstance(runner, torch._dynamo.eval_frame.OptimizedModule) and runner._orig_mod is trainer.teacher_model
     assert "input_ids" in input_names
 
