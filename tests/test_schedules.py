@@ -139,3 +139,51 @@ def test_two_stage_needs_a_model_with_a_backbone(tmp_path, data):
 
     with pytest.raises(ValueError, match="no separate `base_model`"):
         head_and_backbone(Flat())
+
+
+@pytest.mark.parametrize("name, start, end", [("alpha", 0.5, 0.1), ("temperature", 2.0, 4.0)])
+def test_a_moving_schedule_needs_its_end_value(tmp_path, name, start, end):
+    """A linear or cosine schedule without its end value would stay constant while the card says it moves."""
+    with pytest.raises(ValueError, match=rf"{name}_schedule='cosine' moves {name} towards {name}_end, which is unset"):
+        make_args(tmp_path, **{f"{name}_schedule": "cosine"})
+    args = make_args(tmp_path, **{name: start, f"{name}_schedule": "cosine", f"{name}_end": end})  # control
+    assert args.method_summary()[f"{name}_schedule"] == f"cosine to {end}"
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"distillation_steps": 2}, "distillation_steps=2 is not below the run's 2 optimizer steps, so KD then CE"),
+        ({"distillation_epochs": 1.0}, "distillation_epochs=1.0 is not below the run's 1 epochs"),
+        ({"two_stage_steps": 5}, "two_stage_steps=5 is not below the run's 2 optimizer steps, so two-stage"),
+        ({"two_stage_epochs": 3.0}, "two_stage_epochs=3.0 is not below the run's 1 epochs"),
+    ],
+)
+def test_switches_beyond_the_run_are_refused_before_the_first_step(tmp_path, data, overrides, message):
+    trainer = trainer_for(tmp_path, data, **overrides)  # max_steps=2: one epoch of 16 rows at batch size 8
+    with pytest.raises(ValueError, match=message):
+        trainer.train()
+    assert trainer.state.global_step == 0
+
+
+def test_switches_inside_the_run_train(tmp_path, data):
+    trainer = trainer_for(tmp_path, data, max_steps=3, distillation_steps=2, two_stage_steps=1)
+    trainer.train()
+    assert [("loss_kd" in log) for log in training_logs(trainer)] == [True, True, False]
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"alpha": 0.0, "alpha_schedule": "linear", "alpha_end": 0.5}, "alpha_schedule='linear' moves alpha from 0.0"),
+        ({"alpha": 0.0, "distillation_steps": 1}, "distillation_steps switches to training on the labels alone"),
+        ({"alpha": 0.3}, "alpha=0.3, which weighs a hard-label cross-entropy"),
+    ],
+)
+def test_a_schedule_that_needs_labels_is_refused_on_unlabelled_data(tmp_path, overrides, message):
+    unlabelled = tiny_text_dataset(16, labels=False).remove_columns("text")
+    with pytest.raises(ValueError, match=message):
+        trainer_for(tmp_path, unlabelled, **overrides)
+    trainer = trainer_for(tmp_path, unlabelled, alpha=0.0)  # control: pure distillation throughout trains
+    trainer.train()
+    assert trainer.state.global_step == 2

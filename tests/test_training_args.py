@@ -67,6 +67,14 @@ def test_help_renders():
         ({"teacher_torch_compile": "yes"}, "teacher_torch_compile must be True or False"),
         ({"teacher_logits_column": ""}, "teacher_logits_column must be a non-empty"),
         ({"dkd_beta": -1.0}, "dkd_beta must be >= 0"),
+        ({"dkd_beta": float("inf")}, "dkd_beta must be >= 0 and finite, got inf"),
+        ({"dkd_alpha": float("nan")}, "dkd_alpha must be >= 0 and finite, got nan"),
+        ({"dist_gamma": float("inf")}, "dist_gamma must be >= 0 and finite, got inf"),
+        (
+            {"hidden_state_loss": "mse", "hidden_state_weight": float("inf")},
+            "hidden_state_weight must be >= 0 and finite",
+        ),
+        ({"attention_loss": "kl", "attention_weight": float("inf")}, "attention_weight must be >= 0 and finite"),
         ({"jsd_beta": 1.5}, r"jsd_beta must be in \[0, 1\]"),
         ({"teacher_correction": "onehot"}, "teacher_correction must be one of swap"),
         ({"alpha_schedule": "step"}, "alpha_schedule must be one of constant, linear, cosine"),
@@ -144,3 +152,28 @@ def test_loss_metrics_select_the_lowest_checkpoint_by_default(tmp_path, metric):
         output_dir=str(tmp_path), report_to=[], metric_for_best_model="agreement"
     )
     assert agreement.greater_is_better is True
+
+
+def test_large_finite_weights_are_accepted(tmp_path):
+    """The control of the inf-weight refusals: large finite weights are the user's choice."""
+    args = DistillationTrainingArguments(
+        output_dir=str(tmp_path),
+        report_to=[],
+        distillation_loss="dkd",
+        dkd_beta=1e6,
+        hidden_state_loss="mse",
+        hidden_state_weight=1e6,
+    )
+    assert args.method_summary()["dkd_beta"] == 1e6 and args.method_summary()["hidden_state_weight"] == 1e6
+
+
+def test_method_fields_are_fields_and_the_loss_hyperparameters_come_from_the_registry(tmp_path):
+    import dataclasses
+
+    from hf_distill.training_args import METHOD_FIELDS
+
+    fields = {f.name for f in dataclasses.fields(DistillationTrainingArguments)}
+    assert set(METHOD_FIELDS) <= fields
+    args = DistillationTrainingArguments(output_dir=str(tmp_path), report_to=[], distillation_loss="jsd")
+    assert args.loss_hyperparameters == {"jsd_beta": 0.5}
+    assert "jsd_beta" in args.method_summary() and "dkd_beta" not in args.method_summary()

@@ -331,3 +331,11 @@ def test_deit_trainer_refuses_other_students_and_one_sided_alpha(tmp_path):
         DeiTDistillationTrainer(model=tiny_vit(), args=make_args(tmp_path), teacher_model=tiny_resnet())
     with pytest.raises(ValueError, match="leaves one DeiT head untrained"):
         DeiTDistillationTrainer(model=tiny_deit(), args=make_args(tmp_path, alpha=1.0), teacher_model=tiny_resnet())
+
+
+def test_deit_trainer_refuses_an_alpha_schedule_that_reaches_a_one_sided_alpha(tmp_path):
+    args = make_args(tmp_path, alpha=0.5, alpha_schedule="linear", alpha_end=1.0)
+    with pytest.raises(ValueError, match="alpha_end=1.0 leaves one DeiT head untrained"):
+        DeiTDistillationTrainer(model=tiny_deit(), args=args, teacher_model=tiny_resnet())
+    args = make_args(tmp_path, alpha=0.5, alpha_schedule="linear", alpha_end=0.8)  # control: inside (0, 1)
+    assert DeiTDistillationTrainer(model=tiny_deit(), args=args, teacher_model=tiny_resnet()).args.alpha_end == 0.8

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import torch
 
@@ -19,8 +19,16 @@ from .logit import hard_label_cross_entropy
 from .registry import LossFn, get_loss
 from .top_k import TopKLogits, top_k_kl_loss
 
-if TYPE_CHECKING:
-    from ..training_args import DistillationTrainingArguments
+
+class ObjectiveArguments(Protocol):
+    """What :meth:`DistillationObjective.from_args` reads (``DistillationTrainingArguments`` has it; the losses
+    import no configuration module)."""
+
+    distillation_loss: str
+    loss_hyperparameters: Mapping[str, Any]
+    teacher_correction: str | None
+    logit_standardization: bool
+    label_smoothing_factor: float
 
 
 @dataclass(frozen=True)
@@ -103,9 +111,7 @@ class DistillationObjective:
     terms: Sequence[ObjectiveTerm] = ()
 
     @classmethod
-    def from_args(
-        cls, args: DistillationTrainingArguments, terms: Sequence[ObjectiveTerm] = ()
-    ) -> DistillationObjective:
+    def from_args(cls, args: ObjectiveArguments, terms: Sequence[ObjectiveTerm] = ()) -> DistillationObjective:
         """The objective the arguments configure; the loss's hyperparameters come from the fields of the same name and
         ``loss_kwargs`` (:attr:`~hf_distill.DistillationTrainingArguments.loss_hyperparameters`)."""
         return cls(
