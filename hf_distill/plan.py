@@ -70,6 +70,12 @@ class DistillationPlan:
         columns = args.logits_columns
         if isinstance(self.teacher, TeacherEnsemble) or len(columns) > 1:
             check_ensemble_loss(args.distillation_loss)
+        if args.teacher_weights and len(columns) == 1 and not isinstance(self.teacher, TeacherEnsemble):
+            raise ValueError(
+                f"teacher_weights={args.teacher_weights!r} weighs several teachers, but there is one teacher (logits "
+                f"column {columns[0]!r}). Name one column per teacher with --teacher_logits_columns a,b (or pass "
+                "several teacher models), or drop teacher_weights."
+            )
         self.column_weights = parse_teacher_weights(args.teacher_weights, len(columns)) if len(columns) > 1 else None
         self.terms = self._terms(student, sharded)
         self.objective = DistillationObjective.from_args(args, self.terms)
