@@ -84,11 +84,16 @@ def merge_findings(findings: list[DatasetFindings]) -> DatasetFindings:
 def _inspect_first_row(dataset: Any, logits_columns: list[str]) -> DatasetFindings | None:
     try:
         row = dataset[0]
-    except Exception:  # a dataset that cannot be indexed (or is empty) is read at training time only
+    except (IndexError, KeyError, TypeError, NotImplementedError):  # cannot be indexed (or empty): read when training
         return None
     if not isinstance(row, dict):
         return None
     present = {column: ColumnFindings(labels=None) for column in logits_columns if column in row}
+    if present:
+        logger.warning(
+            f"{type(dataset).__name__} holds the logits column(s) {list(present)} without provenance (it is not a "
+            "datasets.Dataset); its logits are assumed to follow the student's label order."
+        )
     return DatasetFindings(present, any(name in row for name in LABEL_COLUMNS))
 
 

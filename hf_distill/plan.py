@@ -83,8 +83,7 @@ class DistillationPlan:
         self.permutations: dict[str, list[int] | None] = {}
         self._unknown_order: set[str] = set()
         self._findings: list[tuple[DatasetFindings, bool]] = []
-        self._inspected: dict[Any, DatasetFindings | None] = {}
-        self._source: TeacherLogitsSource | None = None
+        self._inspected: dict[Any, tuple[Any, DatasetFindings | None]] = {}  # keeps each dataset (and its id) alive
 
     # ---- the objects the trainer runs ----
 
@@ -125,8 +124,7 @@ class DistillationPlan:
             "teacher_model=... to DistillationTrainer, or add the column with "
             "hf_distill.precompute_teacher_logits(teacher, dataset)."
         )
-        self._source = TeacherLogitsSource(stored, teacher, missing)
-        return self._source
+        return TeacherLogitsSource(stored, teacher, missing)
 
     # ---- datasets ----
 
@@ -134,13 +132,13 @@ class DistillationPlan:
         """Check ``dataset`` (once per dataset) and resolve its logits columns into the plan; returns the findings."""
         key = (getattr(dataset, "_fingerprint", None) or id(dataset), training)
         if key in self._inspected:
-            return self._inspected[key]
+            return self._inspected[key][1]
         findings = inspect_dataset(dataset, self.args.logits_columns, self.student_labels)
         if findings is not None:
             self._resolve_columns(findings)
             self._check_dataset(findings, training)
             self._findings.append((findings, training))
-        self._inspected[key] = findings
+        self._inspected[key] = (dataset, findings)
         return findings
 
     def _resolve_columns(self, findings: DatasetFindings) -> None:
