@@ -231,10 +231,12 @@ class DistillationPlan:
         for findings, training in self._findings:
             self._check_dataset(findings, training)
 
-    def check_run(self, state: TrainerState) -> None:
-        """Rules between the arguments and the run's length (``state.max_steps`` and ``num_train_epochs``)."""
+    def check_run(self, max_steps: int, steps_per_epoch: int | None) -> None:
+        """Rules between the arguments and the run's length: ``max_steps`` optimizer steps of which
+        ``steps_per_epoch`` make an epoch (``None``: a stream, of unknown epoch length)."""
         args = self.args
-        steps, epochs = state.max_steps, state.num_train_epochs
+        steps = max_steps
+        epochs = round(max_steps / steps_per_epoch, 4) if steps_per_epoch else None
         switches = (
             ("distillation_steps", "distillation_epochs", "KD then CE never switches to CE"),
             ("two_stage_steps", "two_stage_epochs", "two-stage training never leaves stage 1 (the head alone)"),
@@ -284,7 +286,14 @@ class _CheckRun(TrainerCallback):
         self.plan = plan
 
     def on_train_begin(self, args: Any, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
-        self.plan.check_run(state)
+        loader = kwargs.get("train_dataloader")
+        try:
+            batches = len(loader)
+        except TypeError:  # a stream: epochs have no known length
+            batches = None
+        ga = args.gradient_accumulation_steps
+        steps_per_epoch = max(batches // ga + int(batches % ga > 0), 1) if batches else None  # as Trainer counts
+        self.plan.check_run(state.max_steps, steps_per_epoch)
 
 
 def _values(args: DistillationTrainingArguments) -> dict[str, Any]:

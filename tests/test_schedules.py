@@ -154,13 +154,13 @@ def test_a_moving_schedule_needs_its_end_value(tmp_path, name, start, end):
     "overrides, message",
     [
         ({"distillation_steps": 2}, "distillation_steps=2 is not below the run's 2 optimizer steps, so KD then CE"),
-        ({"distillation_epochs": 1.0}, "distillation_epochs=1.0 is not below the run's 1 epochs"),
+        ({"distillation_epochs": 1.0}, r"distillation_epochs=1.0 is not below the run's 1.0 epochs"),
         ({"two_stage_steps": 5}, "two_stage_steps=5 is not below the run's 2 optimizer steps, so two-stage"),
-        ({"two_stage_epochs": 3.0}, "two_stage_epochs=3.0 is not below the run's 1 epochs"),
+        ({"two_stage_epochs": 1.8, "max_steps": 3}, r"two_stage_epochs=1.8 is not below the run's 1.5 epochs"),
     ],
 )
 def test_switches_beyond_the_run_are_refused_before_the_first_step(tmp_path, data, overrides, message):
-    trainer = trainer_for(tmp_path, data, **overrides)  # max_steps=2: one epoch of 16 rows at batch size 8
+    trainer = trainer_for(tmp_path, data, **overrides)  # 16 rows at batch size 8: 2 steps an epoch
     with pytest.raises(ValueError, match=message):
         trainer.train()
     assert trainer.state.global_step == 0
