@@ -144,7 +144,8 @@ class DistillationTrainer(Trainer):
         flags = self.objective.output_flags
         outputs = model(**student_inputs, **flags)
         teacher_outputs = teacher.outputs if teacher is not None else None
-        parts = self.loss_from_outputs(outputs, teacher_logits, labels, schedule, teacher_outputs, student_inputs)
+        parts = self.loss_from_outputs(outputs, teacher_logits, labels, schedule)
+        parts = parts + self.objective.term_parts(outputs, teacher_outputs, labels, student_inputs)
         if flags:  # hidden states and attention maps must not become predictions
             outputs = type(outputs)(**{k: v for k, v in outputs.items() if k not in ("hidden_states", "attentions")})
         if model.training:
@@ -178,20 +179,11 @@ class DistillationTrainer(Trainer):
         teacher_logits: torch.Tensor | TopKLogits | None,
         labels: torch.Tensor | None,
         schedule: ObjectiveSchedule,
-        teacher_outputs: Any = None,
-        inputs: dict[str, Any] | None = None,
     ) -> LossParts:
-        """The loss parts from the student's outputs (and, for the objective's extra terms, the teacher's outputs and
-        the student's inputs); subclasses override it for students with several heads."""
-        return self.objective(
-            outputs.logits,
-            teacher_logits,
-            labels,
-            alpha=schedule.alpha,
-            temperature=schedule.temperature,
-            student_outputs=outputs,
-            teacher_outputs=teacher_outputs,
-            inputs=inputs,
+        """The CE and distillation parts from the student's outputs; subclasses override it for students with several
+        heads. The objective's extra terms (hidden states, ...) are added by :meth:`compute_loss` in every case."""
+        return self.objective.logit_parts(
+            outputs.logits, teacher_logits, labels, alpha=schedule.alpha, temperature=schedule.temperature
         )
 
     # ---- the objective's own parameters and state (intermediate-layer projections, ...) ----

@@ -83,10 +83,8 @@ class DeiTDistillationTrainer(DistillationTrainer):
         teacher_logits: torch.Tensor | TopKLogits | None,
         labels: torch.Tensor | None,
         schedule: ObjectiveSchedule,
-        teacher_outputs: Any = None,
-        inputs: dict[str, Any] | None = None,
     ) -> LossParts:
-        parts = deit_distillation_loss(
+        return deit_distillation_loss(
             outputs.cls_logits,
             outputs.distillation_logits,
             teacher_logits,
@@ -95,4 +93,3 @@ class DeiTDistillationTrainer(DistillationTrainer):
             temperature=schedule.temperature,
             objective=self.objective,
         )
-        return parts + self.objective.term_parts(outputs, teacher_outputs, labels, inputs)
