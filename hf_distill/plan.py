@@ -67,15 +67,8 @@ class DistillationPlan:
             if not isinstance(self.teacher, TeacherEnsemble):  # an ensemble orders each member's classes
                 teacher_labels = label_names(unwrap(self.teacher).config)
                 self.teacher_permutation = teacher_to_student_permutation(teacher_labels, self.student_labels)
+        self._check_teachers()
         columns = args.logits_columns
-        if isinstance(self.teacher, TeacherEnsemble) or len(columns) > 1:
-            check_ensemble_loss(args.distillation_loss)
-        if args.teacher_weights and len(columns) == 1 and not isinstance(self.teacher, TeacherEnsemble):
-            raise ValueError(
-                f"teacher_weights={args.teacher_weights!r} weighs several teachers, but there is one teacher (logits "
-                f"column {columns[0]!r}). Name one column per teacher with --teacher_logits_columns a,b (or pass "
-                "several teacher models), or drop teacher_weights."
-            )
         self.column_weights = parse_teacher_weights(args.teacher_weights, len(columns)) if len(columns) > 1 else None
         self.terms = self._terms(student, sharded)
         self.objective = DistillationObjective.from_args(args, self.terms)
@@ -222,11 +215,35 @@ class DistillationPlan:
                     )
         self._snapshot = _values(args)
 
+    def _check_teachers(self) -> None:
+        """Several teachers (in the loop or as columns) with the loss and their weights."""
+        args, columns = self.args, self.args.logits_columns
+        several = isinstance(self.teacher, TeacherEnsemble) or len(columns) > 1
+        if several:
+            check_ensemble_loss(args.distillation_loss)
+        if args.teacher_weights and not several:
+            raise ValueError(
+                f"teacher_weights={args.teacher_weights!r} weighs several teachers, but there is one teacher (logits "
+                f"column {columns[0]!r}). Name one column per teacher with --teacher_logits_columns a,b (or pass "
+                "several teacher models), or drop teacher_weights."
+            )
+
     def refresh(self) -> None:
-        """Re-resolve the rules when the arguments changed since the plan was made (``args.temperature = 4``)."""
-        if _values(self.args) == self._snapshot:
+        """Re-resolve the rules when the arguments changed since the plan was made (``args.temperature = 4``).
+
+        Fields the teacher, the logits source or the objective's terms were built from cannot change afterwards."""
+        values = _values(self.args)
+        if values == self._snapshot:
             return
+        changed = [name for name in _BUILT_FROM if values[name] != self._snapshot[name]]
+        if changed:
+            raise ValueError(
+                f"{', '.join(changed)} changed after the DistillationTrainer was built, which set up its teacher, "
+                "logits columns and objective terms from the earlier values. Build the trainer again with the new "
+                "arguments."
+            )
         self._check_arguments()
+        self._check_teachers()
         self.objective = DistillationObjective.from_args(self.args, self.objective.terms)
         for findings, training in self._findings:
             self._check_dataset(findings, training)
@@ -294,6 +311,25 @@ class _CheckRun(TrainerCallback):
         ga = args.gradient_accumulation_steps
         steps_per_epoch = max(batches // ga + int(batches % ga > 0), 1) if batches else None  # as Trainer counts
         self.plan.check_run(state.max_steps, steps_per_epoch)
+
+
+# Fields that the plan's built objects (teacher, logits source, objective terms) hold.
+_BUILT_FROM = (
+    "teacher_logits_column",
+    "teacher_logits_columns",
+    "teacher_weights",
+    "teacher_input_prefix",
+    "teacher_dtype",
+    "teacher_torch_compile",
+    "self_distillation",
+    "hidden_state_loss",
+    "attention_loss",
+    "layer_map",
+    "hidden_state_weight",
+    "attention_weight",
+    "two_stage_steps",
+    "two_stage_epochs",
+)
 
 
 def _values(args: DistillationTrainingArguments) -> dict[str, Any]:
