@@ -6,6 +6,12 @@ function (keyword-only parameters are hyperparameters, filled from the training 
     @register_loss("my_loss")
     def my_loss(student_logits, teacher_logits, temperature, labels=None, *, my_loss_weight=1.0):
         ...
+
+    # --distillation_loss my_loss --loss_kwargs '{"my_loss_weight": 2}'
+
+A feature method (hidden states, attention maps, ...) is an objective term (see ``ObjectiveTerm``): it returns its own
+weighted parts and carries its forward flags, optimizer groups, checkpoint state and callbacks, which the trainer
+gathers through :class:`DistillationObjective` without a branch of its own.
 """
 
 from .corrections import TEACHER_CORRECTIONS, check_teacher_correction, standardize_logits, swap_teacher_mistakes
