@@ -176,7 +176,7 @@ class PythonListsDistillationTrainer(DistillationTrainer):
     """`DistillationTrainer` with the logit columns read the `datasets` default way: Python lists, row by row."""
 
     def _remove_unused_columns(self, dataset: Dataset, description: str | None = None) -> Dataset:
-        self._check_dataset(dataset)
+        self.plan.add_dataset(dataset, training=dataset is self.train_dataset)
         return Trainer._remove_unused_columns(self, dataset, description)
 
 
@@ -398,7 +398,7 @@ class Benchmark:
         for step in range(self.cli.warmup_steps + self.cli.steps):
             batch = trainer._prepare_inputs(next(batches))
             start = time.perf_counter()
-            trainer._teacher_forward(batch, trainer.args.temperature)
+            trainer.source.teacher(batch, trainer.args.temperature, training=False)
             self.sync()
             if step >= self.cli.warmup_steps:
                 elapsed, examples = elapsed + time.perf_counter() - start, examples + len(batch["labels"])

@@ -21,7 +21,7 @@ from transformers import PreTrainedModel
 from transformers.utils import logging
 
 from .data_collator import DataCollatorForDistillation
-from .labels import label_names, teacher_to_student_permutation
+from .labels import label_names, teacher_to_student_permutation, to_student_order
 from .metrics import classification_metrics, expected_calibration_error, teacher_student_metrics
 from .onnx_export import QUANTIZATION_MODES, OnnxRunner, export_onnx, quantize_dynamic_int8
 from .plots import bootstrap_interval, format_count, plot_comparison
@@ -456,9 +456,8 @@ def _predict(rows: dict[str, _Row], permutations, dataset, collator, batch_size,
             labels.append(np.asarray(label))
         batch = _to_device(batch, device)
         for name, row in rows.items():
-            logits = torch.as_tensor(row.run(batch)).float().cpu().numpy()
-            permutation = permutations[row.model_name]
-            outputs[name].append(logits if permutation is None else logits[:, permutation])
+            logits = to_student_order(torch.as_tensor(row.run(batch)).float(), permutations[row.model_name])
+            outputs[name].append(logits.cpu().numpy())
     logits = {name: np.concatenate(chunks) for name, chunks in outputs.items()}
     return logits, (np.concatenate(labels) if labels else None)
 

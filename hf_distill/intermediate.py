@@ -15,9 +15,10 @@ model returning ``hidden_states`` / ``attentions`` (BERT family, ViT, DeiT); stu
 sequence (same tokenizer, or the same number of image patches). The teacher must run in the batch: hidden states
 are far too large to precompute.
 
-The projections are trained with the student but are not part of it: :class:`~hf_distill.DistillationTrainer` adds
-them to the optimizer, saves them beside the optimizer state in checkpoints (``intermediate_projections.safetensors``)
-and never into the student's weights.
+The projections are trained with the student but are not part of it: the term hands the trainer its optimizer
+parameter group (:meth:`IntermediateDistillation.parameter_groups`), its checkpoint state (saved beside the optimizer
+state as ``intermediate_projections.safetensors``, never into the student's weights) and its callbacks, as any
+objective term may (see :class:`~hf_distill.losses.DistillationObjective`); the trainer has no branch for it.
 """
 
 from __future__ import annotations
@@ -35,12 +36,11 @@ from transformers import TrainerCallback
 from transformers.utils import logging
 
 from .losses import LossParts
+from .training_args import ATTENTION_LOSSES, HIDDEN_STATE_LOSSES
 
 logger = logging.get_logger(__name__)
 
 PROJECTIONS_FILE = "intermediate_projections.safetensors"
-HIDDEN_STATE_LOSSES = ("mse", "cosine")
-ATTENTION_LOSSES = ("kl",)
 # Attention probabilities are clamped here before the log: a masked key has probability 0 on both sides.
 _TINY = torch.finfo(torch.float32).tiny
 
@@ -144,7 +144,11 @@ class IntermediateDistillation(nn.Module):
         attention_weight: float = 1.0,
     ):
         super().__init__()
-        check_intermediate_options(hidden_state_loss, attention_loss, hidden_state_weight, attention_weight)
+        if hidden_state_loss not in (None, *HIDDEN_STATE_LOSSES) or attention_loss not in (None, *ATTENTION_LOSSES):
+            raise ValueError(
+                f"hidden_state_loss must be one of {', '.join(HIDDEN_STATE_LOSSES)} and attention_loss one of "
+                f"{', '.join(ATTENTION_LOSSES)} (or unset), got {hidden_state_loss!r} and {attention_loss!r}."
+            )
         if hidden_state_loss is None and attention_loss is None:
             raise ValueError("IntermediateDistillation needs hidden_state_loss and/or attention_loss.")
         self.layer_map = layer_map
@@ -230,6 +234,22 @@ class IntermediateDistillation(nn.Module):
             parts["loss_attention"] = torch.stack(losses).mean()
         return LossParts(parts, {name: self.weights[name] for name in parts})
 
+    # ---- what the trainer asks of an objective term (see DistillationObjective) ----
+
+    def parameter_groups(self, weight_decay: float) -> list[dict[str, Any]]:
+        """The optimizer group of the projections (trained with the student, never part of it); none without them."""
+        params = list(self.parameters())
+        return [{"params": params, "weight_decay": weight_decay}] if params else []
+
+    def callbacks(self, accelerator: Accelerator) -> list[TrainerCallback]:
+        return [ProjectionGradients(self, accelerator)] if self.projections is not None else []
+
+    def save_state(self, folder: str) -> None:
+        save_projections(self, folder)
+
+    def load_state(self, folder: str) -> None:
+        load_projections(self, folder)
+
 
 class ProjectionGradients(TrainerCallback):
     """What DDP and Trainer do for the student's gradients, done for the projections (which are outside the wrapped
@@ -269,37 +289,6 @@ def load_projections(module: IntermediateDistillation, folder: str) -> None:
         )
     device = next(module.parameters()).device
     module.load_state_dict(load_file(path, device=str(device)))
-
-
-def check_intermediate_options(
-    hidden_state_loss: str | None, attention_loss: str | None, hidden_state_weight: float, attention_weight: float
-) -> None:
-    """Refuse unknown loss names and negative weights (called when the arguments are parsed)."""
-    if hidden_state_loss is not None and hidden_state_loss not in HIDDEN_STATE_LOSSES:
-        raise ValueError(
-            f"hidden_state_loss must be one of {', '.join(HIDDEN_STATE_LOSSES)} (or unset), got {hidden_state_loss!r}."
-        )
-    if attention_loss is not None and attention_loss not in ATTENTION_LOSSES:
-        raise ValueError(
-            f"attention_loss must be one of {', '.join(ATTENTION_LOSSES)} (or unset), got {attention_loss!r}."
-        )
-    for name, weight in (("hidden_state_weight", hidden_state_weight), ("attention_weight", attention_weight)):
-        if not weight >= 0:
-            raise ValueError(f"{name} must be >= 0, got {weight}.")
-
-
-def check_in_batch_teacher(
-    teacher: nn.Module | None, dataset_columns: Sequence[str], logits_columns: list[str]
-) -> None:
-    """Intermediate distillation reads the teacher's hidden states, so it needs one teacher running in the batch."""
-    stored = [column for column in logits_columns if column in dataset_columns]
-    if teacher is None or stored:
-        raise ValueError(
-            "hidden_state_loss / attention_loss need the teacher's hidden states, which are never precomputed: pass "
-            f"teacher_model=... and a dataset without precomputed teacher logits (found {stored or 'no teacher'}; "
-            "drop the column, or run without --precompute_teacher_logits), or unset hidden_state_loss and "
-            "attention_loss."
-        )
 
 
 def _returned(outputs: Any, name: str, role: str) -> tuple[torch.Tensor, ...]:

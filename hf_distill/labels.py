@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
+import torch
 from transformers import PretrainedConfig
 
 _GENERIC_LABEL = re.compile(r"LABEL_\d+")
@@ -40,6 +42,25 @@ def teacher_to_student_permutation(teacher_labels: list[str], student_labels: li
             "Build the student with the teacher's id2label/label2id, or use a teacher trained on the same labels."
         )
     return [teacher_labels.index(name) for name in student_labels]
+
+
+def to_student_order(
+    values: torch.Tensor, permutation: Sequence[int] | torch.Tensor | None, *, class_indices: bool = False
+) -> torch.Tensor:
+    """Teacher logits ``(..., C)`` in the student's label order, given :func:`teacher_to_student_permutation`.
+
+    With ``class_indices=True``, ``values`` are teacher class ids (a top-k column's indices) and become the student's
+    ids (the inverse permutation). ``None`` returns ``values`` unchanged. Pass the permutation as a tensor on the
+    values' device to avoid a host-to-device copy per call.
+    """
+    if permutation is None:
+        return values
+    permutation = torch.as_tensor(permutation, device=values.device)
+    if not class_indices:
+        return values.index_select(-1, permutation)
+    inverse = torch.empty_like(permutation)
+    inverse[permutation] = torch.arange(len(permutation), device=values.device)
+    return inverse[values]
 
 
 def check_label_names(names: list[str], model_labels: list[str], column: str = "label") -> None:

@@ -76,3 +76,15 @@ def write_logits_info(dataset: Dataset | IterableDataset, column: str, info: Tea
 def _is_record_of(line: str, column: str) -> bool:
     match = _LINE.match(line)
     return match is not None and match["column"] == column
+
+
+def stored_teacher(datasets: list, columns: list[str]) -> tuple[str, int | None]:
+    """The teacher's name and parameter count recorded with the logits ``columns`` of the first of ``datasets`` that
+    records them all (several columns: the teachers joined by " + "); ``("unknown", None)`` when none does."""
+    for dataset in datasets:
+        if isinstance(dataset, Dataset):
+            infos = [read_logits_info(dataset, column) for column in columns]
+            if all(info is not None for info in infos):
+                sizes = [info.teacher_parameters for info in infos]
+                return " + ".join(info.teacher for info in infos), None if None in sizes else sum(sizes)
+    return "unknown", None

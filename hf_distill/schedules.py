@@ -7,17 +7,13 @@ All are driven by ``DistillationTrainingArguments`` fields and read the ``Traine
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
 import torch
 from transformers import TrainerCallback, TrainerControl, TrainerState
 
 from .teacher import unwrap
-
-if TYPE_CHECKING:
-    from .training_args import DistillationTrainingArguments
-
-SCHEDULES = ("constant", "linear", "cosine")
+from .training_args import SCHEDULES, DistillationTrainingArguments
 
 
 def scheduled_value(schedule: str, start: float, end: float, progress: float) -> float:

@@ -25,8 +25,20 @@ import torch
 from torch import nn
 from transformers.modeling_outputs import SequenceClassifierOutput
 
-from .labels import label_names, teacher_to_student_permutation
+from .labels import label_names, teacher_to_student_permutation, to_student_order
 from .teacher import forward_input_names, load_teacher, model_name, unwrap
+from .training_args import parse_teacher_weights
+
+__all__ = [
+    "PeftBaseTeacher",
+    "TeacherEnsemble",
+    "build_teacher",
+    "check_ensemble_loss",
+    "check_same_architecture",
+    "combine_teacher_logits",
+    "named_teachers",
+    "parse_teacher_weights",
+]
 
 # Losses that compare raw logits, to which an ensemble's ``T * log p`` means nothing (the others read softmax(z / T)).
 _RAW_LOGIT_LOSSES = ("mse",)
@@ -43,35 +55,6 @@ def combine_teacher_logits(
     log_weights = torch.tensor([math.log(w) if w > 0 else -math.inf for w in weights], device=log_probs.device)
     combined = torch.logsumexp(log_probs + log_weights.view(-1, *[1] * (log_probs.dim() - 1)), dim=0)
     return (temperature * combined).clamp(min=torch.finfo(torch.float32).min)
-
-
-def parse_teacher_weights(
-    weights: str | Sequence[float] | None, num_teachers: int | None = None
-) -> list[float] | None:
-    """``"0.7,0.3"`` (or numbers) as weights normalised to sum 1; ``None`` stays ``None`` (equal weights).
-
-    With ``num_teachers``, the count must match.
-    """
-    if weights is None or weights == "":
-        return None if num_teachers is None else [1.0 / num_teachers] * num_teachers
-    if isinstance(weights, str):
-        try:
-            values = [float(w) for w in weights.split(",")]
-        except ValueError:
-            raise ValueError(
-                f"teacher_weights must be comma-separated numbers such as '0.7,0.3', got {weights!r}."
-            ) from None
-    else:
-        values = [float(w) for w in weights]
-    if any(not (w >= 0 and math.isfinite(w)) for w in values) or sum(values) <= 0:
-        raise ValueError(f"teacher_weights must be finite, >= 0 and not all 0, got {weights!r}.") from None
-    if num_teachers is not None and len(values) != num_teachers:
-        raise ValueError(
-            f"teacher_weights has {len(values)} values for {num_teachers} teachers: give one weight per teacher, in "
-            "the order of teacher_model (or of teacher_logits_columns)."
-        )
-    total = sum(values)
-    return [w / total for w in values]
 
 
 def named_teachers(teacher_model: Any) -> dict[str, Any]:
@@ -97,7 +80,9 @@ class TeacherEnsemble(nn.Module):
     The members are submodules, so placing the ensemble on a device (or in a dtype) places every teacher.
     """
 
-    def __init__(self, teachers: Mapping[str, nn.Module], weights: Sequence[float], student_labels: list[str]):
+    def __init__(
+        self, teachers: Mapping[str, nn.Module], weights: str | Sequence[float] | None, student_labels: list[str]
+    ):
         super().__init__()
         self.names = list(teachers)
         self.members = nn.ModuleList(teachers.values())
@@ -113,7 +98,7 @@ class TeacherEnsemble(nn.Module):
         for member, permutation in zip(self.members, self.permutations, strict=True):
             names = forward_input_names(member)
             member_logits = member(**{k: v for k, v in inputs.items() if k in names}).logits.float()
-            logits.append(member_logits if permutation is None else member_logits[..., permutation])
+            logits.append(to_student_order(member_logits, permutation))
         return SequenceClassifierOutput(logits=combine_teacher_logits(logits, self.weights, temperature))
 
 
@@ -167,9 +152,8 @@ def build_teacher(teacher_model: Any, student: nn.Module, args: Any, student_lab
     if teacher_model is None:
         return None
     if isinstance(teacher_model, (list, tuple, Mapping)):
-        check_ensemble_loss(args.distillation_loss)
         teachers = {name: load_teacher(t, like=student) for name, t in named_teachers(teacher_model).items()}
-        return TeacherEnsemble(teachers, parse_teacher_weights(args.teacher_weights, len(teachers)), student_labels)
+        return TeacherEnsemble(teachers, args.teacher_weights, student_labels)
     if args.teacher_weights:
         raise ValueError(
             f"teacher_weights={args.teacher_weights!r} weighs several teachers, but teacher_model is a single one. "

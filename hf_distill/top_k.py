@@ -5,8 +5,9 @@ logits column (the K largest logits, descending, then ``T * logsumexp(z_rest / T
 class indices in ``<column>_indices`` (int16, or int32 beyond 32768 classes). ``softmax(values / T)`` is then the
 teacher's exact distribution over the K classes plus one bucket for the remaining mass, so the loss
 (:func:`hf_distill.losses.top_k_kl_loss`) is exact at ``T``. At another temperature the rest bucket cannot be
-recovered from the stored values, so `DistillationTrainer` refuses a column whose ``T`` differs from
-``args.temperature``.
+recovered from the stored values, so :class:`~hf_distill.plan.DistillationPlan` refuses, before the first step, a
+column whose ``T`` differs from any temperature the run trains at (``args.temperature``, or a temperature schedule):
+:func:`check_top_k_temperature`.
 """
 
 from __future__ import annotations
@@ -59,19 +60,31 @@ def top_k_logits(logits: torch.Tensor, k: int, temperature: float) -> tuple[torc
     return torch.cat([top, rest_logit], -1), indices
 
 
-def check_top_k_column(dataset: Dataset, column: str, info: TeacherLogitsInfo | None, temperature: float) -> int:
-    """Check a top-k logits column against its provenance and the training temperature; return K."""
+def check_top_k_temperature(column: str, stored: float, top_k: int, start: float, end: float) -> None:
+    """Refuse training a top-k column stored at temperature ``stored`` at any other temperature: ``start`` is
+    ``args.temperature`` and ``end`` the temperature a schedule reaches (``start`` for none)."""
+    if start != stored:
+        raise ValueError(
+            f"Column {column!r} stores top-{top_k} logits at temperature {stored}, but args.temperature is {start}: "
+            f"the rest bucket is exact only at the stored temperature. Train with --temperature {stored}, or "
+            f"precompute again with temperature={start}."
+        )
+    if end != stored:
+        raise ValueError(
+            f"Column {column!r} stores top-{top_k} logits at temperature {stored}, but the temperature schedule moves "
+            f"the temperature to {end}: the rest bucket is exact only at the stored temperature. Drop "
+            "--temperature_schedule / --temperature_end for a top-k column, or precompute the full logits (top_k=None)."
+        )
+
+
+def check_top_k_column(dataset: Dataset, column: str, info: TeacherLogitsInfo | None) -> int:
+    """Check a top-k logits column against its provenance (the temperature: :func:`check_top_k_temperature`);
+    return K."""
     if info is None or info.top_k is None or info.temperature is None:
         raise ValueError(
             f"The dataset has {indices_column(column)!r} beside {column!r} but no top-k provenance, so the temperature "
             "of the stored rest bucket is unknown. Make the columns with precompute_teacher_logits(..., top_k=K, "
             "temperature=T)."
-        )
-    if info.temperature != temperature:
-        raise ValueError(
-            f"Column {column!r} stores top-{info.top_k} logits at temperature {info.temperature}, but "
-            f"args.temperature is {temperature}: the rest bucket is exact only at the stored temperature. Train with "
-            f"--temperature {info.temperature}, or precompute again with temperature={temperature}."
         )
     indices = dataset.data.column(indices_column(column))
     width = dataset.features[indices_column(column)].length

@@ -1,40 +1,31 @@
-"""`DistillationTrainingArguments`: `TrainingArguments` plus the distillation knobs."""
+"""`DistillationTrainingArguments`: `TrainingArguments` plus the distillation knobs.
+
+The arguments check their own values only. Rules that need another object (the student, the teacher, a dataset, a
+logits column's provenance, the run's length) are resolved once, before the first step, by
+:class:`~hf_distill.plan.DistillationPlan`. The loss registry is the one implementation module read here: a
+``--distillation_loss`` typo or an unknown ``--loss_kwargs`` key is refused when the arguments are parsed.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
+import json
 import math
 from dataclasses import dataclass, field
 from numbers import Real
+from typing import Any
 
 from transformers import TrainingArguments
 
-from .intermediate import check_intermediate_options
-from .losses import TEACHER_CORRECTIONS, available_losses, get_loss, loss_hyperparameters
-from .schedules import SCHEDULES
-from .teachers import check_ensemble_loss, parse_teacher_weights
+from .losses import available_losses, check_teacher_correction, get_loss, loss_hyperparameters
 
 TEACHER_DTYPES = ("auto", "float32", "bfloat16", "float16")
-# The fields that define the method, summarised (only those in use) by `method_summary`.
-METHOD_FIELDS = (
-    "distillation_loss",
-    "dkd_alpha",
-    "dkd_beta",
-    "dist_beta",
-    "dist_gamma",
-    "jsd_beta",
-    "teacher_correction",
-    "logit_standardization",
-    "alpha",
-    "alpha_schedule",
-    "alpha_end",
-    "temperature",
-    "temperature_schedule",
-    "temperature_end",
-    "distillation_epochs",
-    "distillation_steps",
-    "two_stage_steps",
-    "two_stage_epochs",
-)
+SCHEDULES = ("constant", "linear", "cosine")
+HIDDEN_STATE_LOSSES = ("mse", "cosine")
+ATTENTION_LOSSES = ("kl",)
+# Weights and hyperparameters that must be finite and >= 0.
+_NON_NEGATIVE = ("dkd_alpha", "dkd_beta", "dist_beta", "dist_gamma", "hidden_state_weight", "attention_weight")
 
 
 @dataclass
@@ -58,7 +49,8 @@ class DistillationTrainingArguments(TrainingArguments):
         metadata={"help": "Softmax temperature T (> 0) of the distillation term; the KL is scaled by T^2."},
     )
     distillation_loss: str = field(
-        default="kl", metadata={"help": f"Distillation loss, one of: {', '.join(available_losses())}."}
+        default="kl",
+        metadata={"help": f"Distillation loss, one of: {', '.join(available_losses())}."},
     )
     # Loss hyperparameters: a loss's keyword-only parameters of the same name (see losses/registry.py).
     dkd_alpha: float = field(default=1.0, metadata={"help": "dkd: weight of the target-class term TCKD (>= 0)."})
@@ -68,6 +60,14 @@ class DistillationTrainingArguments(TrainingArguments):
     jsd_beta: float = field(
         default=0.5,
         metadata={"help": "jsd: mixture weight in [0, 1]; 0.5 = symmetric JSD, 0 = forward KL, 1 = reverse KL."},
+    )
+    loss_kwargs: str | None = field(
+        default=None,
+        metadata={
+            "help": "Hyperparameters of the distillation loss that have no field of their own (a loss registered with "
+            "hf_distill.register_loss and keyword-only parameters), as a JSON object, e.g. '{\"scale\": 2}'. "
+            "A dict is accepted from Python."
+        },
     )
     teacher_correction: str | None = field(
         default=None,
@@ -84,19 +84,22 @@ class DistillationTrainingArguments(TrainingArguments):
         default="constant",
         metadata={"help": f"How alpha moves from alpha to alpha_end over training: {', '.join(SCHEDULES)}."},
     )
-    alpha_end: float | None = field(default=None, metadata={"help": "alpha at the end of training (default: alpha)."})
+    alpha_end: float | None = field(
+        default=None,
+        metadata={"help": "alpha at the end of training (required by a linear or cosine alpha_schedule)."},
+    )
     temperature_schedule: str = field(
         default="constant",
         metadata={"help": f"How the temperature moves to temperature_end: {', '.join(SCHEDULES)}."},
     )
     temperature_end: float | None = field(
-        default=None, metadata={"help": "Temperature at the end of training (default: temperature)."}
+        default=None,
+        metadata={"help": "Temperature at the end of training (required by a linear or cosine temperature_schedule)."},
     )
     distillation_epochs: float | None = field(
         default=None,
         metadata={
-            "help": "KD then CE: distil for this many epochs, then train on the labels alone (the teacher is no "
-            "longer run)."
+            "help": "KD then CE: distil for this many epochs, then train on the labels alone (the teacher is no longer run)."
         },
     )
     distillation_steps: int | None = field(
@@ -172,7 +175,8 @@ class DistillationTrainingArguments(TrainingArguments):
         metadata={"help": "Distil hidden states of mapped layers: mse (TinyBERT) or cosine (DistilBERT)."},
     )
     attention_loss: str | None = field(
-        default=None, metadata={"help": "Distil attention maps of mapped layers: kl (MiniLM / TinyBERT)."}
+        default=None,
+        metadata={"help": "Distil attention maps of mapped layers: kl (MiniLM / TinyBERT)."},
     )
     layer_map: str | None = field(
         default=None,
@@ -181,8 +185,10 @@ class DistillationTrainingArguments(TrainingArguments):
             "(default: uniform, student layer s of S to teacher layer ceil((s+1)T/S)-1)."
         },
     )
-    hidden_state_weight: float = field(default=1.0, metadata={"help": "Weight of the hidden-state loss."})
-    attention_weight: float = field(default=1.0, metadata={"help": "Weight of the attention-map loss."})
+    hidden_state_weight: float = field(
+        default=1.0, metadata={"help": "Weight of the hidden-state loss (finite, >= 0)."}
+    )
+    attention_weight: float = field(default=1.0, metadata={"help": "Weight of the attention-map loss (finite, >= 0)."})
 
     @property
     def logits_columns(self) -> list[str]:
@@ -191,39 +197,34 @@ class DistillationTrainingArguments(TrainingArguments):
             return self.teacher_logits_columns.split(",")
         return [self.teacher_logits_column]
 
+    @property
+    def loss_hyperparameters(self) -> dict[str, Any]:
+        """The keyword arguments of ``distillation_loss``: its keyword-only parameters that have a field here
+        (``dkd_beta``, ...), then ``loss_kwargs``; parameters given neither way keep the loss's defaults."""
+        names = loss_hyperparameters(self.distillation_loss)
+        fields = {f.name for f in dataclasses.fields(self)}
+        values = {name: getattr(self, name) for name in names if name in fields}
+        return {**values, **_json_object(self.loss_kwargs)}
+
     def method_summary(self) -> dict[str, object]:
-        """The distillation method in a few settings (for the model card and logs): the loss with its hyperparameters,
-        alpha and temperature with their schedules, the corrections, the KD-then-CE and two-stage switches, several
-        teachers, self-distillation and the intermediate-layer losses."""
-        summary: dict[str, object] = {"distillation_loss": self.distillation_loss}
-        summary.update({name: getattr(self, name) for name in loss_hyperparameters(self.distillation_loss)})
-        for name in ("alpha", "temperature"):
-            schedule = getattr(self, f"{name}_schedule")
-            summary[name] = getattr(self, name)
-            if schedule != "constant":
-                end = getattr(self, f"{name}_end")
-                summary[f"{name}_schedule"] = f"{schedule} to {getattr(self, name) if end is None else end}"
-        optional = (
-            "teacher_correction",
-            "distillation_steps",
-            "distillation_epochs",
-            "two_stage_steps",
-            "two_stage_epochs",
-        )
-        summary.update({name: getattr(self, name) for name in optional if getattr(self, name) is not None})
-        if self.logit_standardization:
-            summary["logit_standardization"] = True
-        for name in ("teacher_weights", "teacher_logits_columns"):
-            if getattr(self, name):
-                summary[name] = getattr(self, name)
-        if self.self_distillation:
-            summary["self_distillation"] = True
-        for name in ("hidden_state", "attention"):
-            if getattr(self, f"{name}_loss") is not None:
-                summary[f"{name}_loss"] = getattr(self, f"{name}_loss")
-                summary[f"{name}_weight"] = getattr(self, f"{name}_weight")
-        if self.hidden_state_loss is not None or self.attention_loss is not None:
-            summary["layer_map"] = self.layer_map or "uniform"
+        """The distillation method in the settings in use (for the model card and logs), by :data:`METHOD_FIELDS`:
+        the loss with its hyperparameters, alpha and temperature with their schedules, the corrections, the
+        KD-then-CE and two-stage switches, several teachers, self-distillation and the intermediate-layer losses."""
+        hyperparameters = self.loss_hyperparameters
+        summary: dict[str, object] = {}
+        for name, shown in METHOD_FIELDS.items():
+            value = getattr(self, name)
+            if shown == "always" or (shown == "loss" and name in hyperparameters):
+                summary[name] = value
+            elif shown == "set" and value not in (None, False, ""):
+                summary[name] = value
+            elif shown == "scheduled":
+                summary[name] = value
+                schedule, end = getattr(self, f"{name}_schedule"), getattr(self, f"{name}_end")
+                if schedule != "constant":
+                    summary[f"{name}_schedule"] = f"{schedule} to {end}"
+            elif shown.startswith("with ") and any(getattr(self, other) is not None for other in shown[5:].split()):
+                summary[name] = "uniform" if value is None else value  # layer_map's default
         return summary
 
     def __getstate__(self) -> dict:
@@ -238,12 +239,14 @@ class DistillationTrainingArguments(TrainingArguments):
         metric = (self.metric_for_best_model or "").removeprefix("eval_")
         if self.greater_is_better is None and "loss" in metric.split("_"):  # loss_ce, loss_kd: lower is better
             self.greater_is_better = False
+        if isinstance(self.loss_kwargs, dict):  # from Python: kept as JSON, the form the flag and the card use
+            self.loss_kwargs = json.dumps(self.loss_kwargs, sort_keys=True)
         super().__post_init__()
         self.validate()
 
     def validate(self) -> None:
-        """Check the distillation fields; :class:`~hf_distill.DistillationTrainer` calls it again when it starts, so
-        values set on the object after construction (``args.alpha = 2``) are checked too."""
+        """Check the distillation fields' own values. :class:`~hf_distill.plan.DistillationPlan` calls it again
+        before the first step when a field changed since (``args.alpha = 2`` after construction)."""
         for name in ("alpha", "temperature"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, Real):
@@ -274,37 +277,41 @@ class DistillationTrainingArguments(TrainingArguments):
                 f"teacher_logits_columns {columns} must not start with teacher_input_prefix "
                 f"{self.teacher_input_prefix!r} (such columns are fed to the teacher); name them e.g. logits_<teacher>."
             )
-        if len(columns) > 1:
-            check_ensemble_loss(self.distillation_loss)
+        if len(columns) > 1 and self.distillation_loss == "mse":
+            raise ValueError(
+                f"distillation_loss={self.distillation_loss!r} compares raw logits, but several teachers are combined "
+                "as averaged probabilities (logits T * log p). Use kl (or another divergence) with several teachers."
+            )
         parse_teacher_weights(self.teacher_weights)
-        check_intermediate_options(
-            self.hidden_state_loss, self.attention_loss, self.hidden_state_weight, self.attention_weight
-        )
         if not self.teacher_input_prefix:
             raise ValueError("teacher_input_prefix must be a non-empty prefix such as 'teacher_'.")
         check_trainer_fields(self)
 
     def _check_method(self) -> None:
-        """The loss, its hyperparameters, the corrections and the schedules (see :meth:`method_summary`)."""
+        """The loss, its hyperparameters, the corrections, the schedules and the intermediate-layer losses."""
         get_loss(self.distillation_loss)
-        for name in ("dkd_alpha", "dkd_beta", "dist_beta", "dist_gamma"):
-            if not getattr(self, name) >= 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}.")
+        for name in _NON_NEGATIVE:
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be >= 0 and finite, got {value}.")
         if not 0.0 <= self.jsd_beta <= 1.0:
             raise ValueError(f"jsd_beta must be in [0, 1] (0.5 = symmetric JSD), got {self.jsd_beta}.")
-        if self.teacher_correction is not None and self.teacher_correction not in TEACHER_CORRECTIONS:
-            raise ValueError(
-                f"teacher_correction must be one of {', '.join(TEACHER_CORRECTIONS)} or unset, "
-                f"got {self.teacher_correction!r}."
-            )
-        for name in ("alpha_schedule", "temperature_schedule"):
-            if getattr(self, name) not in SCHEDULES:
-                raise ValueError(f"{name} must be one of {', '.join(SCHEDULES)}, got {getattr(self, name)!r}.")
+        self._check_loss_kwargs()
+        if self.teacher_correction is not None:
+            check_teacher_correction(self.teacher_correction)
         for name in ("alpha", "temperature"):
-            if getattr(self, f"{name}_end") is not None and getattr(self, f"{name}_schedule") == "constant":
+            schedule, end = getattr(self, f"{name}_schedule"), getattr(self, f"{name}_end")
+            if schedule not in SCHEDULES:
+                raise ValueError(f"{name}_schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}.")
+            if end is not None and schedule == "constant":
                 raise ValueError(
-                    f"{name}_end={getattr(self, f'{name}_end')} has no effect with {name}_schedule='constant'. "
+                    f"{name}_end={end} has no effect with {name}_schedule='constant'. "
                     f"Set --{name}_schedule linear or cosine."
+                )
+            if end is None and schedule != "constant":
+                raise ValueError(
+                    f"{name}_schedule={schedule!r} moves {name} towards {name}_end, which is unset, so {name} would "
+                    f"stay at {getattr(self, name)}. Set --{name}_end, or --{name}_schedule constant."
                 )
         if self.alpha_end is not None and not 0.0 <= self.alpha_end <= 1.0:
             raise ValueError(f"alpha_end must be in [0, 1], got {self.alpha_end}.")
@@ -317,6 +324,37 @@ class DistillationTrainingArguments(TrainingArguments):
                     raise ValueError(f"{name} must be > 0 (or unset), got {value}.")
             if getattr(self, steps) is not None and getattr(self, epochs) is not None:
                 raise ValueError(f"Set {steps} or {epochs}, not both.")
+        if self.hidden_state_loss is not None and self.hidden_state_loss not in HIDDEN_STATE_LOSSES:
+            raise ValueError(
+                f"hidden_state_loss must be one of {', '.join(HIDDEN_STATE_LOSSES)} (or unset), "
+                f"got {self.hidden_state_loss!r}."
+            )
+        if self.attention_loss is not None and self.attention_loss not in ATTENTION_LOSSES:
+            raise ValueError(
+                f"attention_loss must be one of {', '.join(ATTENTION_LOSSES)} (or unset), got {self.attention_loss!r}."
+            )
+
+    def _check_loss_kwargs(self) -> None:
+        """``loss_kwargs`` must be a JSON object of the loss's own keyword-only parameters that have no field."""
+        kwargs = _json_object(self.loss_kwargs)
+        accepted = loss_hyperparameters(self.distillation_loss)
+        fields = {f.name for f in dataclasses.fields(self)}
+        for name in kwargs:
+            if name in fields:
+                raise ValueError(f"loss_kwargs sets {name!r}, which is a field of its own: pass --{name} instead.")
+            if name not in accepted:
+                raise ValueError(
+                    f"loss_kwargs sets {name!r}, but distillation_loss={self.distillation_loss!r} takes the "
+                    f"keyword-only hyperparameters {accepted or 'none'}. Drop it, or add it to the loss's signature."
+                )
+        missing = [
+            name for name in _required_hyperparameters(self.distillation_loss) if name not in fields | set(kwargs)
+        ]
+        if missing:
+            raise ValueError(
+                f"distillation_loss={self.distillation_loss!r} needs the hyperparameters {missing}, which have no "
+                f"default: pass them with --loss_kwargs '{json.dumps(dict.fromkeys(missing, 1.0))}'."
+            )
 
 
 def check_trainer_fields(args: TrainingArguments) -> None:
@@ -334,3 +372,86 @@ def check_trainer_fields(args: TrainingArguments) -> None:
         )
     if not 0.0 <= args.label_smoothing_factor < 1.0:
         raise ValueError(f"label_smoothing_factor must be in [0, 1), got {args.label_smoothing_factor}.")
+
+
+def _required_hyperparameters(loss: str) -> list[str]:
+    """The loss's keyword-only parameters without a default."""
+    parameters = inspect.signature(get_loss(loss)).parameters.values()
+    return [p.name for p in parameters if p.kind is inspect.Parameter.KEYWORD_ONLY and p.default is p.empty]
+
+
+def _json_object(value: str | dict | None) -> dict[str, Any]:
+    """``loss_kwargs`` as a dict: a JSON object string (the flag) or a dict (Python); ``None`` is empty."""
+    if value is None or value == "":
+        return {}
+    if isinstance(value, dict):
+        return dict(value)
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError:
+        parsed = None
+    if not isinstance(parsed, dict):
+        raise ValueError(f"loss_kwargs must be a JSON object such as '{{\"scale\": 2}}', got {value!r}.")
+    return parsed
+
+
+def parse_teacher_weights(
+    weights: str | list[float] | tuple[float, ...] | None, count: int | None = None
+) -> list[float] | None:
+    """``"0.7,0.3"`` (or numbers) as weights normalised to sum 1; ``None`` stays ``None`` (equal weights), or
+    ``count`` equal weights when ``count`` is given, which the values must then number."""
+    if weights is None or weights == "":
+        return None if count is None else [1.0 / count] * count
+    if isinstance(weights, str):
+        try:
+            values = [float(w) for w in weights.split(",")]
+        except ValueError:
+            raise ValueError(
+                f"teacher_weights must be comma-separated numbers such as '0.7,0.3', got {weights!r}."
+            ) from None
+    else:
+        values = [float(w) for w in weights]
+    if any(not (w >= 0 and math.isfinite(w)) for w in values) or sum(values) <= 0:
+        raise ValueError(f"teacher_weights must be finite, >= 0 and not all 0, got {weights!r}.")
+    if count is not None and len(values) != count:
+        raise ValueError(
+            f"teacher_weights has {len(values)} values for {count} teachers: give one weight per teacher, in "
+            "the order of teacher_model (or of teacher_logits_columns)."
+        )
+    total = sum(values)
+    return [w / total for w in values]
+
+
+# The fields that define the method, in the order the summary lists them, with when `method_summary` shows them:
+# "always"; "loss" when the chosen loss takes it; "set" when set (not None / False); "scheduled" with its schedule
+# ("<schedule> to <end>") when not constant; "schedule" never on its own (shown with the value it moves); "with A B"
+# when field A or B is set.
+METHOD_FIELDS: dict[str, str] = {
+    "distillation_loss": "always",
+    "dkd_alpha": "loss",
+    "dkd_beta": "loss",
+    "dist_beta": "loss",
+    "dist_gamma": "loss",
+    "jsd_beta": "loss",
+    "loss_kwargs": "set",
+    "teacher_correction": "set",
+    "logit_standardization": "set",
+    "alpha": "scheduled",
+    "alpha_schedule": "schedule",
+    "alpha_end": "schedule",
+    "temperature": "scheduled",
+    "temperature_schedule": "schedule",
+    "temperature_end": "schedule",
+    "distillation_epochs": "set",
+    "distillation_steps": "set",
+    "two_stage_steps": "set",
+    "two_stage_epochs": "set",
+    "teacher_weights": "set",
+    "teacher_logits_columns": "set",
+    "self_distillation": "set",
+    "hidden_state_loss": "set",
+    "attention_loss": "set",
+    "layer_map": "with hidden_state_loss attention_loss",
+    "hidden_state_weight": "with hidden_state_loss",
+    "attention_weight": "with attention_loss",
+}

@@ -102,3 +102,17 @@ def varied_bert(seed: int = 0, **kwargs) -> BertForSequenceClassification:
     config.initializer_range = 1.0
     torch.manual_seed(seed)
     return BertForSequenceClassification(config).eval()
+
+
+@pytest.fixture
+def scaled_kl():
+    """A loss registered for one test with a keyword-only hyperparameter that is no training-argument field."""
+    from hf_distill.losses import _LOSSES, kl_divergence_loss, register_loss
+
+    @register_loss("scaled_kl")
+    def scaled_kl_loss(student_logits, teacher_logits, temperature, labels=None, *, scale: float):
+        """The KL divergence times ``scale``."""
+        return scale * kl_divergence_loss(student_logits, teacher_logits, temperature, labels)
+
+    yield "scaled_kl"
+    del _LOSSES["scaled_kl"]

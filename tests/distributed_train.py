@@ -146,7 +146,7 @@ def main(
     if fsdp:
         record["fsdp_teacher"] = fsdp_teacher()
     if intermediate:
-        record["projections"] = {k: v.tolist() for k, v in trainer.intermediate.state_dict().items()}
+        record["projections"] = {k: v.tolist() for k, v in trainer.objective.terms[0].state_dict().items()}
     record.update(
         processes_seen_by_trainer=trainer.args.world_size, log_history=trainer.state.log_history, eval=metrics
     )

@@ -124,14 +124,14 @@ def _kl64(student_logits, teacher_logits, temperature):
 
 def test_loss_between_widths_matches_float64_reference(tmp_path, data):
     trainer = intermediate_trainer(tmp_path, data, alpha=0.3, layer_map="0:1,1:3")
-    assert trainer.intermediate.projections is not None  # 16 -> 32
+    assert trainer.objective.terms[0].projections is not None  # 16 -> 32
     batch = trainer._prepare_inputs(trainer.data_collator([data[i] for i in range(8)]))
     trainer.model.eval()
     with torch.no_grad():
         loss = trainer.compute_loss(trainer.model, batch)
     student = trainer.model.double()
     teacher = trainer.teacher_model.double()
-    projections = trainer.intermediate.projections.double()
+    projections = trainer.objective.terms[0].projections.double()
     mask = batch["attention_mask"]
     inputs = {"input_ids": batch["input_ids"], "attention_mask": mask}
     with torch.no_grad():
@@ -156,11 +156,11 @@ def test_loss_between_widths_matches_float64_reference(tmp_path, data):
 
 def test_trains_between_widths_logs_parts_and_keeps_projections_out_of_the_student(tmp_path, data):
     trainer = intermediate_trainer(tmp_path, data, max_steps=4, save_strategy="steps", save_steps=2)
-    before = {k: v.clone() for k, v in trainer.intermediate.state_dict().items()}
+    before = {k: v.clone() for k, v in trainer.objective.terms[0].state_dict().items()}
     trainer.train()
     logged = trainer.state.log_history[0]
     assert logged["loss_hidden_state"] > 0 and logged["loss_attention"] > 0
-    after = trainer.intermediate.state_dict()
+    after = trainer.objective.terms[0].state_dict()
     assert any(not torch.equal(before[k], after[k]) for k in before), "the projections were not trained"
     checkpoint = tmp_path / "out" / "checkpoint-4"
     saved = load_file(checkpoint / PROJECTIONS_FILE)
@@ -184,14 +184,14 @@ def test_resume_restores_the_projections(tmp_path, data):
     # Resuming where nothing is left to train loads the projections and leaves them as saved.
     loaded = intermediate_trainer(tmp_path / "loaded", data, max_steps=2)
     loaded.train(resume_from_checkpoint=checkpoint)
-    for name, value in loaded.intermediate.state_dict().items():
+    for name, value in loaded.objective.terms[0].state_dict().items():
         torch.testing.assert_close(value, saved[name], rtol=0, atol=0)
 
     # Resuming and training on ends where the uninterrupted run ended, projections and student alike.
     resumed = intermediate_trainer(tmp_path / "resumed", data, max_steps=4)
     resumed.train(resume_from_checkpoint=checkpoint)
-    for name, value in resumed.intermediate.state_dict().items():
-        torch.testing.assert_close(value, full.intermediate.state_dict()[name])
+    for name, value in resumed.objective.terms[0].state_dict().items():
+        torch.testing.assert_close(value, full.objective.terms[0].state_dict()[name])
     for name, value in resumed.model.state_dict().items():
         torch.testing.assert_close(value, full.model.state_dict()[name])
 

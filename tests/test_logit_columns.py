@@ -130,3 +130,24 @@ def test_a_list_column_of_one_width_is_cast_once_and_a_ragged_one_refused(tmp_pa
             train_dataset=ragged,
             data_collator=DataCollatorForDistillation(),
         )
+
+
+def test_several_precomputed_columns_take_the_fast_arrow_path(tmp_path):
+    data = tiny_text_dataset(8)
+    data = data.add_column("logits_a", [[float(i), 0.0, 1.0] for i in range(8)])
+    data = data.add_column("logits_b", [[0.0, float(i), 2.0] for i in range(8)])
+    for column in ("logits_a", "logits_b"):
+        data = data.cast_column(column, List(Value("float32"), length=3))
+    trainer = DistillationTrainer(
+        model=tiny_bert(),
+        args=make_args(tmp_path, teacher_logits_columns="logits_a,logits_b"),
+        train_dataset=data,
+        data_collator=DataCollatorForDistillation(),
+    )
+    loader = trainer.get_train_dataloader()
+    assert isinstance(loader.dataset, LogitColumns) and loader.dataset.columns == ["logits_a", "logits_b"]
+    row = loader.dataset.__getitems__([5])[0]
+    assert all(isinstance(row[c], np.ndarray) and row[c].dtype == np.float32 for c in ("logits_a", "logits_b"))
+    assert row["logits_a"].tolist() == [5.0, 0.0, 1.0] and row["logits_b"].tolist() == [0.0, 5.0, 2.0]
+    trainer.train()
+    assert all(np.isfinite(log["loss_kd"]) for log in trainer.state.log_history if "loss" in log)

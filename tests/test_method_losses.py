@@ -289,3 +289,34 @@ def test_predict_on_an_unlabelled_test_set_with_label_methods_returns_prediction
     labelled = trainer.predict(tiny_text_dataset(6, seed=3).remove_columns("text"))
     np.testing.assert_allclose(labelled.predictions, output.predictions, rtol=1e-5, atol=1e-6)
     assert "test_loss" in labelled.metrics
+
+
+def test_custom_loss_hyperparameter_from_python(tmp_path, scaled_kl):
+    """A registered loss's own keyword-only parameter is filled from ``loss_kwargs`` (a dict from Python)."""
+    from hf_distill import DataCollatorForDistillation, DistillationTrainer
+    from tests.conftest import make_args, tiny_bert, tiny_text_dataset
+
+    data = tiny_text_dataset(8).remove_columns("text")
+    losses = {}
+    for loss, kwargs in (("kl", None), (scaled_kl, {"scale": 3.0})):
+        trainer = DistillationTrainer(
+            model=tiny_bert(seed=2),
+            args=make_args(tmp_path, alpha=0.0, distillation_loss=loss, loss_kwargs=kwargs),
+            teacher_model=tiny_bert(seed=1),
+            train_dataset=data,
+            data_collator=DataCollatorForDistillation(),
+        )
+        batch = trainer._prepare_inputs(trainer.data_collator([data[i] for i in range(8)]))
+        with torch.no_grad():
+            losses[loss] = trainer.compute_loss(trainer.model.eval(), batch)
+        assert trainer.args.method_summary().get("loss_kwargs") == (None if kwargs is None else '{"scale": 3.0}')
+    assert losses["kl"] > 0
+    torch.testing.assert_close(losses[scaled_kl], 3.0 * losses["kl"])
+    with pytest.raises(ValueError, match=r"needs the hyperparameters \['scale'\].*--loss_kwargs"):
+        make_args(tmp_path, distillation_loss=scaled_kl)
+    with pytest.raises(ValueError, match=r"loss_kwargs sets 'shift'.*keyword-only hyperparameters \['scale'\]"):
+        make_args(tmp_path, distillation_loss=scaled_kl, loss_kwargs={"scale": 1.0, "shift": 1.0})
+    with pytest.raises(ValueError, match="loss_kwargs sets 'dkd_beta', which is a field of its own"):
+        make_args(tmp_path, distillation_loss="dkd", loss_kwargs='{"dkd_beta": 2}')
+    with pytest.raises(ValueError, match="loss_kwargs must be a JSON object"):
+        make_args(tmp_path, distillation_loss=scaled_kl, loss_kwargs="scale=2")

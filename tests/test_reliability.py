@@ -398,3 +398,14 @@ def test_image_split_seed_keeps_the_teachers_split_whatever_the_run_seed():
     assert rows(seed=1, split_seed=42) == teacher  # the student evaluates on the teacher's held-out images
     moved = rows(seed=1, split_seed=None)
     assert set(moved["validation"]) - set(teacher["validation"])  # without it, teacher training images move in
+
+
+def test_arguments_the_trainer_was_built_from_cannot_change_before_training(tmp_path, data):
+    trainer = trainer_for(tmp_path, data, tiny_bert(seed=1))
+    trainer.args.teacher_input_prefix = "t_"  # the teacher's inputs were set up with "teacher_"
+    with pytest.raises(ValueError, match="teacher_input_prefix changed after the DistillationTrainer was built"):
+        trainer.train()
+    assert trainer.state.global_step == 0
+    trainer.args.teacher_input_prefix = "teacher_"  # control: back to the built value, it trains
+    trainer.train()
+    assert trainer.state.global_step == 2

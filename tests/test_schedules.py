@@ -4,7 +4,7 @@ import math
 
 import pytest
 import torch
-from transformers import TrainerState
+from transformers import TrainerCallback, TrainerState
 
 from hf_distill import DataCollatorForDistillation, DistillationTrainer
 from hf_distill.schedules import head_and_backbone, objective_schedule, scheduled_value
@@ -84,17 +84,28 @@ def test_objective_schedule_switches_at_the_epoch_boundary(tmp_path):
 
 def test_two_stage_freezes_the_backbone_bit_for_bit_in_stage_1(tmp_path, data):
     trainer = trainer_for(
-        tmp_path, data, max_steps=3, two_stage_steps=3, weight_decay=0.1, learning_rate=1e-2, alpha=0.5
+        tmp_path, data, max_steps=4, two_stage_steps=3, weight_decay=0.1, learning_rate=1e-2, alpha=0.5
     )
     head, backbone = head_and_backbone(trainer.model)
     before = [p.detach().clone() for p in backbone]
     head_before = [p.detach().clone() for p in head]
+    seen = {}
+
+    class AtStageEnd(TrainerCallback):  # the end of stage 1 (a run of stage 1 alone is refused)
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == 3:
+                seen["backbone"] = [p.detach().clone() for p in backbone]
+                seen["head"] = [p.detach().clone() for p in head]
+                optimizer = trainer.optimizer.state
+                seen["state"] = [len(optimizer[p]) for p in backbone], [int(optimizer[p]["step"]) for p in head]
+
+    trainer.add_callback(AtStageEnd())
     trainer.train()
-    assert all(torch.equal(a, p) for a, p in zip(before, backbone, strict=True))
-    assert not all(torch.equal(a, p) for a, p in zip(head_before, head, strict=True))
+    assert all(torch.equal(a, p) for a, p in zip(before, seen["backbone"], strict=True))
+    assert not all(torch.equal(a, p) for a, p in zip(head_before, seen["head"], strict=True))
     assert all(p.requires_grad for p in trainer.model.parameters())  # unfrozen when training ends
-    state = trainer.optimizer.state
-    assert all(len(state[p]) == 0 for p in backbone) and all(state[p]["step"] == 3 for p in head)
+    backbone_state, head_steps = seen["state"]
+    assert all(n == 0 for n in backbone_state) and all(step == 3 for step in head_steps)
 
 
 def test_two_stage_trains_everything_in_stage_2_with_fresh_optimizer_state(tmp_path, data):
@@ -128,3 +139,51 @@ def test_two_stage_needs_a_model_with_a_backbone(tmp_path, data):
 
     with pytest.raises(ValueError, match="no separate `base_model`"):
         head_and_backbone(Flat())
+
+
+@pytest.mark.parametrize("name, start, end", [("alpha", 0.5, 0.1), ("temperature", 2.0, 4.0)])
+def test_a_moving_schedule_needs_its_end_value(tmp_path, name, start, end):
+    """A linear or cosine schedule without its end value would stay constant while the card says it moves."""
+    with pytest.raises(ValueError, match=rf"{name}_schedule='cosine' moves {name} towards {name}_end, which is unset"):
+        make_args(tmp_path, **{f"{name}_schedule": "cosine"})
+    args = make_args(tmp_path, **{name: start, f"{name}_schedule": "cosine", f"{name}_end": end})  # control
+    assert args.method_summary()[f"{name}_schedule"] == f"cosine to {end}"
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"distillation_steps": 2}, "distillation_steps=2 is not below the run's 2 optimizer steps, so KD then CE"),
+        ({"distillation_epochs": 1.0}, r"distillation_epochs=1.0 is not below the run's 1.0 epochs"),
+        ({"two_stage_steps": 5}, "two_stage_steps=5 is not below the run's 2 optimizer steps, so two-stage"),
+        ({"two_stage_epochs": 1.8, "max_steps": 3}, r"two_stage_epochs=1.8 is not below the run's 1.5 epochs"),
+    ],
+)
+def test_switches_beyond_the_run_are_refused_before_the_first_step(tmp_path, data, overrides, message):
+    trainer = trainer_for(tmp_path, data, **overrides)  # 16 rows at batch size 8: 2 steps an epoch
+    with pytest.raises(ValueError, match=message):
+        trainer.train()
+    assert trainer.state.global_step == 0
+
+
+def test_switches_inside_the_run_train(tmp_path, data):
+    trainer = trainer_for(tmp_path, data, max_steps=3, distillation_steps=2, two_stage_steps=1)
+    trainer.train()
+    assert [("loss_kd" in log) for log in training_logs(trainer)] == [True, True, False]
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"alpha": 0.0, "alpha_schedule": "linear", "alpha_end": 0.5}, "alpha_schedule='linear' moves alpha from 0.0"),
+        ({"alpha": 0.0, "distillation_steps": 1}, "distillation_steps switches to training on the labels alone"),
+        ({"alpha": 0.3}, "alpha=0.3, which weighs a hard-label cross-entropy"),
+    ],
+)
+def test_a_schedule_that_needs_labels_is_refused_on_unlabelled_data(tmp_path, overrides, message):
+    unlabelled = tiny_text_dataset(16, labels=False).remove_columns("text")
+    with pytest.raises(ValueError, match=message):
+        trainer_for(tmp_path, unlabelled, **overrides)
+    trainer = trainer_for(tmp_path, unlabelled, alpha=0.0)  # control: pure distillation throughout trains
+    trainer.train()
+    assert trainer.state.global_step == 2

@@ -91,6 +91,9 @@ def tiny_overrides(config: dict, assets: Path) -> None:
             args["student_config_overrides"] = {"patch_size": 4, "hidden_size": 16, "num_hidden_layers": 1}
             args["student_config_overrides"] |= {"num_attention_heads": 2, "intermediate_size": 16}
         config["objective"] = "eval_accuracy"  # the digits have no test split
+    for cell in config["grid"].get("stages", {}).values():  # the tiny run is 6 steps: switch inside it (else refused)
+        if "two_stage_steps" in cell:
+            cell["two_stage_steps"] = 2
     config["output_dir"] = str(assets / "study")
 
 

@@ -86,3 +86,20 @@ def test_predict_reports_the_teacher_metrics_as_evaluate_does(tmp_path):
     assert predicted["test_teacher_accuracy"] == evaluated["test_teacher_accuracy"]
     unlabelled = trainer.predict(dataset.remove_columns("label")).metrics
     assert not any("teacher" in key for key in unlabelled)
+
+
+def test_teacher_metrics_of_a_plain_torch_dataset(tmp_path):
+    """A set without a fingerprint gets its own teacher metrics at each evaluation, never another set's."""
+    teacher = varied_bert(seed=1, layers=3, hidden=32)
+    first, second = tiny_text_dataset(16, seed=3).remove_columns("text"), tiny_text_dataset(16, seed=4)
+    second = second.remove_columns("text")
+    trainer = DistillationTrainer(
+        model=tiny_bert(seed=2),
+        args=make_args(tmp_path),
+        teacher_model=teacher,
+        data_collator=DataCollatorForDistillation(),
+    )
+    for dataset in (first, second):
+        metrics = trainer.evaluate(torch.utils.data.Subset(dataset, range(16)))
+        expected = direct_teacher_metrics(teacher, dataset)
+        assert metrics["eval_teacher_accuracy"] == pytest.approx(expected["accuracy"])

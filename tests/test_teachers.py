@@ -88,7 +88,7 @@ def loss_and_grads(trainer, data):
     loss = trainer.compute_loss(trainer.model, batch)
     loss.backward()
     grads = {n: p.grad.clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
-    trainer._metrics["train"].clear()
+    trainer.loss_log.pop("train")
     return loss.detach(), grads
 
 
@@ -145,6 +145,10 @@ def test_several_teachers_refuse_bad_settings(tmp_path, data):
     stored = precompute_teacher_logits(a, data, column="logits_a", batch_size=8)
     with pytest.raises(ValueError, match=r"has the teacher logits columns \['logits_a'\] but not \['logits_b'\]"):
         trainer_for(tmp_path, tiny_bert(2), stored, teacher_logits_columns="logits_a,logits_b")
+    with pytest.raises(ValueError, match="there is one teacher \\(logits column 'logits_a'\\)"):
+        trainer_for(tmp_path, tiny_bert(2), stored, teacher_logits_column="logits_a", teacher_weights="1,2")
+    # control: the same single column without weights is accepted
+    assert trainer_for(tmp_path, tiny_bert(2), stored, teacher_logits_column="logits_a").plan.column_weights is None
 
 
 def lora_student(base):

@@ -301,3 +301,18 @@ def test_recipe_help_lists_the_method_flags(recipe):
         assert flag in text
     for flag in ("--alpha_schedule", "--temperature_end", "--distillation_epochs", "--two_stage_steps"):
         assert flag in text
+
+
+def test_custom_loss_hyperparameter_from_the_recipe_flag(assets, scaled_kl):
+    """``--loss_kwargs`` fills a registered loss's own keyword-only parameter: at the first step (before any update)
+    the distillation term is ``scale`` times the plain KL of the same batch."""
+    first_kd = {}
+    for name, extra in (("kl", []), ("scaled", ["--distillation_loss", scaled_kl, "--loss_kwargs", '{"scale": 2}'])):
+        flags = common_flags(assets, f"loss-{name}") + ["--max_steps", "1", *extra]
+        flags += ["--student_init", "pretrained", "--student_model_name_or_path", str(assets / "student_base")]
+        load_recipe("text_classification").main(flags)
+        history = json.loads((assets / f"loss-{name}" / "trainer_state.json").read_text())["log_history"]
+        first_kd[name] = next(entry["loss_kd"] for entry in history if "loss" in entry)
+    assert first_kd["kl"] > 0 and first_kd["scaled"] == pytest.approx(2 * first_kd["kl"], rel=1e-5)
+    card = (assets / "loss-scaled" / "README.md").read_text()
+    assert yaml.safe_load(card.split("---")[1])["distillation"]["loss_kwargs"] == '{"scale": 2}'

@@ -165,3 +165,19 @@ def test_top_k_column_without_provenance_is_refused(tmp_path):
     dataset.info.description = ""
     with pytest.raises(ValueError, match="no top-k provenance.*top_k=K"):
         top_k_trainer(tmp_path, dataset)
+
+
+def test_top_k_column_under_a_temperature_schedule_or_a_changed_temperature_is_refused_before_the_first_step(
+    tmp_path,
+):
+    dataset = precompute_teacher_logits(varied_bert(labels=CLASSES), tiny_text_dataset(8), top_k=3, temperature=2.0)
+    with pytest.raises(ValueError, match="temperature schedule moves the temperature to 6.0.*--temperature_schedule"):
+        top_k_trainer(tmp_path, dataset, temperature_schedule="linear", temperature_end=6.0)
+    trainer = top_k_trainer(tmp_path, dataset)
+    trainer.args.temperature = 4.0  # changed after the trainer was built
+    with pytest.raises(ValueError, match="at temperature 2.0, but args.temperature is 4.0"):
+        trainer.train()
+    assert trainer.state.global_step == 0
+    trainer.args.temperature = 2.0  # control: the stored temperature, constant, trains
+    trainer.train()
+    assert trainer.state.global_step == 2

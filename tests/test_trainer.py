@@ -19,7 +19,7 @@ def batch_loss(trainer, batch):
     trainer.model.eval()
     with torch.no_grad():
         loss = trainer.compute_loss(trainer.model, trainer._prepare_inputs(batch))
-    trainer._metrics["eval"].clear()
+    trainer.loss_log.pop("eval")
     return loss
 
 
@@ -288,4 +288,44 @@ def test_label_guard_ignores_unnamed_labels(tmp_path, data, labels):
     """A student built with default LABEL_i names is taken as aligned with a named teacher of the same size."""
     student = tiny_bert(seed=2, labels=[f"LABEL_{i}" for i in range(3)])
     trainer = trainer_for(tmp_path, student, data, tiny_bert(seed=1, labels=labels))
-    assert trainer._teacher_permutation is None
+    assert trainer.plan.teacher_permutation is None
+
+
+@pytest.mark.parametrize("schedule", [{}, {"alpha_schedule": "linear", "alpha_end": 0.0}])
+def test_prediction_on_unlabelled_data_uses_the_scheduled_alpha(tmp_path, data, schedule):
+    """After a schedule from alpha 0.5 to 0, unlabelled predictions carry the distillation loss (alpha is 0 now);
+    with alpha constant at 0.5 they are plain predictions."""
+    trainer = trainer_for(tmp_path, tiny_bert(seed=2), data, tiny_bert(seed=1), alpha=0.5, **schedule)
+    trainer.train()
+    output = trainer.predict(data.remove_columns("label"))
+    assert output.predictions.shape == (16, 3)
+    if schedule:
+        assert math.isfinite(output.metrics["test_loss"]) and output.metrics["test_loss_kd"] > 0
+    else:
+        assert "test_loss" not in output.metrics
+
+
+def test_plain_torch_dataset_with_a_column_in_another_label_order_is_reordered_or_refused(tmp_path, data):
+    teacher = tiny_bert(seed=1)
+    shuffled = permuted_teacher(teacher, [2, 0, 1])
+    stored = precompute_teacher_logits(shuffled, data, batch_size=8)  # provenance: the shuffled label order
+    reference = precompute_teacher_logits(teacher, data, batch_size=8)
+
+    def eval_loss(train, **overrides):
+        trainer = trainer_for(tmp_path, tiny_bert(seed=2), train, **overrides)
+        return trainer.evaluate(train)["eval_loss"]
+
+    subset = torch.utils.data.Subset(stored, range(16))  # a plain torch Dataset over the stored rows
+    assert eval_loss(subset) == pytest.approx(eval_loss(reference), rel=1e-5)
+
+    class Rows(torch.utils.data.Dataset):  # says nothing of where its rows come from
+        def __len__(self):
+            return len(stored)
+
+        def __getitem__(self, i):
+            return stored[i]
+
+    with pytest.raises(ValueError, match="does not say its order"):
+        trainer_for(tmp_path, tiny_bert(seed=2), stored).evaluate(Rows())
+    plain = trainer_for(tmp_path, tiny_bert(seed=2), Rows())  # alone, its logits are taken in the student's order
+    assert math.isfinite(plain.evaluate(Rows())["eval_loss"])

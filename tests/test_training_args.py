@@ -67,6 +67,14 @@ def test_help_renders():
         ({"teacher_torch_compile": "yes"}, "teacher_torch_compile must be True or False"),
         ({"teacher_logits_column": ""}, "teacher_logits_column must be a non-empty"),
         ({"dkd_beta": -1.0}, "dkd_beta must be >= 0"),
+        ({"dkd_beta": float("inf")}, "dkd_beta must be >= 0 and finite, got inf"),
+        ({"dkd_alpha": float("nan")}, "dkd_alpha must be >= 0 and finite, got nan"),
+        ({"dist_gamma": float("inf")}, "dist_gamma must be >= 0 and finite, got inf"),
+        (
+            {"hidden_state_loss": "mse", "hidden_state_weight": float("inf")},
+            "hidden_state_weight must be >= 0 and finite",
+        ),
+        ({"attention_loss": "kl", "attention_weight": float("inf")}, "attention_weight must be >= 0 and finite"),
         ({"jsd_beta": 1.5}, r"jsd_beta must be in \[0, 1\]"),
         ({"teacher_correction": "onehot"}, "teacher_correction must be one of swap"),
         ({"alpha_schedule": "step"}, "alpha_schedule must be one of constant, linear, cosine"),
@@ -115,7 +123,7 @@ def test_teacher_torch_compile_flag_parses_and_compiles_the_teacher_on_placement
     trainer = DistillationTrainer(
         model=tiny_bert(seed=2), args=args, teacher_model=tiny_bert(seed=1), train_dataset=tiny_text_dataset(4)
     )
-    runner, input_names = trainer._placed_teacher()
+    runner, input_names = trainer.source.teacher.placed()
     assert isinstance(runner, torch._dynamo.eval_frame.OptimizedModule) and runner._orig_mod is trainer.teacher_model
     assert "input_ids" in input_names
 
@@ -144,3 +152,50 @@ def test_loss_metrics_select_the_lowest_checkpoint_by_default(tmp_path, metric):
         output_dir=str(tmp_path), report_to=[], metric_for_best_model="agreement"
     )
     assert agreement.greater_is_better is True
+
+
+def test_large_finite_weights_are_accepted(tmp_path):
+    """The control of the inf-weight refusals: large finite weights are the user's choice."""
+    args = DistillationTrainingArguments(
+        output_dir=str(tmp_path),
+        report_to=[],
+        distillation_loss="dkd",
+        dkd_beta=1e6,
+        hidden_state_loss="mse",
+        hidden_state_weight=1e6,
+    )
+    assert args.method_summary()["dkd_beta"] == 1e6 and args.method_summary()["hidden_state_weight"] == 1e6
+
+
+def test_method_fields_are_fields_and_the_loss_hyperparameters_come_from_the_registry(tmp_path):
+    import dataclasses
+
+    from hf_distill.training_args import METHOD_FIELDS
+
+    fields = {f.name for f in dataclasses.fields(DistillationTrainingArguments)}
+    assert set(METHOD_FIELDS) <= fields
+    args = DistillationTrainingArguments(output_dir=str(tmp_path), report_to=[], distillation_loss="jsd")
+    assert args.loss_hyperparameters == {"jsd_beta": 0.5}
+    assert "jsd_beta" in args.method_summary() and "dkd_beta" not in args.method_summary()
+
+
+def test_configuration_and_losses_import_no_trainer_side_module():
+    """Dependencies point one way: the arguments read the loss registry only, the losses nothing outside themselves
+    (TYPE_CHECKING imports included)."""
+    import ast
+    from pathlib import Path
+
+    package = Path(__file__).resolve().parents[1] / "hf_distill"
+
+    def imported(path: Path) -> set[str]:
+        names = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                names.add("." * node.level + (node.module or ""))
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("hf_distill"):
+                names.add(node.module)
+        return names
+
+    assert imported(package / "training_args.py") == {".losses"}
+    for path in (package / "losses").glob("*.py"):
+        assert all(name.startswith(".") and not name.startswith("..") for name in imported(path)), path.name

@@ -434,3 +434,23 @@ def test_k_view_transform_with_remove_unused_columns_names_it(tmp_path):
     renamed = train.rename_column("image", "picture")
     with pytest.raises(ValueError, match=r"no image column 'image'.*image_column="):
         renamed[:2]
+
+
+def test_deit_trainer_refuses_an_alpha_schedule_that_reaches_a_one_sided_alpha(tmp_path):
+    args = make_args(tmp_path, alpha=0.5, alpha_schedule="linear", alpha_end=1.0)
+    with pytest.raises(ValueError, match="alpha_end=1.0 leaves one DeiT head untrained"):
+        DeiTDistillationTrainer(model=tiny_deit(), args=args, teacher_model=tiny_resnet())
+    args = make_args(tmp_path, alpha=0.5, alpha_schedule="linear", alpha_end=0.8)  # control: inside (0, 1)
+    assert DeiTDistillationTrainer(model=tiny_deit(), args=args, teacher_model=tiny_resnet()).args.alpha_end == 0.8
+
+
+def test_deit_trainer_adds_the_objectives_extra_terms(tmp_path):
+    """A subclass with its own heads computes CE and KD; the trainer adds the objective's terms to every loss."""
+    trainer = DeiTDistillationTrainer(
+        model=tiny_deit(), args=make_args(tmp_path, hidden_state_loss="mse"), teacher_model=tiny_deit(seed=1)
+    )
+    batch = {"pixel_values": torch.randn(4, 3, 8, 8), "labels": torch.arange(4) % len(CLASSES)}
+    with torch.no_grad():
+        trainer.compute_loss(trainer.model.eval(), batch)
+    logged = trainer.loss_log.pop("eval")
+    assert {"loss_ce", "loss_kd", "loss_hidden_state"} <= set(logged) and logged["loss_hidden_state"] > 0

@@ -1,13 +1,20 @@
 """Distillation losses: a registry of logit losses (``--distillation_loss``), teacher corrections, and the objective
 that combines a loss with the hard-label cross-entropy. One module per family; adding a loss is one decorated
-function (keyword-only parameters are hyperparameters, filled from the training arguments of the same name)::
+function (keyword-only parameters are hyperparameters, filled from the training arguments of the same name or from
+``--loss_kwargs``)::
 
     @register_loss("my_loss")
     def my_loss(student_logits, teacher_logits, temperature, labels=None, *, my_loss_weight=1.0):
         ...
+
+    # --distillation_loss my_loss --loss_kwargs '{"my_loss_weight": 2}'
+
+A feature method (hidden states, attention maps, ...) is an objective term (see ``ObjectiveTerm``): it returns its own
+weighted parts and carries its forward flags, optimizer groups, checkpoint state and callbacks, which the trainer
+gathers through :class:`DistillationObjective` without a branch of its own.
 """
 
-from .corrections import TEACHER_CORRECTIONS, standardize_logits, swap_teacher_mistakes
+from .corrections import TEACHER_CORRECTIONS, check_teacher_correction, standardize_logits, swap_teacher_mistakes
 from .dist import dist_loss
 from .divergence import generalized_jsd_loss, reverse_kl_loss
 from .dkd import dkd_loss
@@ -25,6 +32,7 @@ __all__ = [
     "ObjectiveTerm",
     "TopKLogits",
     "available_losses",
+    "check_teacher_correction",
     "dist_loss",
     "distillation_loss",
     "distillation_term",

@@ -56,3 +56,9 @@ def standardize_logits(logits: torch.Tensor) -> torch.Tensor:
 
 # teacher_correction value -> the correction.
 TEACHER_CORRECTIONS = {"swap": swap_teacher_mistakes}
+
+
+def check_teacher_correction(name: str) -> None:
+    """Refuse an unknown ``teacher_correction`` name."""
+    if name not in TEACHER_CORRECTIONS:
+        raise ValueError(f"teacher_correction must be one of {', '.join(TEACHER_CORRECTIONS)} or unset, got {name!r}.")

@@ -7,19 +7,28 @@ hyperparameters, the teacher corrections, and any extra terms) and called per ba
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import torch
 
-from .corrections import TEACHER_CORRECTIONS, standardize_logits
+from .corrections import TEACHER_CORRECTIONS, check_teacher_correction, standardize_logits
 from .logit import hard_label_cross_entropy
-from .registry import LossFn, get_loss, loss_hyperparameters
+from .registry import LossFn, get_loss
 from .top_k import TopKLogits, top_k_kl_loss
 
-if TYPE_CHECKING:
-    from ..training_args import DistillationTrainingArguments
+
+class ObjectiveArguments(Protocol):
+    """What :meth:`DistillationObjective.from_args` reads (``DistillationTrainingArguments`` has it; the losses
+    import no configuration module)."""
+
+    distillation_loss: str
+    loss_hyperparameters: Mapping[str, Any]
+    teacher_correction: str | None
+    logit_standardization: bool
+    label_smoothing_factor: float
 
 
 @dataclass(frozen=True)
@@ -53,7 +62,9 @@ class LossParts:
 
 # An extra term of the objective (hidden states, attention maps, ...): gets the student's and the teacher's model
 # outputs (``None`` where not run), the labels and the student's inputs (``attention_mask``, ...), returns its own
-# named, weighted parts.
+# named, weighted parts. A term may also have ``output_flags`` (forward keywords it needs), ``parameter_groups(
+# weight_decay)`` (its own trained parameters), ``save_state(folder)`` / ``load_state(folder)`` (checkpoints) and
+# ``callbacks(accelerator)``; the objective gathers them for the trainer, which has no branch for any term.
 ObjectiveTerm = Callable[[Any, Any, "torch.Tensor | None", Mapping[str, Any]], LossParts]
 
 
@@ -100,13 +111,12 @@ class DistillationObjective:
     terms: Sequence[ObjectiveTerm] = ()
 
     @classmethod
-    def from_args(
-        cls, args: DistillationTrainingArguments, terms: Sequence[ObjectiveTerm] = ()
-    ) -> DistillationObjective:
-        """The objective the arguments configure; the loss's hyperparameters come from the fields of the same name."""
+    def from_args(cls, args: ObjectiveArguments, terms: Sequence[ObjectiveTerm] = ()) -> DistillationObjective:
+        """The objective the arguments configure; the loss's hyperparameters come from the fields of the same name and
+        ``loss_kwargs`` (:attr:`~hf_distill.DistillationTrainingArguments.loss_hyperparameters`)."""
         return cls(
             loss=args.distillation_loss,
-            hyperparameters={name: getattr(args, name) for name in loss_hyperparameters(args.distillation_loss)},
+            hyperparameters=args.loss_hyperparameters,
             teacher_correction=args.teacher_correction,
             logit_standardization=args.logit_standardization,
             label_smoothing=args.label_smoothing_factor,
@@ -114,11 +124,8 @@ class DistillationObjective:
         )
 
     def __post_init__(self) -> None:
-        if self.teacher_correction is not None and self.teacher_correction not in TEACHER_CORRECTIONS:
-            raise ValueError(
-                f"Unknown teacher_correction {self.teacher_correction!r}; use one of {', '.join(TEACHER_CORRECTIONS)} "
-                "or None."
-            )
+        if self.teacher_correction is not None:
+            check_teacher_correction(self.teacher_correction)
 
     def distillation_term(
         self,
@@ -162,6 +169,27 @@ class DistillationObjective:
         """What the terms need the models to return, as ``forward`` keywords (``output_hidden_states=True``, ...)."""
         return {name: value for term in self.terms for name, value in getattr(term, "output_flags", {}).items()}
 
+    def parameter_groups(self, weight_decay: float) -> list[dict[str, Any]]:
+        """The optimizer parameter groups of the terms that train parameters of their own."""
+        return [group for term in self.terms for group in _call(term, "parameter_groups", [], weight_decay)]
+
+    def callbacks(self, accelerator: Any) -> list[Any]:
+        """The trainer callbacks the terms need."""
+        return [callback for term in self.terms for callback in _call(term, "callbacks", [], accelerator)]
+
+    def save_state(self, folder: str) -> None:
+        """Write the terms' state into a checkpoint folder."""
+        for term in self.terms:
+            _call(term, "save_state", None, folder)
+
+    def load_state(self, folder: str) -> None:
+        """Load the terms' state from a checkpoint folder written by :meth:`save_state`."""
+        for term in self.terms:
+            _call(term, "load_state", None, folder)
+
+    def with_terms(self, terms: Sequence[ObjectiveTerm]) -> DistillationObjective:
+        return dataclasses.replace(self, terms=tuple(terms))
+
     def term_parts(
         self, student_outputs: Any, teacher_outputs: Any, labels: torch.Tensor | None, inputs: Mapping[str, Any] | None
     ) -> LossParts:
@@ -196,6 +224,12 @@ class DistillationObjective:
         elif alpha != 1.0:
             raise ValueError(f"alpha={alpha} weighs a distillation term, but no teacher logits were given.")
         return LossParts(parts, weights)
+
+
+def _call(term: Any, method: str, default: Any, *args: Any) -> Any:
+    """``term.method(*args)``, or ``default`` for a term without that method."""
+    fn = getattr(term, method, None)
+    return default if fn is None else fn(*args)
 
 
 def distillation_loss(

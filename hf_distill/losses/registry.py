@@ -1,6 +1,7 @@
 """The loss registry: every loss maps ``(student_logits, teacher_logits, temperature, labels)`` to a float32 scalar
 and is chosen by name with ``--distillation_loss``. A loss's keyword-only parameters are its hyperparameters: the
-objective fills them from the ``DistillationTrainingArguments`` fields of the same name (``dkd_beta``, ...)."""
+objective fills them from the ``DistillationTrainingArguments`` fields of the same name (``dkd_beta``, ...) and
+from ``loss_kwargs`` (``--loss_kwargs '{"scale": 2}'``) for those without a field."""
 
 from __future__ import annotations
 

@@ -54,7 +54,10 @@ def deit_distillation_loss(
 class DeiTDistillationTrainer(DistillationTrainer):
     """Trains a `DeiTForImageClassificationWithTeacher`: its class head on the labels, its distillation head on the
     teacher (in the loop or precomputed, as with :class:`~hf_distill.DistillationTrainer`). ``alpha`` must lie strictly
-    between 0 and 1 so both heads learn; evaluation and the saved model use the average of the two heads."""
+    between 0 and 1 so both heads learn, ``alpha_end`` included; evaluation and the saved model use the average of the
+    two heads."""
+
+    alpha_range = "open"
 
     method_description = (
         'The student is a DeiT with a distillation token (Touvron et al., 2021, "Training data-efficient image '
@@ -70,11 +73,6 @@ class DeiTDistillationTrainer(DistillationTrainer):
                 f"DeiTDistillationTrainer trains a DeiTForImageClassificationWithTeacher, got {type(model).__name__}. "
                 "Use DistillationTrainer for students with one head."
             )
-        if args is not None and not 0.0 < getattr(args, "alpha", 0.5) < 1.0:
-            raise ValueError(
-                f"alpha={args.alpha} leaves one DeiT head untrained: alpha weighs the class head's CE and 1 - alpha "
-                "the distillation head's loss. Use 0 < alpha < 1 (DeiT uses 0.5)."
-            )
         super().__init__(model=model, args=args, **kwargs)
         if not self.label_names:  # the model's forward takes no labels, so Trainer cannot infer the name
             self.label_names = ["labels"]
@@ -85,10 +83,8 @@ class DeiTDistillationTrainer(DistillationTrainer):
         teacher_logits: torch.Tensor | TopKLogits | None,
         labels: torch.Tensor | None,
         schedule: ObjectiveSchedule,
-        teacher_outputs: Any = None,
-        inputs: dict[str, Any] | None = None,
     ) -> LossParts:
-        parts = deit_distillation_loss(
+        return deit_distillation_loss(
             outputs.cls_logits,
             outputs.distillation_logits,
             teacher_logits,
@@ -97,4 +93,3 @@ class DeiTDistillationTrainer(DistillationTrainer):
             temperature=schedule.temperature,
             objective=self.objective,
         )
-        return parts + self.objective.term_parts(outputs, teacher_outputs, labels, inputs)
