@@ -8,10 +8,12 @@ from .precompute import precompute_teacher_logits
 from .provenance import TeacherLogitsInfo, read_logits_info
 from .trainer import DistillationTrainer
 from .training_args import DistillationTrainingArguments
+from .unlabeled import combine_labeled_and_unlabeled
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "combine_labeled_and_unlabeled",
     "ComparisonReport",
     "DataCollatorForDistillation",
     "DistillationTrainer",
