@@ -46,9 +46,14 @@ def combine_labeled_and_unlabeled(labeled: Dataset, unlabeled: Dataset, label_co
         feature = labeled.features[label_column]
         fill = -1 if isinstance(feature, ClassLabel) else None
         unlabeled = unlabeled.add_column(label_column, [fill] * len(unlabeled), feature=feature)
-    if not len(labeled):
-        return unlabeled.cast(labeled.features)
-    return concatenate_datasets([labeled, unlabeled.cast(labeled.features)])
+    try:
+        unlabeled = unlabeled.cast(labeled.features)
+    except (TypeError, ValueError) as error:
+        raise ValueError(
+            f"The unlabelled rows cannot take the labelled rows' types ({error}): unlabelled {unlabeled.features}, "
+            f"labelled {labeled.features}. Give both in the same form (e.g. images as files in both)."
+        ) from None
+    return concatenate_datasets([labeled, unlabeled]) if len(labeled) else unlabeled
 
 
 def log_label_counts(dataset: Dataset, label_column: str = "label", name: str = "train") -> tuple[int, int]:

@@ -19,12 +19,14 @@ layers (in the loop only; see docs/methods.md).
 import logging
 from dataclasses import dataclass, field
 
+from datasets import DatasetDict
 from transformers import DeiTForImageClassificationWithTeacher, HfArgumentParser, set_seed
 
 from hf_distill import DataCollatorForDistillation, DistillationTrainer, DistillationTrainingArguments
-from hf_distill.labels import encoding_order, label_names
+from hf_distill.labels import count_labeled, encode_label_column, encoding_order, label_names
 from hf_distill.metrics import compute_metrics_fn
 from hf_distill.teacher import load_teacher
+from hf_distill.unlabeled import check_alpha_for_unlabeled, training_data_summary
 from hf_distill.vision import (
     DeiTDistillationTrainer,
     DistillationImageTransform,
@@ -106,8 +108,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     )
     student = build_student(model_args, labels, height, **hub)
     order = encoding_order(labels, label_names(student.config))  # a pretrained student's own label order, by name
-    if order != labels:
-        dataset = dataset.align_labels_with_mapping({name: i for i, name in enumerate(order)}, "label")
+    counts = count_labeled(dataset["train"])  # ids in that order; unlabelled images (--unlabeled_dir) get -100
+    dataset = DatasetDict({name: encode_label_column(split, "label", order) for name, split in dataset.items()})
+    if training_args.do_train:
+        check_alpha_for_unlabeled(*counts, training_args.alpha, training_args.alpha_end)
     processor_name = model_args.image_processor_name or model_args.student_model_name_or_path
     student_processor = processor_name and load_image_processor(processor_name, **hub)
     student_format = pixel_format_for(student.config, student_processor or None, default_size=height)
@@ -153,6 +157,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         processing_class=student_format.processor,
     )
     method = {"teacher_views": model_args.teacher_views, "augmentation": data_args.augmentation_settings()}
+    method["training_data"] = training_data_summary(*counts)
     card = {"tasks": "image-classification", "method": method, **data_args.card_kwargs()}
     splits = {"eval": dataset.get("validation"), "test": dataset.get("test")} if training_args.do_eval else {}
     return train_evaluate_publish(trainer, splits, card)

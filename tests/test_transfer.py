@@ -295,3 +295,39 @@ def test_recipe_distils_from_a_text_only_training_file_at_alpha_0(assets):  # no
     assert "eval_accuracy" in metrics
     config = json.loads((assets / "pure" / "config.json").read_text())
     assert config["num_hidden_layers"] == 2 and config["hidden_size"] == 16
+
+
+# ---- the image recipe ----
+
+
+def test_image_recipe_distils_on_an_unlabelled_folder_with_cached_views(tmp_path, caplog):
+    """--unlabeled_dir (images, no class folders) joins the training set; K views of each are cached."""
+    from PIL import Image
+    from transformers import ViTConfig, ViTForImageClassification
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 4), ("val", 2)):
+        for name in ("cat", "dog"):
+            (tmp_path / split / name).mkdir(parents=True)
+            for i in range(n):
+                Image.fromarray(rng.integers(0, 255, (8, 8, 3), np.uint8)).save(tmp_path / split / name / f"{i}.png")
+    (tmp_path / "pool").mkdir()
+    for i in range(6):
+        Image.fromarray(rng.integers(0, 255, (8, 8, 3), np.uint8)).save(tmp_path / "pool" / f"{i}.png")
+    config = ViTConfig(image_size=8, patch_size=4, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+                       intermediate_size=16, id2label={0: "cat", 1: "dog"}, label2id={"cat": 0, "dog": 1})  # fmt: skip
+    ViTForImageClassification(config).save_pretrained(tmp_path / "teacher")
+    flags = ["--train_dir", str(tmp_path / "train"), "--validation_dir", str(tmp_path / "val"), "--unlabeled_dir",
+             str(tmp_path / "pool"), "--teacher_model_name_or_path", str(tmp_path / "teacher"), "--teacher_views", "2",
+             "--student_config_overrides", '{"patch_size": 4, "hidden_size": 8, "num_hidden_layers": 1, '
+             '"num_attention_heads": 2}', "--per_device_train_batch_size", "7", "--max_steps", "2", "--use_cpu",
+             "--report_to", "none", "--save_strategy", "no", "--do_train", "--do_eval", "--min_crop_scale", "0.5"]  # fmt: skip
+    recipe = load_recipe("image_classification")
+    with pytest.raises(ValueError, match="6 unlabelled rows, but alpha=1"):
+        recipe.main([*flags, "--output_dir", str(tmp_path / "refused"), "--alpha", "1"])
+    metrics = recipe.main([*flags, "--output_dir", str(tmp_path / "out"), "--alpha", "0.5"])
+    assert "8 labelled and 6 unlabelled rows" in caplog.text
+    assert "distilled on 8 labelled and 6 unlabelled examples" in (tmp_path / "out" / "README.md").read_text()
+    history = json.loads((tmp_path / "out" / "trainer_state.json").read_text())["log_history"]
+    assert all(entry["loss_ce"] > 0 and entry["loss_kd"] >= 0 for entry in history if "loss_ce" in entry)
+    assert 0 <= metrics["eval_accuracy"] <= 1
