@@ -3,8 +3,8 @@
 # 2,000 labelled tweets; its logits are precomputed once on those and on 18,000 more tweets whose labels are dropped
 # (the corpus rows outside train/validation/test). For each seed, a tiny random-init student (2 layers, 128 wide,
 # ~4.4M parameters) is trained with CE on the labels (the baseline), distilled on the labels, and distilled on labels
-# plus the unlabelled tweets; a DistilBERT-style `teacher_layers` student (3 of the teacher's layers) is distilled
-# without and with the unlabelled tweets. Every student keeps its best epoch on the validation split. Then the seed
+# plus the unlabelled tweets; with LAYER_SEEDS, a DistilBERT-style `teacher_layers` student (3 of the teacher's
+# layers) is distilled without and with the unlabelled tweets too. Every student keeps its best epoch on the validation split. Then the seed
 # table with paired differences to the CE baseline, and `hf-distill compare` of the teacher and the best students.
 # Budget knobs: TRAIN_SAMPLES, UNLABELED_SAMPLES, EVAL_SAMPLES, SEEDS, LAYER_SEEDS, *_EPOCHS, OUT.
 set -euo pipefail
@@ -14,7 +14,7 @@ TRAIN_SAMPLES=${TRAIN_SAMPLES:-2000}
 UNLABELED_SAMPLES=${UNLABELED_SAMPLES:-18000}
 EVAL_SAMPLES=${EVAL_SAMPLES:-2000}
 SEEDS=${SEEDS:-1 2 3}
-LAYER_SEEDS=${LAYER_SEEDS:-1}  # the teacher_layers students cost ~10x a tiny one: fewer seeds by default
+LAYER_SEEDS=${LAYER_SEEDS:-}  # e.g. "1 2 3": the teacher_layers students cost ~10x a tiny one, so they are opt-in
 LABELLED_EPOCHS=${LABELLED_EPOCHS:-10}  # students on the 2,000 labelled tweets (best epoch kept)
 TRANSFER_EPOCHS=${TRANSFER_EPOCHS:-3}   # students on labelled + unlabelled tweets (10x the rows per epoch)
 FIRST=${SEEDS%% *}
@@ -28,8 +28,8 @@ COMMON="--max_seq_length 48 --per_device_train_batch_size 32 --per_device_eval_b
 SELECT="--eval_strategy epoch --save_strategy epoch --save_total_limit 1 --load_best_model_at_end
         --metric_for_best_model accuracy --logging_strategy epoch --do_train --do_eval --do_predict"
 STUDENT="--teacher_model_name_or_path $OUT/teacher --precompute_teacher_logits --temperature 2 --log_level warning"
-TINY="--student_preset tiny --learning_rate 1e-3 --warmup_ratio 0.1"
-LAYERS="--student_init teacher_layers --student_num_layers 3 --learning_rate 1e-4 --warmup_ratio 0.1"
+TINY="--student_preset tiny --learning_rate 1e-3 --warmup_steps 50"
+LAYERS="--student_init teacher_layers --student_num_layers 3 --learning_rate 1e-4 --warmup_steps 50"
 UNLABELED="--unlabeled_file $DATA/unlabeled.parquet"
 
 echo "== [1/5] The tweets as files: $TRAIN_SAMPLES labelled, $UNLABELED_SAMPLES unlabelled (labels dropped), $EVAL_SAMPLES validation, $EVAL_SAMPLES test =="
@@ -53,10 +53,10 @@ $PY recipes/train_teacher.py --model_name_or_path "$MINILM" $FILES $COMMON --lea
     --logging_strategy epoch --seed 42 --output_dir "$OUT/teacher" --do_train --do_eval --num_train_epochs 2
 
 progress() {  # one line per epoch from the Trainer's printed logs; the full log goes to $1
-    tee "$1" | awk -v label="$2" '/eval_accuracy/ {
-        match($0, /.eval_accuracy.: [0-9.]+/); acc = substr($0, RSTART + 17, RLENGTH - 17)
-        match($0, /.epoch.: [0-9.]+/); ep = substr($0, RSTART + 9, RLENGTH - 9)
-        printf "   %-34s epoch %5.1f  validation accuracy %.4f\n", label, ep, acc; fflush() }'
+    tee "$1" | awk -v label="$2" '/train_runtime/ { done = 1 } /eval_accuracy/ && !done { line = $0; gsub(/\047/, "", line)
+        match(line, /eval_accuracy: [0-9.]+/); acc = substr(line, RSTART + 15, RLENGTH - 15)
+        match(line, /epoch: [0-9.]+/); ep = substr(line, RSTART + 7, RLENGTH - 7)
+        printf "   %-40s epoch %4.1f  validation accuracy %.4f\n", label, ep, acc; fflush() }'
 }
 student() {  # one student run: per-epoch progress, then its test accuracy and agreement with the teacher
     local out=$1 label=$2
@@ -68,7 +68,7 @@ student() {  # one student run: per-epoch progress, then its test accuracy and a
     fi
     rm -rf "$out"/checkpoint-*  # the best epoch is loaded and saved in $out
     $PY -c 'import json, sys; r = json.load(open(sys.argv[1] + "/all_results.json"))
-print("   %-34s TEST accuracy %.4f, agreement %.4f (log: %s.log)" % (sys.argv[2], r["test_accuracy"], r["test_agreement"], sys.argv[1]))' "$out" "$label"
+print("   %-40s TEST accuracy %.4f, agreement %.4f (log: %s.log)" % (sys.argv[2], r["test_accuracy"], r["test_agreement"], sys.argv[1]))' "$out" "$label"
 }
 
 echo "== [3/5] Students, seeds $SEEDS (the first run precomputes the teacher's logits; later runs read them from the datasets cache) =="
@@ -91,9 +91,10 @@ echo "== [4/5] Test accuracy over seeds, and paired differences to the CE baseli
 $PY recipes/demo_seed_table.py --baseline ce_tiny "${RUNS[@]}" --output "$OUT/seeds.md"
 
 echo "== [5/5] Teacher vs students on the test tweets: batch-1 latency on 1 CPU thread, PyTorch and ONNX Runtime int8 =="
-$PY -m hf_distill.cli compare --teacher_model_name_or_path "$OUT/teacher" \
-    --student_model_name_or_path transfer_tiny="$OUT/seed$FIRST/transfer_tiny" ce_tiny="$OUT/seed$FIRST/ce_tiny" \
-    transfer_layers="$OUT/seed$FIRST/transfer_layers" \
+COMPARED=(transfer_tiny="$OUT/seed$FIRST/transfer_tiny" ce_tiny="$OUT/seed$FIRST/ce_tiny")
+LAYERS_FIRST=${LAYER_SEEDS%% *}
+[ -n "$LAYERS_FIRST" ] && COMPARED+=(transfer_layers="$OUT/seed$LAYERS_FIRST/transfer_layers")
+$PY -m hf_distill.cli compare --teacher_model_name_or_path "$OUT/teacher" --student_model_name_or_path "${COMPARED[@]}" \
     --validation_file "$DATA/test.parquet" --max_seq_length 48 \
     --num_threads 1 --backend pytorch,onnxruntime --quantize dynamic --output_dir "$OUT/comparison"
 echo "Load the distilled tiny student (tokenizer and model card beside it):"
