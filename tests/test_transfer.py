@@ -189,31 +189,41 @@ def test_ce_over_labelled_rows_and_distillation_over_all_rows_match_a_float64_re
     assert log["grad_norm"] == pytest.approx(expected_norm, rel=1e-4)
 
 
-def test_an_unlabelled_row_never_reaches_the_metrics(tmp_path, word_tokenizer):
+def test_unlabelled_rows_count_in_no_metric(tmp_path, word_tokenizer):
+    """An evaluation set with unlabelled rows: accuracy (student and teacher) is over the labelled rows only."""
     teacher = varied_bert(seed=1, vocab_size=word_tokenizer.vocab_size)
     data = _mixed_dataset(word_tokenizer, teacher)
-    seen = []
-    metrics = compute_metrics_fn()
-
-    def recording(prediction):
-        seen.append(np.asarray(prediction.label_ids))
-        return metrics(prediction)
-
-    student = varied_bert(seed=2, vocab_size=word_tokenizer.vocab_size)
     trainer = DistillationTrainer(
-        model=student,
+        model=varied_bert(seed=2, vocab_size=word_tokenizer.vocab_size),
         args=make_args(tmp_path, alpha=0.5),
         eval_dataset=data,
         data_collator=DataCollatorForDistillation(word_tokenizer),
-        compute_metrics=recording,
+        compute_metrics=compute_metrics_fn(),
     )
     result = trainer.evaluate()
-    logits = trainer.predict(data).predictions
-    logits = logits[0] if isinstance(logits, tuple) else logits
-    labelled = np.asarray(data["label"]) != UNLABELED
-    expected = (logits[labelled].argmax(-1) == np.asarray(data["label"])[labelled]).mean()
-    assert result["eval_accuracy"] == pytest.approx(expected)
-    assert labelled.sum() == 5 and result["eval_accuracy"] in {i / 5 for i in range(6)}
+    output = trainer.predict(data)
+    logits = output.predictions[0] if isinstance(output.predictions, tuple) else output.predictions
+    labels = np.asarray(data["label"])
+    labelled = labels != UNLABELED
+    assert labelled.sum() == 5
+    assert result["eval_accuracy"] == pytest.approx((logits[labelled].argmax(-1) == labels[labelled]).mean())
+    teacher_logits = np.asarray(data["teacher_logits"])
+    expected_teacher = (teacher_logits[labelled].argmax(-1) == labels[labelled]).mean()
+    assert result["eval_teacher_accuracy"] == pytest.approx(expected_teacher)
+
+
+def test_image_unlabelled_split_is_the_training_images_beyond_max_train_samples():
+    pytest.importorskip("sklearn")
+    from hf_distill.vision import ImageDataArguments, prepare_image_splits
+
+    args = ImageDataArguments(
+        dataset_name="sklearn_digits", max_train_samples=100, unlabeled_split="unlabeled", max_unlabeled_samples=50
+    )
+    splits, _ = prepare_image_splits(args, seed=0)
+    assert count_labeled(splits["train"]) == (100, 50) and splits["train"]["label"][100:] == [-1] * 50
+    assert "unlabeled" not in splits
+    with pytest.raises(ValueError, match="no split 'extra'"):
+        prepare_image_splits(ImageDataArguments(dataset_name="sklearn_digits", unlabeled_split="extra"), seed=0)
 
 
 # ---- augmentation ----
