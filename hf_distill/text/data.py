@@ -104,7 +104,7 @@ class TextDataArguments:
         unlabeled = None
         if self.unlabeled_file or self.unlabeled_dataset_name:
             unlabeled = self._load_unlabeled(raw, seed, cache_dir, token)
-            if self.unlabeled_dataset_name == self.dataset_name:
+            if self.unlabeled_dataset_name and self.unlabeled_dataset_name == self.dataset_name:
                 raw.pop(self.unlabeled_split)  # used once, as the unlabelled pool
         raw.pop("unlabeled", None)
         if unlabeled is not None:
