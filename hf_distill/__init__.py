@@ -28,8 +28,10 @@ _EXPORTS = {
     "read_logits_info": "provenance",
     "DistillationTrainer": "trainer",
     "DistillationTrainingArguments": "training_args",
+    "combine_labeled_and_unlabeled": "unlabeled",
 }
 __all__ = [
+    "combine_labeled_and_unlabeled",
     "ComparisonReport",
     "DataCollatorForDistillation",
     "DistillationTrainer",
@@ -56,6 +58,7 @@ if TYPE_CHECKING:
     from .provenance import TeacherLogitsInfo, read_logits_info
     from .trainer import DistillationTrainer
     from .training_args import DistillationTrainingArguments
+    from .unlabeled import combine_labeled_and_unlabeled
 
 
 def __getattr__(name: str) -> Any:

@@ -17,6 +17,7 @@ from transformers import AutoTokenizer, HfArgumentParser, PreTrainedModel
 
 from .compare import BACKENDS, compare_models
 from .data_collator import DataCollatorForDistillation
+from .labels import count_labeled, encode_label_column
 from .model_card import record_comparison
 from .onnx_export import QUANTIZATION_MODES
 from .teacher import auto_class_for, load_teacher, unwrap
@@ -267,28 +268,17 @@ def _image_eval_set(data: CompareDataArguments, label2id, teacher, students, tea
 
 
 def _encode_labels(dataset: datasets.Dataset, column: str, label2id: dict[str, int]) -> datasets.Dataset:
-    """Labels named ``label``, as class ids of the first student: label names (strings, or a `ClassLabel`'s names)
-    are looked up in its label2id."""
+    """Labels named ``label``, as class ids of the first student (:func:`~hf_distill.labels.encode_label_column`);
+    an evaluation set must be labelled throughout."""
     if column not in dataset.column_names:
         return dataset
-    if column != "label":
-        dataset = dataset.rename_column(column, "label")
-    feature = dataset.features["label"]
-    if isinstance(feature, datasets.ClassLabel):
-        unknown = sorted(set(feature.names) - set(label2id))
-        if unknown:
-            raise ValueError(f"Labels {unknown} are not among the student's labels {list(label2id)}.")
-        return dataset.align_labels_with_mapping(label2id, "label")
-    if feature.dtype in ("string", "large_string"):
-        values = dataset["label"]
-        if None in values:
-            raise ValueError(f"{values.count(None)} rows have no {column!r}; drop them from the evaluation set.")
-        unknown = sorted(set(values) - set(label2id))
-        if unknown:
-            raise ValueError(f"Labels {unknown} are not among the student's labels {list(label2id)}.")
-        names = sorted(label2id, key=label2id.get)
-        dataset = dataset.cast_column("label", datasets.ClassLabel(names=names))
-    return dataset
+    missing = count_labeled(dataset, column)[1]
+    if missing:
+        raise ValueError(f"{missing} rows have no {column!r}; drop them from the evaluation set.")
+    feature = dataset.features[column]
+    if not isinstance(feature, datasets.ClassLabel) and feature.dtype.startswith("int"):  # the student's class ids
+        return dataset.rename_column(column, "label") if column != "label" else dataset
+    return encode_label_column(dataset, column, sorted(label2id, key=label2id.get))
 
 
 def _tokenize(dataset: datasets.Dataset, data: CompareDataArguments, teacher_path: str, student_paths: list[str]):

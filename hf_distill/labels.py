@@ -1,11 +1,15 @@
-"""Align the teacher's label order with the student's, and refuse label sets that differ."""
+"""Labels: align the teacher's label order with the student's, refuse label sets that differ, and the one encoder
+of raw label cells into class ids (text data, image data and `hf-distill compare` all use it)."""
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
+from typing import Any
 
 import torch
+from datasets import ClassLabel, Dataset, Value
 from transformers import PretrainedConfig
 
 _GENERIC_LABEL = re.compile(r"LABEL_\d+")
@@ -100,3 +104,87 @@ def encoding_order(data_labels: list[str], model_labels: list[str]) -> list[str]
             "student) trained on the data's classes, or relabel the data."
         )
     return model_labels
+
+
+# ---- the label encoder: raw label values of a dataset column -> class ids of a model ----
+
+UNLABELED = -100
+"""The label id of an unlabelled row: the cross-entropy skips it, the distillation term still uses it."""
+
+
+def is_unlabeled(value: Any, feature: Any = None) -> bool:
+    """Whether a raw label cell marks an unlabelled row: empty (None, NaN, blank text), or -1 in a `ClassLabel`
+    column (its missing-label marker, as in GLUE's test splits). ``-100`` (already encoded) counts too; a plain
+    integer or text ``-1`` is a class of its own (sentiment data often has -1/0/1)."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return True
+    if isinstance(value, float) and math.isnan(value):
+        return True
+    return value == UNLABELED or (isinstance(feature, ClassLabel) and value == -1)
+
+
+def _name(value: Any, names: list[str] | None) -> str:
+    """A labelled cell as a class name: a `ClassLabel`'s name, an integer id (also one read as a float from a csv
+    column with empty cells) as its digits, text as it is."""
+    if names is not None:
+        return names[value]
+    if isinstance(value, float):
+        if not value.is_integer():
+            raise ValueError(
+                f"Label {value} is a fraction; classification needs class names or integer ids (regression is not "
+                "supported). Write the labels as names or integers."
+            )
+        return str(int(value))
+    return str(value)
+
+
+def class_names(dataset: Dataset, label_column: str = "label") -> list[str]:
+    """The classes of ``label_column``: its `ClassLabel` names, else the sorted distinct values of its labelled
+    cells (integer ids sort as numbers; empty cells are unlabelled rows, see :func:`is_unlabeled`)."""
+    if label_column not in dataset.column_names:
+        raise ValueError(
+            f"The dataset has no label column {label_column!r}; its columns are {dataset.column_names}. Name the "
+            "label column (--label_column / --label_column_name), or distil without labels (alpha=0)."
+        )
+    feature = dataset.features[label_column]
+    if isinstance(feature, ClassLabel):
+        return list(feature.names)
+    values = {v for v in dataset.unique(label_column) if not is_unlabeled(v, feature)}
+    if not values:
+        raise ValueError(
+            f"Label column {label_column!r} has no labelled row. Drop it for pure distillation (alpha=0), or give "
+            "labelled data."
+        )
+    if all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+        return [_name(v, None) for v in sorted(values)]
+    return sorted(_name(v, None) for v in values)
+
+
+def label_ids(values: list[Any], labels: list[str], feature: Any = None) -> list[int]:
+    """Raw label cells of a column with ``feature`` as ids in the order of ``labels``; unlabelled cells become
+    :data:`UNLABELED` (-100). Unknown classes raise, naming them."""
+    names = feature.names if isinstance(feature, ClassLabel) else None
+    raw = [None if is_unlabeled(v, feature) else _name(v, names) for v in values]
+    label2id = {name: i for i, name in enumerate(labels)}
+    unknown = sorted({v for v in raw if v is not None} - set(label2id))
+    if unknown:
+        raise ValueError(f"Labels {unknown} are not among the model's labels {labels}.")
+    return [UNLABELED if v is None else label2id[v] for v in raw]
+
+
+def encode_label_column(dataset: Dataset, column: str, labels: list[str], output_column: str = "label") -> Dataset:
+    """``dataset`` with ``column`` replaced by ``output_column`` of int64 class ids in the order of ``labels``
+    (:func:`label_ids`; -100 for unlabelled rows), whatever the column held: a `ClassLabel`, names, integer ids."""
+    feature = dataset.features[column]
+    ids = label_ids(dataset[column], labels, feature)
+    dataset = dataset.remove_columns(column)
+    return dataset.add_column(output_column, ids, feature=Value("int64"))
+
+
+def count_labeled(dataset: Dataset, column: str = "label") -> tuple[int, int]:
+    """``(labelled, unlabelled)`` rows of ``dataset`` (all unlabelled when it has no ``column``)."""
+    if column not in dataset.column_names:
+        return 0, len(dataset)
+    feature = dataset.features[column]
+    unlabeled = sum(is_unlabeled(v, feature) for v in dataset[column])
+    return len(dataset) - unlabeled, unlabeled

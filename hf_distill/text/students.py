@@ -19,6 +19,14 @@ STUDENT_INIT_OPTIONS = {
     "pretrained": ("name_or_path", "layers", "num_layers"),
 }
 
+# Deploy-sized students: random init from the teacher's config (so they share its tokenizer), with these sizes.
+# `tiny`: 2 layers, 128 wide, 2 heads, 512 feed-forward; about 4.4M parameters with a 30k-token vocabulary (most
+# of them the embedding table). Random-init students this small need a larger learning rate than a fine-tuned
+# encoder: lr 1e-3 with warmup, 2 to 4 epochs over a 20k-row transfer set (measured in docs/transfer.md).
+STUDENT_PRESETS: dict[str, dict[str, int]] = {
+    "tiny": {"num_layers": 2, "hidden_size": 128, "num_attention_heads": 2, "intermediate_size": 512},
+}
+
 # A layer of a BERT-family encoder stack: bert/roberta/electra/xlm-roberta/mpnet `*.encoder.layer.N.*`,
 # distilbert `distilbert.transformer.layer.N.*`.
 _LAYER_KEY = re.compile(r"^(?P<stack>(?:.+\.)?(?:encoder|transformer)\.layer)\.(?P<index>\d+)\.(?P<rest>.+)$")
@@ -139,6 +147,13 @@ def student_from_config(
     if seed is not None:
         torch.manual_seed(seed)
     return AutoModelForSequenceClassification.from_config(config)
+
+
+def preset_sizes(preset: str) -> dict[str, int]:
+    """The sizes of a :data:`STUDENT_PRESETS` entry (a random-init student of the teacher's config)."""
+    if preset not in STUDENT_PRESETS:
+        raise ValueError(f"student_preset must be one of {', '.join(STUDENT_PRESETS)}, got {preset!r}.")
+    return dict(STUDENT_PRESETS[preset])
 
 
 def create_student(

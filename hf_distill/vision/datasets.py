@@ -12,6 +12,8 @@ import numpy as np
 import PIL.Image
 from datasets import Array2D, ClassLabel, Dataset, DatasetDict, Features, Image, load_dataset
 
+from ..labels import class_names  # noqa: F401  (the one label encoder, importable from here too)
+
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_LABELS = [
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
@@ -88,19 +90,6 @@ def load_image_dataset(
     if validation_dir is not None:
         data_files["validation"] = str(Path(validation_dir) / "**")
     return load_dataset("imagefolder", data_files=data_files, **load_kwargs)
-
-
-def class_names(dataset: Dataset, label_column: str = "label") -> list[str]:
-    """Class names of ``label_column``: its `ClassLabel` names, else its sorted distinct values."""
-    if label_column not in dataset.column_names:
-        raise ValueError(
-            f"The dataset has no label column {label_column!r}; its columns are {dataset.column_names}. "
-            "Pass --label_column_name."
-        )
-    feature = dataset.features[label_column]
-    if isinstance(feature, ClassLabel):
-        return list(feature.names)
-    return [str(value) for value in sorted(set(dataset[label_column]))]
 
 
 def check_images(dataset: Dataset, column: str = "image", split: str = "train") -> None:

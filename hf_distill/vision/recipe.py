@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from datasets import Dataset, DatasetDict
+from datasets import Dataset, DatasetDict, load_dataset
 
+from ..unlabeled import combine_labeled_and_unlabeled, log_label_counts
 from .augment import RandomResizedCropFlip, to_pil
 from .datasets import BUILTIN_DATASETS, check_images, class_names, eval_split, load_image_dataset
 
@@ -26,6 +28,21 @@ class ImageDataArguments:
     dataset_config_name: str | None = field(default=None, metadata={"help": "The dataset configuration name."})
     data_dir: str | None = field(default=None, metadata={"help": "data_dir passed to datasets.load_dataset."})
     train_dir: str | None = field(default=None, metadata={"help": "A folder of training images, one folder a class."})
+    unlabeled_dir: str | None = field(
+        default=None,
+        metadata={
+            "help": "A folder of unlabelled images (no class folders) that join the training set: the teacher labels "
+            "them (in the loop, or K views each with --teacher_views)."
+        },
+    )
+    unlabeled_split: str | None = field(
+        default=None,
+        metadata={
+            "help": "A split of --dataset_name used as unlabelled images (labels dropped); 'unlabeled' for the "
+            "built-in data is the training images beyond --max_train_samples."
+        },
+    )
+    max_unlabeled_samples: int | None = field(default=None, metadata={"help": "Use a random subset this large."})
     validation_dir: str | None = field(default=None, metadata={"help": "A folder of validation images."})
     image_column_name: str = field(default="image", metadata={"help": "The column holding the images."})
     label_column_name: str = field(default="label", metadata={"help": "The column holding the class labels."})
@@ -102,11 +119,45 @@ def prepare_image_splits(args: ImageDataArguments, seed: int) -> tuple[DatasetDi
     limits = {"train": args.max_train_samples, "validation": args.max_eval_samples, "test": args.max_eval_samples}
     for split, limit in limits.items():
         if split in dataset and limit is not None and limit < len(dataset[split]):
-            dataset[split] = dataset[split].shuffle(seed=seed).select(range(limit))
+            shuffled = dataset[split].shuffle(seed=seed)
+            dataset[split] = shuffled.select(range(limit))
+            if split == "train" and "unlabeled" not in dataset:  # the rest: an unlabelled pool on request
+                dataset["unlabeled"] = shuffled.select(range(limit, len(shuffled)))
     keep = [split for split in ("train", "validation", "test") if split in dataset]
     for split in keep:
         check_images(dataset[split], split=split)
-    return DatasetDict({split: dataset[split] for split in keep}), class_names(dataset[keep[0]])
+    names = class_names(dataset[keep[0]])
+    unlabeled = _unlabeled_images(args, dataset, seed)
+    if unlabeled is not None and "train" in dataset:
+        dataset["train"] = combine_labeled_and_unlabeled(dataset["train"], unlabeled, "label")
+        log_label_counts(dataset["train"])
+    return DatasetDict({split: dataset[split] for split in keep}), names
+
+
+def _unlabeled_images(args: ImageDataArguments, dataset: DatasetDict, seed: int) -> Dataset | None:
+    """The unlabelled pool: ``--unlabeled_dir`` or ``--unlabeled_split`` (labels dropped), subsampled as asked."""
+    if args.unlabeled_dir and args.unlabeled_split:
+        raise ValueError("Give --unlabeled_dir or --unlabeled_split, not both.")
+    if args.unlabeled_dir:
+        if not Path(args.unlabeled_dir).is_dir():
+            raise FileNotFoundError(f"--unlabeled_dir {args.unlabeled_dir} is not a folder.")
+        unlabeled = load_dataset("imagefolder", data_files={"train": str(Path(args.unlabeled_dir) / "**")})["train"]
+        unlabeled = unlabeled.remove_columns([c for c in ("label",) if c in unlabeled.column_names])
+    elif args.unlabeled_split:
+        if args.unlabeled_split not in dataset:
+            raise ValueError(
+                f"The dataset has no split {args.unlabeled_split!r} (it has {list(dataset)}); the built-in "
+                "'unlabeled' split holds the training images beyond --max_train_samples: set it."
+            )
+        unlabeled = dataset[args.unlabeled_split]
+        unlabeled = unlabeled.remove_columns([c for c in ("label",) if c in unlabeled.column_names])
+    else:
+        return None
+    limit = args.max_unlabeled_samples
+    if limit is not None and limit < len(unlabeled):
+        unlabeled = unlabeled.shuffle(seed=seed).select(range(limit))
+    check_images(unlabeled, split="unlabeled")
+    return unlabeled
 
 
 def image_shape(dataset: Dataset | DatasetDict) -> tuple[int, int]:
