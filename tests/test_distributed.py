@@ -39,7 +39,8 @@ def assert_same_training(a: dict, b: dict) -> None:
         for key in STEP_KEYS:
             assert step_b[key] == pytest.approx(step_a[key], rel=1e-4), key
     for key in EVAL_KEYS if b["eval"] is not None else ():
-        assert b["eval"][key] == pytest.approx(a["eval"][key], rel=1e-4), key
+        # abs: an evaluation KD loss near 0 (~2e-5) differs by ~1e-8 between reduction orders in float32
+        assert b["eval"][key] == pytest.approx(a["eval"][key], rel=1e-4, abs=1e-7), key
 
 
 @pytest.fixture(scope="module")

@@ -94,6 +94,8 @@ def tiny_overrides(config: dict, assets: Path) -> None:
     for cell in config["grid"].get("stages", {}).values():  # the tiny run is 6 steps: switch inside it (else refused)
         if "two_stage_steps" in cell:
             cell["two_stage_steps"] = 2
+        if "two_stage_epochs" in cell:
+            cell["two_stage_epochs"] = 0.5
     config["output_dir"] = str(assets / "study")
 
 
