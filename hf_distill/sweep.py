@@ -536,7 +536,7 @@ def paired_differences(results: pd.DataFrame, by: list[str], baseline: dict[str,
         reference = results[is_baseline]
         for name in keys:
             reference = reference[reference[name].map(str) == str(cell[name])]
-        pairs = rows.set_index(SEED).join(reference.set_index(SEED), rsuffix="_baseline", how="inner")
+        pairs = rows.merge(reference, on=SEED, suffixes=("", "_baseline"), how="inner")
         cells = []
         for metric in metrics:
             diff = pairs[metric] - pairs[f"{metric}_baseline"]
