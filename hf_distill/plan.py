@@ -221,6 +221,8 @@ class DistillationPlan:
         several = isinstance(self.teacher, TeacherEnsemble) or len(columns) > 1
         if several:
             check_ensemble_loss(args.distillation_loss)
+        if isinstance(self.teacher, TeacherEnsemble):
+            _check_shared_vocabulary(self.teacher)
         if args.teacher_weights and not several:
             raise ValueError(
                 f"teacher_weights={args.teacher_weights!r} weighs several teachers, but there is one teacher (logits "
@@ -342,6 +344,19 @@ def _check_separate(teacher: torch.nn.Module, student: torch.nn.Module) -> None:
         raise ValueError(
             "The teacher shares parameters with the student, so it would be trained and saved with it. "
             "Pass a separate teacher (for example copy.deepcopy(model))."
+        )
+
+
+def _check_shared_vocabulary(ensemble: TeacherEnsemble) -> None:
+    """Teachers run in the loop read the same batch of token ids, so they must share a tokenizer (one vocabulary)."""
+    sizes = {name: getattr(unwrap(m).config, "vocab_size", None) for name, m in zip(ensemble.names, ensemble.members, strict=True)}
+    if len({size for size in sizes.values() if size is not None}) > 1:
+        listed = ", ".join(f"{name!r} ({size})" for name, size in sizes.items())
+        raise ValueError(
+            f"The teachers have different vocabularies: {listed} tokens. Teachers run in the loop read the same "
+            "token ids, so they must share a tokenizer. Precompute each teacher's logits on the data tokenized for "
+            "it (precompute_teacher_logits(teacher, dataset, column='logits_a'), ...) and train on the columns with "
+            "--teacher_logits_columns logits_a,logits_b, or use teachers of one tokenizer."
         )
 
 
