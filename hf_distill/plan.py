@@ -126,7 +126,8 @@ class DistillationPlan:
         key = (getattr(dataset, "_fingerprint", None) or id(dataset), training)
         if key in self._inspected:
             return self._inspected[key][1]
-        findings = inspect_dataset(dataset, self.args.logits_columns, self.student_labels)
+        args = self.args
+        findings = inspect_dataset(dataset, args.logits_columns, self.student_labels, args.teacher_input_prefix)
         if findings is not None:
             self._resolve_columns(findings)
             self._check_dataset(findings, training)
@@ -171,6 +172,14 @@ class DistillationPlan:
             )
         if stored and self.terms:
             _refuse_stored_with_in_loop_terms(stored)
+        if findings.teacher_inputs and self.terms:
+            raise ValueError(
+                f"hidden_state_loss / attention_loss compare the student's and the teacher's layers token by token, "
+                f"but the dataset holds inputs for the teacher alone ({', '.join(findings.teacher_inputs)}: a teacher "
+                "with another tokenizer), whose token positions do not correspond to the student's. Use a teacher "
+                "with the student's tokenizer (and drop the teacher-prefixed inputs), or unset hidden_state_loss and "
+                "attention_loss."
+            )
         end = args.temperature if args.temperature_end is None else args.temperature_end
         for column, found in findings.columns.items():
             if found.top_k is not None:
@@ -179,9 +188,17 @@ class DistillationPlan:
             reason = self._label_need()
             if reason:
                 raise ValueError(
-                    f"The training dataset has no `labels` / `label` column, but {reason}, which weighs a hard-label "
-                    "cross-entropy. Add the labels, or train by pure distillation (alpha=0, no alpha_schedule, no "
-                    "distillation_steps / distillation_epochs)."
+                    f"The training dataset has no labels (no `labels` / `label` column, or only -100), but {reason}, "
+                    "which weighs a hard-label cross-entropy. Add the labels, or train by pure distillation (alpha=0, "
+                    "no alpha_schedule, no distillation_steps / distillation_epochs)."
+                )
+            method = self._method_needing_labels()
+            if method:
+                raise ValueError(
+                    f"The training dataset has no labels (no `labels` / `label` column, or only -100), but {method} "
+                    "needs the true class of a row; on unlabelled rows it falls back to plain KD, so the whole run "
+                    "would silently train plain KD. Add the labels (rows without one may stay -100), or use "
+                    "distillation_loss='kl' without teacher_correction."
                 )
 
     def _label_need(self) -> str | None:
@@ -196,6 +213,15 @@ class DistillationPlan:
             )
         if args.alpha > 0:
             return f"alpha={args.alpha}"
+        return None
+
+    def _method_needing_labels(self) -> str | None:
+        """The loss or teacher correction that reads each row's true class (naming the setting), or ``None``."""
+        args = self.args
+        if args.distillation_loss == "dkd":
+            return "distillation_loss='dkd' (decoupled KD splits the target class from the others)"
+        if args.teacher_correction == "swap":
+            return "teacher_correction='swap' (it swaps the teacher's top class with the true class)"
         return None
 
     # ---- arguments and run length ----

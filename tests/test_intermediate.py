@@ -217,6 +217,19 @@ def test_resuming_a_save_only_model_checkpoint_names_save_only_model(tmp_path, d
         )
 
 
+def test_teacher_with_another_tokenizer_is_refused(tmp_path, data):
+    """Teacher-prefixed inputs (another tokenizer) put other tokens at each position: the layers cannot be compared."""
+    prefixed = data.add_column("teacher_input_ids", [[2, 7, 3]] * len(data))
+    with pytest.raises(ValueError, match=r"teacher alone \(teacher_input_ids.*student's tokenizer"):
+        intermediate_trainer(tmp_path, prefixed, hidden_state_loss="mse", attention_loss=None)
+    with pytest.raises(ValueError, match="token positions do not correspond"):
+        intermediate_trainer(tmp_path, data, hidden_state_loss=None, attention_loss="kl").get_eval_dataloader(
+            prefixed
+        )
+    # control: the same teacher on the student's inputs trains
+    intermediate_trainer(tmp_path, data, hidden_state_loss="mse", attention_loss=None, max_steps=1).train()
+
+
 def test_precomputed_teacher_logits_are_refused(tmp_path, data):
     teacher = tiny_bert(seed=1, hidden=32, layers=4)
     stored = precompute_teacher_logits(teacher, data, batch_size=8)
