@@ -91,7 +91,8 @@ class DistillationPlan:
         ]
 
     def source(self, accelerator: Any, on_teacher_logits: Any = None) -> TeacherLogitsSource:
-        """Where each batch's teacher logits come from (made once; stored permutations resolved per column)."""
+        """Where each batch's teacher logits come from (made once; stored permutations resolved per column);
+        ``on_teacher_logits`` sees each training batch's teacher logits (the finite guard)."""
         args = self.args
         stored = StoredColumns(
             args.logits_columns,
@@ -99,6 +100,7 @@ class DistillationPlan:
             len(self.student_labels),
             self.column_weights,
             indices_column(args.teacher_logits_column),
+            on_teacher_logits,
         )
         teacher = None
         if self.teacher is not None:

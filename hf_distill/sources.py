@@ -53,7 +53,8 @@ class _OnDevice:
 class StoredColumns:
     """Precomputed teacher logits read from the batch: ``columns`` (several: an ensemble weighted by ``weights``),
     each reordered by its permutation (``permutations`` is the plan's, read live: a dataset checked later adds to
-    it); ``indices_column`` holds a top-k column's class indices."""
+    it); ``indices_column`` holds a top-k column's class indices. ``on_logits(values, stored=True)`` sees each
+    training batch's stored values (the finite guard: a stream is checked before training by its first rows only)."""
 
     def __init__(
         self,
@@ -62,8 +63,10 @@ class StoredColumns:
         num_classes: int,
         weights: list[float] | None = None,
         indices_column: str | None = None,
+        on_logits: Any = None,
     ):
         self.columns = columns
+        self.on_logits = on_logits
         self.permutations = permutations
         self._tensors: dict[tuple[str, torch.device], torch.Tensor] = {}
         self.num_classes = num_classes
@@ -75,7 +78,13 @@ class StoredColumns:
         """The batch keys this source reads (never fed to the student)."""
         return [*self.columns, *([self.indices_column] if self.indices_column else [])]
 
-    def __call__(self, stored: Mapping[str, torch.Tensor | None], temperature: float) -> TeacherLogits:
+    def __call__(
+        self, stored: Mapping[str, torch.Tensor | None], temperature: float, training: bool = False
+    ) -> TeacherLogits:
+        if training and self.on_logits is not None:  # one tensor op per column, no device sync
+            for column in self.columns:
+                if stored.get(column) is not None:
+                    self.on_logits(stored[column], stored=True)
         if len(self.columns) > 1:
             logits = [self._column(column, stored.get(column)) for column in self.columns]
             return TeacherLogits(combine_teacher_logits(logits, self.weights, temperature))
@@ -192,7 +201,7 @@ class TeacherLogitsSource:
         self, inputs: Mapping[str, Any], stored: Mapping[str, Any], temperature: float, training: bool
     ) -> TeacherLogits:
         if stored[self.stored.columns[0]] is not None:
-            return self.stored(stored, temperature)
+            return self.stored(stored, temperature, training)
         if self.teacher is None:
             raise ValueError(self.missing_message)
         return self.teacher(inputs, temperature, training)

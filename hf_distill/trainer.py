@@ -91,7 +91,7 @@ class DistillationTrainer(Trainer):
         sharded = self.is_deepspeed_enabled or self.is_fsdp_enabled
         self.plan = DistillationPlan(args, self.model, teacher_model, alpha_range=self.alpha_range, sharded=sharded)
         self.student_labels = self.plan.student_labels
-        self.loss_log = LossLog(self.accelerator)
+        self.loss_log = LossLog(self.accelerator, args.logits_columns)
         self.teacher_metrics = TeacherMetrics(self.accelerator.gather_for_metrics)
         self.source = self.plan.source(self.accelerator, self.loss_log.record_teacher)
         for callback in self.plan.callbacks(self.model, self.accelerator):
