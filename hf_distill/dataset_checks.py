@@ -139,7 +139,10 @@ def _check_logits_column(dataset: datasets.Dataset, column: str, student_labels:
     info = read_logits_info(dataset, column)
     top_k = check_top_k_column(dataset, column, info) if indices_column(column) in dataset.column_names else None
     feature, values = dataset.features[column], dataset.data.column(column)
+    rows_per_example = []
     while isinstance(getattr(feature, "feature", None), datasets.List):  # K logits rows per example (K views)
+        if len(values):
+            rows_per_example.append(pc.max(pc.list_value_length(values)).as_py())
         feature, values = feature.feature, pc.list_flatten(values)
     width = getattr(feature, "length", -1)
     if width == -1 and len(values):
@@ -160,6 +163,8 @@ def _check_logits_column(dataset: datasets.Dataset, column: str, student_labels:
             f"Column {column!r} holds {width} logits per example but the student has {num_classes} classes "
             f"{student_labels}. Precompute the logits with a teacher of the same labels."
         )
+    if rows_per_example and dataset.format["type"] != "custom":
+        _refuse_views_without_transform(column, (*rows_per_example, width))
     if not pc.all(pc.is_finite(pc.list_flatten(values).cast(pa.float32()))).as_py():
         raise ValueError(f"Column {column!r} contains NaN or inf teacher logits; precompute them again in float32.")
     if info is None:
@@ -169,6 +174,19 @@ def _check_logits_column(dataset: datasets.Dataset, column: str, student_labels:
         )
         return ColumnFindings(labels=None)
     return ColumnFindings(labels=info.labels, top_k=info.top_k, temperature=info.temperature)
+
+
+def _refuse_views_without_transform(column: str, row_shape: tuple[int, ...]) -> None:
+    """Logits of shape ``row_shape`` per example (several rows: K views, or an extra axis) without a transform that
+    draws one view per row would reach the loss as ``(batch, K, classes)`` and broadcast across the batch."""
+    raise ValueError(
+        f"Column {column!r} holds logits of shape {row_shape} per example (the batch would be "
+        f"(batch, {', '.join(map(str, row_shape))})), but the loss needs one row of {row_shape[-1]} logits per "
+        f"example. Squeeze the extra axis (store shape ({row_shape[-1]},) per example, e.g. "
+        f"dataset.map(lambda row: {{{column!r}: numpy.reshape(row[{column!r}], -1)}}) for a single view), or, for a "
+        "K-view cache made by hf_distill.vision.precompute_teacher_views, read it through "
+        "dataset.set_transform(DistillationImageTransform(...)), which draws one stored view per row."
+    )
 
 
 def _check_labels(dataset: datasets.Dataset, name: str, student_labels: list[str]) -> None:

@@ -21,6 +21,7 @@ import torch
 
 from .distributed import place_teacher
 from .labels import to_student_order
+from .logit_columns import VIEW_INDEX_KEY
 from .losses import TopKLogits
 from .teacher import forward_input_names, teacher_inputs
 from .teachers import TeacherEnsemble, combine_teacher_logits
@@ -93,6 +94,7 @@ class StoredColumns:
         if indices is None:
             return TeacherLogits(self._column(column, stored[column]))
         values = stored[column]
+        _check_one_row_per_example(column, values)
         if values.shape[-1] != indices.shape[-1] + 1:
             raise ValueError(
                 f"Column {column!r} holds {values.shape[-1]} values per example but {self.indices_column!r} holds "
@@ -107,6 +109,7 @@ class StoredColumns:
     def _column(self, column: str, logits: torch.Tensor | None) -> torch.Tensor:
         if logits is None:
             raise ValueError(f"The batch has no {column!r} column, but the other teacher logits columns are there.")
+        _check_one_row_per_example(column, logits)
         if logits.shape[-1] != self.num_classes:
             raise ValueError(
                 f"Column {column!r} holds {logits.shape[-1]} logits per example but the student has "
@@ -123,6 +126,17 @@ class StoredColumns:
         if key not in self._tensors:
             self._tensors[key] = torch.tensor(permutation, device=device)
         return self._tensors[key]
+
+
+def _check_one_row_per_example(column: str, logits: torch.Tensor) -> None:
+    """A shape check (no device sync): ``(batch, K, classes)`` would broadcast against the student's logits."""
+    if logits.dim() != 2:
+        raise ValueError(
+            f"Column {column!r} gives teacher logits of shape {tuple(logits.shape)} for a batch, but the loss needs "
+            "(batch, classes): one row of logits per example. Squeeze the extra axis of the stored logits, or read a "
+            "K-view cache through a transform that draws one view per row (DistillationImageTransform, which "
+            f"returns the drawn view's index under {VIEW_INDEX_KEY!r})."
+        )
 
 
 class InLoopTeacher:
