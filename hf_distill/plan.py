@@ -377,7 +377,10 @@ def _check_separate(teacher: torch.nn.Module, student: torch.nn.Module) -> None:
 
 def _check_shared_vocabulary(ensemble: TeacherEnsemble) -> None:
     """Teachers run in the loop read the same batch of token ids, so they must share a tokenizer (one vocabulary)."""
-    sizes = {name: getattr(unwrap(m).config, "vocab_size", None) for name, m in zip(ensemble.names, ensemble.members, strict=True)}
+    sizes = {
+        name: getattr(unwrap(m).config, "vocab_size", None)
+        for name, m in zip(ensemble.names, ensemble.members, strict=True)
+    }
     if len({size for size in sizes.values() if size is not None}) > 1:
         listed = ", ".join(f"{name!r} ({size})" for name, size in sizes.items())
         raise ValueError(

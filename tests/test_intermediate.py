@@ -223,9 +223,7 @@ def test_teacher_with_another_tokenizer_is_refused(tmp_path, data):
     with pytest.raises(ValueError, match=r"teacher alone \(teacher_input_ids.*student's tokenizer"):
         intermediate_trainer(tmp_path, prefixed, hidden_state_loss="mse", attention_loss=None)
     with pytest.raises(ValueError, match="token positions do not correspond"):
-        intermediate_trainer(tmp_path, data, hidden_state_loss=None, attention_loss="kl").get_eval_dataloader(
-            prefixed
-        )
+        intermediate_trainer(tmp_path, data, hidden_state_loss=None, attention_loss="kl").get_eval_dataloader(prefixed)
     # control: the same teacher on the student's inputs trains
     intermediate_trainer(tmp_path, data, hidden_state_loss="mse", attention_loss=None, max_steps=1).train()
 

@@ -161,7 +161,10 @@ def test_logits_with_an_extra_axis_are_refused_before_training_naming_the_shape_
 
     def trainer(train):
         return DistillationTrainer(
-            model=tiny_bert(), args=make_args(tmp_path), train_dataset=train, data_collator=DataCollatorForDistillation()
+            model=tiny_bert(),
+            args=make_args(tmp_path),
+            train_dataset=train,
+            data_collator=DataCollatorForDistillation(),
         )
 
     with pytest.raises(ValueError, match=rf"shape \({views}, 3\) per example.*Squeeze.*DistillationImageTransform"):

@@ -75,8 +75,9 @@ def test_nan_in_a_streamed_column_after_the_checked_rows_names_the_stored_logits
 
     n = STREAM_CHECK_ROWS + 16
     data = precompute_teacher_logits(varied_bert(seed=1), tiny_text_dataset(n), batch_size=16)
-    broken = data.map(lambda row, i: {"teacher_logits": [np.nan] * 3 if i == n - 3 else row["teacher_logits"]},
-                      with_indices=True)
+    broken = data.map(
+        lambda row, i: {"teacher_logits": [np.nan] * 3 if i == n - 3 else row["teacher_logits"]}, with_indices=True
+    )
     trainer = DistillationTrainer(
         model=tiny_bert(seed=2),
         args=make_args(tmp_path, per_device_train_batch_size=8, max_steps=n // 8, alpha=0.3),
