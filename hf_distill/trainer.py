@@ -19,8 +19,8 @@ from typing import Any
 
 import datasets
 import torch
-from transformers import EvalPrediction, PreTrainedModel, Trainer
 from torch.utils.data import SequentialSampler
+from transformers import EvalPrediction, PreTrainedModel, Trainer
 from transformers.modelcard import TrainingSummary
 from transformers.trainer_utils import has_length
 

@@ -352,12 +352,14 @@ def test_random_datasets_and_arguments_train_right_or_fail_before_the_first_step
 def method_reference(student, teachers, weights, batch, loss, temperature, args, top_k=None):
     """The distillation term in float64: ``loss`` between the student and the teachers' weighted average
     distribution (one teacher: its own), or, with ``top_k``, the KL over the teacher's top-k classes and the rest."""
-    from tests.test_method_losses import dkd_reference, dist_reference, jsd_reference, kl64, probs
+    from tests.test_method_losses import dist_reference, dkd_reference, jsd_reference, kl64, probs
 
     inputs = {k: v for k, v in batch.items() if k != "labels"}
     with torch.no_grad():
         s = student.double()(**inputs).logits
-        target = sum(w * probs(t.double()(**inputs).logits, temperature) for t, w in zip(teachers, weights))
+        target = sum(
+            w * probs(t.double()(**inputs).logits, temperature) for t, w in zip(teachers, weights, strict=True)
+        )
     if top_k is not None:
         top = target.topk(top_k, -1).indices
         ps = probs(s, temperature)
