@@ -186,6 +186,7 @@ class DistillationPlan:
         for column, found in findings.columns.items():
             if found.top_k is not None:
                 check_top_k_temperature(column, found.temperature, found.top_k, args.temperature, end)
+                self._check_top_k_objective(column, found.top_k)
         if training and findings.has_labels is False:
             reason = self._label_need()
             if reason:
@@ -202,6 +203,22 @@ class DistillationPlan:
                     "would silently train plain KD. Add the labels (rows without one may stay -100), or use "
                     "distillation_loss='kl' without teacher_correction."
                 )
+
+    def _check_top_k_objective(self, column: str, top_k: int) -> None:
+        """A top-k column holds K logits and a rest bucket: only ``kl`` (over the buckets) and ``hard`` (the top-1)
+        read it; losses and corrections that need every logit are refused here rather than at the first batch."""
+        objective = self.objective
+        needs_all = [
+            *([f"distillation_loss={objective.loss!r}"] if objective.loss not in ("kl", "hard") else []),
+            *([f"teacher_correction={objective.teacher_correction!r}"] if objective.teacher_correction else []),
+            *(["logit_standardization"] if objective.logit_standardization else []),
+        ]
+        if needs_all:
+            raise ValueError(
+                f"{' and '.join(needs_all)} need(s) every teacher logit, but column {column!r} stores the top-{top_k} "
+                "logits and a rest bucket. Use distillation_loss='kl' or 'hard' without teacher_correction / "
+                "logit_standardization, or precompute the full logits (top_k=None)."
+            )
 
     def _label_need(self) -> str | None:
         """Why the run needs labels at some step, naming the setting, or ``None`` (pure distillation throughout)."""
