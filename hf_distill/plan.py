@@ -6,12 +6,13 @@ builds the teacher, the objective (with its extra terms, such as intermediate-la
 logits source, and resolves the rules that need two things:
 
 - the student: a single-label classifier; its label names order every teacher logit;
-- the teacher: label permutation, several teachers with the loss, a teacher that shares the student's weights,
-  intermediate-layer losses (one teacher, run in the loop, projections not sharded);
+- the teacher: label permutation, several teachers with the loss (and, in the loop, one vocabulary), a teacher that
+  shares the student's weights, intermediate-layer losses (one teacher, run in the loop, projections not sharded);
 - each dataset (:mod:`hf_distill.dataset_checks`): a logits column's label order (one per column across datasets;
-  an unknown order beside a known other one is refused), top-k storage against every temperature the run trains at,
-  stored logits with an in-loop-only term, a dataset with neither logits nor a teacher, and labels for every alpha
-  the schedule reaches;
+  an unknown order beside a known other one is refused), top-k storage against every temperature the run trains at
+  and the loss, stored logits or teacher-prefixed inputs (another tokenizer) with an intermediate-layer term, a
+  dataset with neither logits nor a teacher, and labels for every alpha the schedule reaches and for the methods
+  that read the true class (``dkd``, ``teacher_correction="swap"``);
 - the run's length (:meth:`check_run`, when training starts): KD-then-CE and two-stage switches inside the run.
 
 Arguments changed after the plan was made are checked (and the objective rebuilt) once more when training starts.
