@@ -9,6 +9,7 @@ permutations, temperatures, several columns). Everything here reads Arrow: no Py
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,13 +43,18 @@ class ColumnFindings:
 
 @dataclass(frozen=True)
 class DatasetFindings:
-    """The logits columns a dataset holds (by name) and whether it has labels (``None``: cannot tell)."""
+    """The logits columns a dataset holds (by name), whether it has labels (a label column with at least one label
+    other than -100; ``None``: cannot tell) and the inputs it holds for the teacher alone (``teacher_inputs``: names
+    with ``teacher_input_prefix``, such as ``teacher_input_ids`` for a teacher with another tokenizer)."""
 
     columns: dict[str, ColumnFindings] = field(default_factory=dict)
     has_labels: bool | None = None
+    teacher_inputs: tuple[str, ...] = ()
 
 
-def inspect_dataset(dataset: Any, logits_columns: list[str], student_labels: list[str]) -> DatasetFindings | None:
+def inspect_dataset(
+    dataset: Any, logits_columns: list[str], student_labels: list[str], teacher_prefix: str = "teacher_"
+) -> DatasetFindings | None:
     """Check ``dataset`` and return its findings; ``None`` for a dataset that cannot be read before training.
 
     A `datasets.Dataset` is checked whole; a stream (`datasets.IterableDataset`) by its first ``STREAM_CHECK_ROWS``
@@ -56,15 +62,26 @@ def inspect_dataset(dataset: Any, logits_columns: list[str], student_labels: lis
     ``datasets``) through what it wraps; another map-style dataset by its first row, whose logits columns then have no
     known label order.
     """
-    if isinstance(dataset, datasets.IterableDataset):
+    streamed = isinstance(dataset, datasets.IterableDataset)
+    if streamed:
         dataset = first_rows(dataset, STREAM_CHECK_ROWS)
     if isinstance(dataset, datasets.Dataset):
-        return _inspect_arrow(dataset, logits_columns, student_labels)
-    inner = getattr(dataset, "datasets", None) or ([dataset.dataset] if hasattr(dataset, "dataset") else None)
-    if inner:
-        found = [inspect_dataset(part, logits_columns, student_labels) for part in inner]
-        return merge_findings([f for f in found if f is not None]) if all(f is not None for f in found) else None
-    return _inspect_first_row(dataset, logits_columns)
+        findings = _inspect_arrow(dataset, logits_columns, student_labels)
+        names = dataset.column_names
+        if streamed and not findings.has_labels and any(name in names for name in LABEL_COLUMNS):
+            findings = dataclasses.replace(findings, has_labels=None)  # later rows may hold labels
+    else:
+        inner = getattr(dataset, "datasets", None) or ([dataset.dataset] if hasattr(dataset, "dataset") else None)
+        if inner:
+            found = [inspect_dataset(part, logits_columns, student_labels, teacher_prefix) for part in inner]
+            return merge_findings([f for f in found if f is not None]) if all(f is not None for f in found) else None
+        row = _first_row(dataset)
+        if row is None:
+            return None
+        findings, names = _inspect_first_row(dataset, row, logits_columns), list(row)
+    stored = {*logits_columns, *(indices_column(column) for column in logits_columns)}
+    teacher_inputs = tuple(name for name in names if name.startswith(teacher_prefix) and name not in stored)
+    return dataclasses.replace(findings, teacher_inputs=teacher_inputs)
 
 
 def merge_findings(findings: list[DatasetFindings]) -> DatasetFindings:
@@ -78,16 +95,20 @@ def merge_findings(findings: list[DatasetFindings]) -> DatasetFindings:
                     "their rows cannot be read alike. Precompute every part with the same teacher and storage."
                 )
     labelled = {found.has_labels for found in findings}
-    return DatasetFindings(columns, labelled.pop() if len(labelled) == 1 else None)
+    has_labels = True if True in labelled else (labelled.pop() if len(labelled) == 1 else None)
+    teacher_inputs = tuple(dict.fromkeys(name for found in findings for name in found.teacher_inputs))
+    return DatasetFindings(columns, has_labels, teacher_inputs)
 
 
-def _inspect_first_row(dataset: Any, logits_columns: list[str]) -> DatasetFindings | None:
+def _first_row(dataset: Any) -> dict[str, Any] | None:
     try:
         row = dataset[0]
     except (IndexError, KeyError, TypeError, NotImplementedError):  # cannot be indexed (or empty): read when training
         return None
-    if not isinstance(row, dict):
-        return None
+    return row if isinstance(row, dict) else None
+
+
+def _inspect_first_row(dataset: Any, row: dict[str, Any], logits_columns: list[str]) -> DatasetFindings:
     present = {column: ColumnFindings(labels=None) for column in logits_columns if column in row}
     if present:
         logger.warning(
@@ -109,7 +130,8 @@ def _inspect_arrow(dataset: datasets.Dataset, logits_columns: list[str], student
     labelled = [name for name in LABEL_COLUMNS if name in dataset.column_names]
     for name in labelled:
         _check_labels(dataset, name, student_labels)
-    return DatasetFindings(columns, bool(labelled))
+    has_labels = any(pc.any(pc.not_equal(dataset.data.column(name), IGNORE_INDEX)).as_py() for name in labelled)
+    return DatasetFindings(columns, has_labels)
 
 
 def _check_logits_column(dataset: datasets.Dataset, column: str, student_labels: list[str]) -> ColumnFindings:
@@ -117,7 +139,10 @@ def _check_logits_column(dataset: datasets.Dataset, column: str, student_labels:
     info = read_logits_info(dataset, column)
     top_k = check_top_k_column(dataset, column, info) if indices_column(column) in dataset.column_names else None
     feature, values = dataset.features[column], dataset.data.column(column)
+    rows_per_example = []
     while isinstance(getattr(feature, "feature", None), datasets.List):  # K logits rows per example (K views)
+        if len(values):
+            rows_per_example.append(pc.max(pc.list_value_length(values)).as_py())
         feature, values = feature.feature, pc.list_flatten(values)
     width = getattr(feature, "length", -1)
     if width == -1 and len(values):
@@ -138,6 +163,8 @@ def _check_logits_column(dataset: datasets.Dataset, column: str, student_labels:
             f"Column {column!r} holds {width} logits per example but the student has {num_classes} classes "
             f"{student_labels}. Precompute the logits with a teacher of the same labels."
         )
+    if rows_per_example and dataset.format["type"] != "custom":
+        _refuse_views_without_transform(column, (*rows_per_example, width))
     if not pc.all(pc.is_finite(pc.list_flatten(values).cast(pa.float32()))).as_py():
         raise ValueError(f"Column {column!r} contains NaN or inf teacher logits; precompute them again in float32.")
     if info is None:
@@ -147,6 +174,19 @@ def _check_logits_column(dataset: datasets.Dataset, column: str, student_labels:
         )
         return ColumnFindings(labels=None)
     return ColumnFindings(labels=info.labels, top_k=info.top_k, temperature=info.temperature)
+
+
+def _refuse_views_without_transform(column: str, row_shape: tuple[int, ...]) -> None:
+    """Logits of shape ``row_shape`` per example (several rows: K views, or an extra axis) without a transform that
+    draws one view per row would reach the loss as ``(batch, K, classes)`` and broadcast across the batch."""
+    raise ValueError(
+        f"Column {column!r} holds logits of shape {row_shape} per example (the batch would be "
+        f"(batch, {', '.join(map(str, row_shape))})), but the loss needs one row of {row_shape[-1]} logits per "
+        f"example. Squeeze the extra axis (store shape ({row_shape[-1]},) per example, e.g. "
+        f"dataset.map(lambda row: {{{column!r}: numpy.reshape(row[{column!r}], -1)}}) for a single view), or, for a "
+        "K-view cache made by hf_distill.vision.precompute_teacher_views, read it through "
+        "dataset.set_transform(DistillationImageTransform(...)), which draws one stored view per row."
+    )
 
 
 def _check_labels(dataset: datasets.Dataset, name: str, student_labels: list[str]) -> None:

@@ -33,6 +33,7 @@ from accelerate import Accelerator
 from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import TrainerCallback
+from transformers.trainer import OPTIMIZER_NAME, OPTIMIZER_NAME_BIN
 from transformers.utils import logging
 
 from .losses import LossParts
@@ -282,6 +283,14 @@ def load_projections(module: IntermediateDistillation, folder: str) -> None:
     if not module.state_dict():
         return
     path = os.path.join(folder, PROJECTIONS_FILE)
+    optimizer_saved = any(os.path.isfile(os.path.join(folder, name)) for name in (OPTIMIZER_NAME, OPTIMIZER_NAME_BIN))
+    if not os.path.isfile(path) and not optimizer_saved:
+        raise ValueError(
+            f"Checkpoint {folder} was written with save_only_model=True: it holds the student's weights but neither "
+            f"the optimizer state nor the hidden-state projections ({PROJECTIONS_FILE}), so the run cannot resume. "
+            "Resume from a checkpoint written without save_only_model, or start a new run from the checkpoint's "
+            "weights (as the student, without resume_from_checkpoint)."
+        )
     if not os.path.isfile(path):
         raise ValueError(
             f"Checkpoint {folder} has no {PROJECTIONS_FILE}, so the hidden-state projections cannot resume. Resume "

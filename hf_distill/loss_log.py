@@ -2,8 +2,8 @@
 
 A training step only appends detached tensors (no device sync, no tensor op); the example-weighted means are formed,
 and reduced over processes, when the trainer logs. The same records serve the guard that stops a run whose CE,
-distillation term or in-batch teacher logits went NaN/inf: it is checked at logging and saving steps and at the end
-of training, one sync each.
+distillation term, in-batch teacher logits or stored teacher logits (a stream is checked by its first rows only) went
+NaN/inf: it is checked at logging and saving steps and at the end of training, one sync each.
 """
 
 from __future__ import annotations
@@ -19,12 +19,14 @@ _GUARDED = {"CE (hard-label cross-entropy)": "loss_ce", "distillation term": "lo
 
 
 class LossLog:
-    """Recorded loss parts (``train`` and ``eval``) and in-batch teacher finiteness; ``accelerator`` reduces them."""
+    """Recorded loss parts (``train`` and ``eval``) and the finiteness of the teacher logits trained on, from the
+    teacher in the loop or from the stored ``stored_columns``; ``accelerator`` reduces them."""
 
-    def __init__(self, accelerator: Any):
+    def __init__(self, accelerator: Any, stored_columns: list[str] | None = None):
         self.accelerator = accelerator
+        self.stored_columns = stored_columns or []
         self.records: dict[str, defaultdict[str, list]] = {"train": defaultdict(list), "eval": defaultdict(list)}
-        self.teacher_finite: list[torch.Tensor] = []
+        self.teacher_finite: dict[bool, list[torch.Tensor]] = {False: [], True: []}  # keyed by "stored"
 
     def record(
         self,
@@ -42,9 +44,10 @@ class LossLog:
             top1 = teacher_logits.top1() if isinstance(teacher_logits, TopKLogits) else teacher_logits.argmax(-1)
             records["agreement"].append(((student_logits.argmax(-1) == top1).float().mean(), n))
 
-    def record_teacher(self, logits: torch.Tensor) -> None:
-        """Remember whether an in-batch teacher's logits were finite (checked with the loss parts)."""
-        self.teacher_finite.append(torch.isfinite(logits).all())
+    def record_teacher(self, logits: torch.Tensor, stored: bool = False) -> None:
+        """Remember whether a training batch's teacher logits (``stored``: read from a column) were finite; a tensor op
+        without a device sync, checked with the loss parts."""
+        self.teacher_finite[stored].append(torch.isfinite(logits).all())
 
     def pop(self, mode: str) -> dict[str, float]:
         """Example-weighted means of the recorded values, averaged over processes; clears them."""
@@ -59,8 +62,8 @@ class LossLog:
         return {name: total / count for name, total, count in zip(names, sums, counts, strict=True)}
 
     def raise_if_not_finite(self, step: int, device: torch.device, synchronize: bool = True) -> None:
-        """Stop a run whose CE, distillation term or in-batch teacher logits went NaN/inf since the last check; with
-        ``synchronize``, over every process (saving checks this process's values only)."""
+        """Stop a run whose CE, distillation term or teacher logits (in-batch or stored) went NaN/inf since the last
+        check; with ``synchronize``, over every process (saving checks this process's values only)."""
         recorded = self.records["train"]
         flags = [
             torch.stack([torch.isfinite(value).all() for value, _ in recorded[key]]).all()
@@ -68,12 +71,20 @@ class LossLog:
             else torch.tensor(True, device=device)
             for key in _GUARDED.values()
         ]
-        teacher = torch.stack(self.teacher_finite).all() if self.teacher_finite else torch.tensor(True)
-        self.teacher_finite.clear()
-        flags = torch.stack([~f.to(device) for f in [*flags, teacher]]).float()
+        teacher = [torch.stack(found).all() if found else torch.tensor(True) for found in self.teacher_finite.values()]
+        for found in self.teacher_finite.values():
+            found.clear()
+        flags = torch.stack([~f.to(device) for f in [*flags, *teacher]]).float()
         bad = (self.accelerator.reduce(flags, reduction="sum") if synchronize else flags).tolist()
         if not any(bad):
             return
+        if bad[3]:
+            raise FloatingPointError(
+                f"The stored teacher logits (column {' / '.join(map(repr, self.stored_columns))}) hold NaN/inf values "
+                f"in a batch trained on by step {step}; a stream is checked by its first rows only. Precompute them "
+                "again in float32 (precompute_teacher_logits(..., autocast=False)) or drop the broken rows; "
+                "the student was not saved from this point."
+            )
         if bad[2]:
             raise FloatingPointError(
                 f"The teacher produced NaN/inf logits by step {step}. Run it in float32 (--teacher_dtype float32, no "

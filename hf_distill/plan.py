@@ -6,12 +6,13 @@ builds the teacher, the objective (with its extra terms, such as intermediate-la
 logits source, and resolves the rules that need two things:
 
 - the student: a single-label classifier; its label names order every teacher logit;
-- the teacher: label permutation, several teachers with the loss, a teacher that shares the student's weights,
-  intermediate-layer losses (one teacher, run in the loop, projections not sharded);
+- the teacher: label permutation, several teachers with the loss (and, in the loop, one vocabulary), a teacher that
+  shares the student's weights, intermediate-layer losses (one teacher, run in the loop, projections not sharded);
 - each dataset (:mod:`hf_distill.dataset_checks`): a logits column's label order (one per column across datasets;
-  an unknown order beside a known other one is refused), top-k storage against every temperature the run trains at,
-  stored logits with an in-loop-only term, a dataset with neither logits nor a teacher, and labels for every alpha
-  the schedule reaches;
+  an unknown order beside a known other one is refused), top-k storage against every temperature the run trains at
+  and the loss, stored logits or teacher-prefixed inputs (another tokenizer) with an intermediate-layer term, a
+  dataset with neither logits nor a teacher, and labels for every alpha the schedule reaches and for the methods
+  that read the true class (``dkd``, ``teacher_correction="swap"``);
 - the run's length (:meth:`check_run`, when training starts): KD-then-CE and two-stage switches inside the run.
 
 Arguments changed after the plan was made are checked (and the objective rebuilt) once more when training starts.
@@ -91,7 +92,8 @@ class DistillationPlan:
         ]
 
     def source(self, accelerator: Any, on_teacher_logits: Any = None) -> TeacherLogitsSource:
-        """Where each batch's teacher logits come from (made once; stored permutations resolved per column)."""
+        """Where each batch's teacher logits come from (made once; stored permutations resolved per column);
+        ``on_teacher_logits`` sees each training batch's teacher logits (the finite guard)."""
         args = self.args
         stored = StoredColumns(
             args.logits_columns,
@@ -99,6 +101,7 @@ class DistillationPlan:
             len(self.student_labels),
             self.column_weights,
             indices_column(args.teacher_logits_column),
+            on_teacher_logits,
         )
         teacher = None
         if self.teacher is not None:
@@ -126,7 +129,8 @@ class DistillationPlan:
         key = (getattr(dataset, "_fingerprint", None) or id(dataset), training)
         if key in self._inspected:
             return self._inspected[key][1]
-        findings = inspect_dataset(dataset, self.args.logits_columns, self.student_labels)
+        args = self.args
+        findings = inspect_dataset(dataset, args.logits_columns, self.student_labels, args.teacher_input_prefix)
         if findings is not None:
             self._resolve_columns(findings)
             self._check_dataset(findings, training)
@@ -171,18 +175,51 @@ class DistillationPlan:
             )
         if stored and self.terms:
             _refuse_stored_with_in_loop_terms(stored)
+        if findings.teacher_inputs and self.terms:
+            raise ValueError(
+                f"hidden_state_loss / attention_loss compare the student's and the teacher's layers token by token, "
+                f"but the dataset holds inputs for the teacher alone ({', '.join(findings.teacher_inputs)}: a teacher "
+                "with another tokenizer), whose token positions do not correspond to the student's. Use a teacher "
+                "with the student's tokenizer (and drop the teacher-prefixed inputs), or unset hidden_state_loss and "
+                "attention_loss."
+            )
         end = args.temperature if args.temperature_end is None else args.temperature_end
         for column, found in findings.columns.items():
             if found.top_k is not None:
                 check_top_k_temperature(column, found.temperature, found.top_k, args.temperature, end)
+                self._check_top_k_objective(column, found.top_k)
         if training and findings.has_labels is False:
             reason = self._label_need()
             if reason:
                 raise ValueError(
-                    f"The training dataset has no `labels` / `label` column, but {reason}, which weighs a hard-label "
-                    "cross-entropy. Add the labels, or train by pure distillation (alpha=0, no alpha_schedule, no "
-                    "distillation_steps / distillation_epochs)."
+                    f"The training dataset has no labels (no `labels` / `label` column, or only -100), but {reason}, "
+                    "which weighs a hard-label cross-entropy. Add the labels, or train by pure distillation (alpha=0, "
+                    "no alpha_schedule, no distillation_steps / distillation_epochs)."
                 )
+            method = self._method_needing_labels()
+            if method:
+                raise ValueError(
+                    f"The training dataset has no labels (no `labels` / `label` column, or only -100), but {method} "
+                    "needs the true class of a row; on unlabelled rows it falls back to plain KD, so the whole run "
+                    "would silently train plain KD. Add the labels (rows without one may stay -100), or use "
+                    "distillation_loss='kl' without teacher_correction."
+                )
+
+    def _check_top_k_objective(self, column: str, top_k: int) -> None:
+        """A top-k column holds K logits and a rest bucket: only ``kl`` (over the buckets) and ``hard`` (the top-1)
+        read it; losses and corrections that need every logit are refused here rather than at the first batch."""
+        objective = self.objective
+        needs_all = [
+            *([f"distillation_loss={objective.loss!r}"] if objective.loss not in ("kl", "hard") else []),
+            *([f"teacher_correction={objective.teacher_correction!r}"] if objective.teacher_correction else []),
+            *(["logit_standardization"] if objective.logit_standardization else []),
+        ]
+        if needs_all:
+            raise ValueError(
+                f"{' and '.join(needs_all)} need(s) every teacher logit, but column {column!r} stores the top-{top_k} "
+                "logits and a rest bucket. Use distillation_loss='kl' or 'hard' without teacher_correction / "
+                "logit_standardization, or precompute the full logits (top_k=None)."
+            )
 
     def _label_need(self) -> str | None:
         """Why the run needs labels at some step, naming the setting, or ``None`` (pure distillation throughout)."""
@@ -196,6 +233,15 @@ class DistillationPlan:
             )
         if args.alpha > 0:
             return f"alpha={args.alpha}"
+        return None
+
+    def _method_needing_labels(self) -> str | None:
+        """The loss or teacher correction that reads each row's true class (naming the setting), or ``None``."""
+        args = self.args
+        if args.distillation_loss == "dkd":
+            return "distillation_loss='dkd' (decoupled KD splits the target class from the others)"
+        if args.teacher_correction == "swap":
+            return "teacher_correction='swap' (it swaps the teacher's top class with the true class)"
         return None
 
     # ---- arguments and run length ----
@@ -221,6 +267,8 @@ class DistillationPlan:
         several = isinstance(self.teacher, TeacherEnsemble) or len(columns) > 1
         if several:
             check_ensemble_loss(args.distillation_loss)
+        if isinstance(self.teacher, TeacherEnsemble):
+            _check_shared_vocabulary(self.teacher)
         if args.teacher_weights and not several:
             raise ValueError(
                 f"teacher_weights={args.teacher_weights!r} weighs several teachers, but there is one teacher (logits "
@@ -342,6 +390,22 @@ def _check_separate(teacher: torch.nn.Module, student: torch.nn.Module) -> None:
         raise ValueError(
             "The teacher shares parameters with the student, so it would be trained and saved with it. "
             "Pass a separate teacher (for example copy.deepcopy(model))."
+        )
+
+
+def _check_shared_vocabulary(ensemble: TeacherEnsemble) -> None:
+    """Teachers run in the loop read the same batch of token ids, so they must share a tokenizer (one vocabulary)."""
+    sizes = {
+        name: getattr(unwrap(m).config, "vocab_size", None)
+        for name, m in zip(ensemble.names, ensemble.members, strict=True)
+    }
+    if len({size for size in sizes.values() if size is not None}) > 1:
+        listed = ", ".join(f"{name!r} ({size})" for name, size in sizes.items())
+        raise ValueError(
+            f"The teachers have different vocabularies: {listed} tokens. Teachers run in the loop read the same "
+            "token ids, so they must share a tokenizer. Precompute each teacher's logits on the data tokenized for "
+            "it (precompute_teacher_logits(teacher, dataset, column='logits_a'), ...) and train on the columns with "
+            "--teacher_logits_columns logits_a,logits_b, or use teachers of one tokenizer."
         )
 
 

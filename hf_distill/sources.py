@@ -21,6 +21,7 @@ import torch
 
 from .distributed import place_teacher
 from .labels import to_student_order
+from .logit_columns import VIEW_INDEX_KEY
 from .losses import TopKLogits
 from .teacher import forward_input_names, teacher_inputs
 from .teachers import TeacherEnsemble, combine_teacher_logits
@@ -53,7 +54,8 @@ class _OnDevice:
 class StoredColumns:
     """Precomputed teacher logits read from the batch: ``columns`` (several: an ensemble weighted by ``weights``),
     each reordered by its permutation (``permutations`` is the plan's, read live: a dataset checked later adds to
-    it); ``indices_column`` holds a top-k column's class indices."""
+    it); ``indices_column`` holds a top-k column's class indices. ``on_logits(values, stored=True)`` sees each
+    training batch's stored values (the finite guard: a stream is checked before training by its first rows only)."""
 
     def __init__(
         self,
@@ -62,8 +64,10 @@ class StoredColumns:
         num_classes: int,
         weights: list[float] | None = None,
         indices_column: str | None = None,
+        on_logits: Any = None,
     ):
         self.columns = columns
+        self.on_logits = on_logits
         self.permutations = permutations
         self._tensors: dict[tuple[str, torch.device], torch.Tensor] = {}
         self.num_classes = num_classes
@@ -75,7 +79,13 @@ class StoredColumns:
         """The batch keys this source reads (never fed to the student)."""
         return [*self.columns, *([self.indices_column] if self.indices_column else [])]
 
-    def __call__(self, stored: Mapping[str, torch.Tensor | None], temperature: float) -> TeacherLogits:
+    def __call__(
+        self, stored: Mapping[str, torch.Tensor | None], temperature: float, training: bool = False
+    ) -> TeacherLogits:
+        if training and self.on_logits is not None:  # one tensor op per column, no device sync
+            for column in self.columns:
+                if stored.get(column) is not None:
+                    self.on_logits(stored[column], stored=True)
         if len(self.columns) > 1:
             logits = [self._column(column, stored.get(column)) for column in self.columns]
             return TeacherLogits(combine_teacher_logits(logits, self.weights, temperature))
@@ -84,6 +94,7 @@ class StoredColumns:
         if indices is None:
             return TeacherLogits(self._column(column, stored[column]))
         values = stored[column]
+        _check_one_row_per_example(column, values)
         if values.shape[-1] != indices.shape[-1] + 1:
             raise ValueError(
                 f"Column {column!r} holds {values.shape[-1]} values per example but {self.indices_column!r} holds "
@@ -98,6 +109,7 @@ class StoredColumns:
     def _column(self, column: str, logits: torch.Tensor | None) -> torch.Tensor:
         if logits is None:
             raise ValueError(f"The batch has no {column!r} column, but the other teacher logits columns are there.")
+        _check_one_row_per_example(column, logits)
         if logits.shape[-1] != self.num_classes:
             raise ValueError(
                 f"Column {column!r} holds {logits.shape[-1]} logits per example but the student has "
@@ -114,6 +126,17 @@ class StoredColumns:
         if key not in self._tensors:
             self._tensors[key] = torch.tensor(permutation, device=device)
         return self._tensors[key]
+
+
+def _check_one_row_per_example(column: str, logits: torch.Tensor) -> None:
+    """A shape check (no device sync): ``(batch, K, classes)`` would broadcast against the student's logits."""
+    if logits.dim() != 2:
+        raise ValueError(
+            f"Column {column!r} gives teacher logits of shape {tuple(logits.shape)} for a batch, but the loss needs "
+            "(batch, classes): one row of logits per example. Squeeze the extra axis of the stored logits, or read a "
+            "K-view cache through a transform that draws one view per row (DistillationImageTransform, which "
+            f"returns the drawn view's index under {VIEW_INDEX_KEY!r})."
+        )
 
 
 class InLoopTeacher:
@@ -192,7 +215,7 @@ class TeacherLogitsSource:
         self, inputs: Mapping[str, Any], stored: Mapping[str, Any], temperature: float, training: bool
     ) -> TeacherLogits:
         if stored[self.stored.columns[0]] is not None:
-            return self.stored(stored, temperature)
+            return self.stored(stored, temperature, training)
         if self.teacher is None:
             raise ValueError(self.missing_message)
         return self.teacher(inputs, temperature, training)

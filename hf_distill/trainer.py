@@ -19,8 +19,10 @@ from typing import Any
 
 import datasets
 import torch
+from torch.utils.data import SequentialSampler
 from transformers import EvalPrediction, PreTrainedModel, Trainer
 from transformers.modelcard import TrainingSummary
+from transformers.trainer_utils import has_length
 
 from .compare import ComparisonReport
 from .logit_columns import LogitColumns, with_logit_columns
@@ -89,7 +91,7 @@ class DistillationTrainer(Trainer):
         sharded = self.is_deepspeed_enabled or self.is_fsdp_enabled
         self.plan = DistillationPlan(args, self.model, teacher_model, alpha_range=self.alpha_range, sharded=sharded)
         self.student_labels = self.plan.student_labels
-        self.loss_log = LossLog(self.accelerator)
+        self.loss_log = LossLog(self.accelerator, args.logits_columns)
         self.teacher_metrics = TeacherMetrics(self.accelerator.gather_for_metrics)
         self.source = self.plan.source(self.accelerator, self.loss_log.record_teacher)
         for callback in self.plan.callbacks(self.model, self.accelerator):
@@ -233,6 +235,13 @@ class DistillationTrainer(Trainer):
         if dataset is not None:
             self.plan.add_dataset(dataset)
         return super().get_eval_dataloader(eval_dataset)
+
+    def _get_eval_sampler(self, eval_dataset: Any) -> torch.utils.data.Sampler | None:
+        """Evaluation and prediction read the rows in order, whatever ``train_sampling_strategy``: transformers 5 groups
+        evaluation batches by length under ``group_by_length``, which would return predictions in length order."""
+        if eval_dataset is None or not has_length(eval_dataset):
+            return None
+        return SequentialSampler(eval_dataset) if self.args.world_size <= 1 else None
 
     def _eval_set(self, eval_dataset: Any) -> Any:
         dataset = eval_dataset if eval_dataset is not None else self.eval_dataset

@@ -196,6 +196,38 @@ def test_resume_restores_the_projections(tmp_path, data):
         torch.testing.assert_close(value, full.model.state_dict()[name])
 
 
+def test_resuming_a_save_only_model_checkpoint_names_save_only_model(tmp_path, data):
+    lean = intermediate_trainer(tmp_path / "lean", data, max_steps=2, save_strategy="steps", save_steps=2)
+    lean.args.save_only_model = True
+    lean.train()
+    checkpoint = str(tmp_path / "lean" / "out" / "checkpoint-2")
+    assert not os.path.exists(os.path.join(checkpoint, PROJECTIONS_FILE))
+    resumed = intermediate_trainer(tmp_path / "resumed", data, max_steps=4)
+    with pytest.raises(ValueError, match="save_only_model=True") as error:
+        resumed.train(resume_from_checkpoint=checkpoint)
+    assert "same hidden_state_loss" not in str(error.value)
+    assert resumed.state.global_step == 2  # refused while loading, before any further optimizer step
+    # control: a full checkpoint whose projections file is missing still names the hidden_state_loss
+    full = intermediate_trainer(tmp_path / "full", data, max_steps=2, save_strategy="steps", save_steps=2)
+    full.train()
+    os.remove(tmp_path / "full" / "out" / "checkpoint-2" / PROJECTIONS_FILE)
+    with pytest.raises(ValueError, match="same hidden_state_loss"):
+        intermediate_trainer(tmp_path / "again", data, max_steps=4).train(
+            resume_from_checkpoint=str(tmp_path / "full" / "out" / "checkpoint-2")
+        )
+
+
+def test_teacher_with_another_tokenizer_is_refused(tmp_path, data):
+    """Teacher-prefixed inputs (another tokenizer) put other tokens at each position: the layers cannot be compared."""
+    prefixed = data.add_column("teacher_input_ids", [[2, 7, 3]] * len(data))
+    with pytest.raises(ValueError, match=r"teacher alone \(teacher_input_ids.*student's tokenizer"):
+        intermediate_trainer(tmp_path, prefixed, hidden_state_loss="mse", attention_loss=None)
+    with pytest.raises(ValueError, match="token positions do not correspond"):
+        intermediate_trainer(tmp_path, data, hidden_state_loss=None, attention_loss="kl").get_eval_dataloader(prefixed)
+    # control: the same teacher on the student's inputs trains
+    intermediate_trainer(tmp_path, data, hidden_state_loss="mse", attention_loss=None, max_steps=1).train()
+
+
 def test_precomputed_teacher_logits_are_refused(tmp_path, data):
     teacher = tiny_bert(seed=1, hidden=32, layers=4)
     stored = precompute_teacher_logits(teacher, data, batch_size=8)

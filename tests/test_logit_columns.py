@@ -151,3 +151,31 @@ def test_several_precomputed_columns_take_the_fast_arrow_path(tmp_path):
     assert row["logits_a"].tolist() == [5.0, 0.0, 1.0] and row["logits_b"].tolist() == [0.0, 5.0, 2.0]
     trainer.train()
     assert all(np.isfinite(log["loss_kd"]) for log in trainer.state.log_history if "loss" in log)
+
+
+@pytest.mark.parametrize("views", [1, 8])  # 8: the batch size, where the extra axis silently broadcast
+def test_logits_with_an_extra_axis_are_refused_before_training_naming_the_shape_and_the_fix(tmp_path, views):
+    logits = np.random.default_rng(0).standard_normal((8, 3)).astype(np.float32)
+    flat = tiny_text_dataset(8).remove_columns("text").add_column("teacher_logits", logits.tolist())
+    stacked = flat.map(lambda row: {"teacher_logits": [row["teacher_logits"]] * views})
+
+    def trainer(train):
+        return DistillationTrainer(
+            model=tiny_bert(),
+            args=make_args(tmp_path),
+            train_dataset=train,
+            data_collator=DataCollatorForDistillation(),
+        )
+
+    with pytest.raises(ValueError, match=rf"shape \({views}, 3\) per example.*Squeeze.*DistillationImageTransform"):
+        trainer(stacked)
+    # a dataset that is not Arrow is read as it comes: the first batch's shape is refused before any optimizer step
+    rows = [{**row, "teacher_logits": np.asarray(row["teacher_logits"], dtype=np.float32)} for row in stacked]
+    plain = trainer(rows)
+    with pytest.raises(ValueError, match=rf"shape \(8, {views}, 3\) for a batch.*needs \(batch, classes\)"):
+        plain.train()
+    assert plain.state.global_step == 0
+    # control: the same logits as one row per example train
+    flat_trainer = trainer(flat)
+    flat_trainer.train()
+    assert all(np.isfinite(log["loss_kd"]) for log in flat_trainer.state.log_history if "loss" in log)

@@ -265,13 +265,35 @@ def test_dkd_with_gradient_accumulation_and_uneven_ignored_labels_matches_a_full
 def test_dkd_trains_on_a_batch_whose_labels_are_all_ignored(tmp_path):
     from tests.conftest import tiny_text_dataset
 
-    unlabelled = tiny_text_dataset(8).remove_columns("text").map(lambda _: {"label": -100})
-    trainer = _trainer(tmp_path, unlabelled, distillation_loss="dkd", alpha=0.0, max_steps=1)
-    before = [p.detach().clone() for p in trainer.model.parameters()]
+    data = tiny_text_dataset(16).remove_columns("text")
+    mixed = data.map(lambda row, i: {"label": -100 if i < 8 else row["label"]}, with_indices=True)
+    trainer = _trainer(tmp_path, mixed, distillation_loss="dkd", alpha=0.0, max_steps=1)
+    batch = trainer._prepare_inputs(trainer.data_collator([mixed[i] for i in range(8)]))  # labels all -100
+    trainer.model.train()
+    loss = trainer.compute_loss(trainer.model, batch)
+    loss.backward()
+    assert loss > 0 and any(p.grad is not None and p.grad.abs().sum() > 0 for p in trainer.model.parameters())
     trainer.train()
-    log = trainer.state.log_history[0]
-    assert log["loss_kd"] > 0 and log["grad_norm"] > 0
-    assert any(not torch.equal(a, b) for a, b in zip(before, trainer.model.parameters(), strict=True))
+    assert trainer.state.log_history[0]["loss_kd"] > 0 and trainer.state.log_history[0]["grad_norm"] > 0
+
+
+@pytest.mark.parametrize("method", [{"distillation_loss": "dkd"}, {"teacher_correction": "swap"}])
+@pytest.mark.parametrize("labels", ["no column", "only -100"])
+def test_label_methods_on_a_training_set_without_labels_are_refused(tmp_path, method, labels):
+    from tests.conftest import tiny_text_dataset
+
+    if labels == "no column":
+        unlabelled = tiny_text_dataset(8, labels=False).remove_columns("text")
+    else:
+        unlabelled = tiny_text_dataset(8).remove_columns("text").map(lambda _: {"label": -100})
+    name = next(iter(method))
+    with pytest.raises(ValueError, match=f"no labels .*or only -100.*{name}=.*needs the true class"):
+        _trainer(tmp_path, unlabelled, alpha=0.0, max_steps=1, **method)
+    # control: plain KD trains on the same rows; one labelled row is enough for the method
+    _trainer(tmp_path, unlabelled, alpha=0.0, max_steps=1).train()
+    if labels == "only -100":
+        one = unlabelled.map(lambda row, i: {"label": 1 if i == 0 else -100}, with_indices=True)
+        _trainer(tmp_path, one, alpha=0.0, max_steps=1, **method).train()
 
 
 @pytest.mark.parametrize("method", [{"distillation_loss": "dkd"}, {"teacher_correction": "swap"}])

@@ -155,7 +155,6 @@ def test_peft_recipe_self_distils_from_the_frozen_base(assets):
 
 
 def test_predict_results_follow_the_datasets_row_order_under_length_grouping(tmp_path):
-    import numpy as np
     import torch
 
     from hf_distill import DataCollatorForDistillation, DistillationTrainer
@@ -176,10 +175,13 @@ def test_predict_results_follow_the_datasets_row_order_under_length_grouping(tmp
         expected = [LABELS[int(model(input_ids=torch.tensor([row["input_ids"]])).logits.argmax())] for row in test]
     assert [line.split("\t") for line in lines] == [[str(i), name] for i, name in enumerate(expected)]
     assert trainer.args.train_sampling_strategy == "group_by_length"  # training keeps its sampler
-    # control: the trainer's own predict follows the length-grouped order, which is not the rows' order
-    grouped = trainer.predict(test).predictions.argmax(-1)
-    assert [LABELS[c] for c in grouped] != expected and len(set(expected)) > 1
-    assert np.isin(grouped, range(3)).all()
+    # the trainer's own predict (called from Python) follows the rows' order too; evaluation as well
+    predicted = trainer.predict(test).predictions.argmax(-1)
+    assert [LABELS[c] for c in predicted] == expected and len(set(expected)) > 1
+    assert isinstance(trainer.get_test_dataloader(test).sampler, torch.utils.data.SequentialSampler)
+    # control: training keeps its length-grouped sampler
+    trainer.train_dataset = test
+    assert type(trainer._get_train_sampler()).__name__ == "LengthGroupedSampler"
 
 
 def recipe_parser(recipe: str = "text_classification"):

@@ -1,6 +1,7 @@
 """Trustworthy by default (issue 10): every input trains what the user meant or stops before the first step with a
 clear error; a run never ends with a NaN student; nothing on disk is lost on a rerun."""
 
+import copy
 import io
 import math
 
@@ -346,6 +347,154 @@ def test_random_datasets_and_arguments_train_right_or_fail_before_the_first_step
             assert log["loss_ce"] == pytest.approx(ce, rel=1e-5, abs=1e-6), case
         outcomes["trained"] += 1
     assert outcomes["refused"] >= 3 and outcomes["trained"] >= 3, outcomes
+
+
+def method_reference(student, teachers, weights, batch, loss, temperature, args, top_k=None):
+    """The distillation term in float64: ``loss`` between the student and the teachers' weighted average
+    distribution (one teacher: its own), or, with ``top_k``, the KL over the teacher's top-k classes and the rest."""
+    from tests.test_method_losses import dist_reference, dkd_reference, jsd_reference, kl64, probs
+
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    with torch.no_grad():
+        s = student.double()(**inputs).logits
+        target = sum(
+            w * probs(t.double()(**inputs).logits, temperature) for t, w in zip(teachers, weights, strict=True)
+        )
+    if top_k is not None:
+        top = target.topk(top_k, -1).indices
+        ps = probs(s, temperature)
+
+        def buckets(p):
+            kept = p.gather(-1, top)
+            return torch.cat([kept, 1 - kept.sum(-1, keepdim=True)], -1)
+
+        return (kl64(buckets(target), buckets(ps)).mean() * temperature**2).item()
+    t = temperature * target.log()  # logits whose softmax at T is the target
+    if loss == "dkd":
+        return dkd_reference(s, t, batch["labels"], temperature, args.dkd_alpha, args.dkd_beta).item()
+    if loss == "dist":
+        return dist_reference(s, t, temperature, args.dist_beta, args.dist_gamma).item()
+    if loss == "jsd":
+        return jsd_reference(s, t, temperature, args.jsd_beta).item()
+    return (kl64(probs(t, temperature), probs(s, temperature)).mean() * temperature**2).item()
+
+
+def hidden_state_reference(student, teacher, batch):
+    """``layer_map="0:0,1:1"`` MSE between equal-width hidden states, over the real tokens, averaged over layers."""
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    with torch.no_grad():
+        s = student.double()(**inputs, output_hidden_states=True).hidden_states
+        t = teacher.double()(**inputs, output_hidden_states=True).hidden_states
+    mask = batch.get("attention_mask", torch.ones(batch["input_ids"].shape)).double()
+    per_layer = [(((s[i] - t[i]) ** 2).mean(-1) * mask).sum() / mask.sum() for i in (1, 2)]
+    return torch.stack(per_layer).mean().item()
+
+
+def test_random_methods_schedules_and_sources_train_right_or_fail_before_the_first_step(tmp_path):
+    """Random losses (kl, dkd, dist, jsd), schedules (alpha, temperature, KD then CE, two-stage), hidden-state terms,
+    teacher sources (in the loop, a column, top-k, a K-view-shaped column, several teachers in the loop or as columns)
+    and labels (some or none): either a ValueError/TypeError before the first optimizer step, or finite weights and a
+    first loss (and each part) equal to a float64 reference at the schedule's first values."""
+    rng = np.random.default_rng(1)
+    outcomes = {"refused": 0, "trained": 0}
+    teacher_a, teacher_b = varied_bert(seed=1), varied_bert(seed=3)
+    base = tiny_text_dataset(8, seed=5, ragged=False).remove_columns("text")
+    some_labels = base.map(lambda row, i: {"label": -100 if i % 3 == 0 else row["label"]}, with_indices=True)
+    no_labels = base.map(lambda _: {"label": -100})
+    trained = set()
+    for case in range(40):
+        loss = str(rng.choice(["kl", "dkd", "dist", "jsd"], p=[0.4, 0.2, 0.2, 0.2]))
+        sources = ["teacher", "column", "top-k", "K-view", "teachers", "columns"]
+        source = str(rng.choice(sources, p=[0.2, 0.2, 0.2, 0.08, 0.16, 0.16]))
+        schedule = str(rng.choice(["none", "alpha", "temperature", "kd then ce", "two-stage"]))
+        alpha, temperature = float(rng.choice([0.0, 0.5])), float(rng.choice([1.0, 4.0]))
+        hidden = bool(rng.random() < (0.5 if source == "teacher" else 0.1))  # layers need a teacher in the loop
+        labelled = bool(rng.random() < 0.8)
+        dataset = some_labels if labelled else no_labels
+        options = dict(max_steps=2, alpha=alpha, temperature=temperature, distillation_loss=loss)
+        end = None
+        if schedule == "alpha":
+            end = [None, 0.0, 0.8][rng.choice(3, p=[0.2, 0.4, 0.4])]
+            options.update(alpha_schedule="cosine", alpha_end=end)
+        elif schedule == "temperature":
+            end = [None, 2.0][rng.choice(2, p=[0.25, 0.75])]
+            options.update(temperature_schedule="linear", temperature_end=end)
+        elif schedule == "kd then ce":
+            end = int(rng.choice([1, 2], p=[0.75, 0.25]))
+            options.update(distillation_steps=end)
+        elif schedule == "two-stage":
+            end = int(rng.choice([1, 2], p=[0.75, 0.25]))
+            options.update(two_stage_steps=end)
+        if hidden:
+            options.update(hidden_state_loss="mse", layer_map="0:0,1:1", hidden_state_weight=0.5)
+        weights = [1.0]
+        teacher, train, top_k = None, dataset, None
+        if source == "teacher":
+            teacher = permuted_teacher(copy.deepcopy(teacher_a), [2, 0, 1])  # the same function, classes reordered
+        elif source == "column":
+            train = precompute_teacher_logits(permuted_teacher(copy.deepcopy(teacher_a), [1, 2, 0]), dataset)
+        elif source == "top-k":
+            top_k = 2
+            train = precompute_teacher_logits(teacher_a, dataset, top_k=2, temperature=temperature, dtype="float32")
+        elif source == "K-view":  # one stored view per row, read without the K-view transform
+            logits = np.asarray(precompute_teacher_logits(teacher_a, dataset)["teacher_logits"])
+            train = dataset.add_column("teacher_logits", logits[:, None, :].tolist())
+        else:
+            weights = [[0.5, 0.5], [0.7, 0.3]][int(rng.integers(2))]
+            options.update(teacher_weights=",".join(map(str, weights)))
+            if source == "teachers":
+                teacher = [copy.deepcopy(teacher_a), copy.deepcopy(teacher_b)]
+            else:
+                train = precompute_teacher_logits(teacher_a, dataset, column="logits_a")
+                train = precompute_teacher_logits(teacher_b, train, column="logits_b")
+                options.update(teacher_logits_columns="logits_a,logits_b")
+        needs_labels = alpha > 0 or loss == "dkd" or schedule == "kd then ce" or (schedule == "alpha" and end)
+        valid = (
+            not (schedule in ("alpha", "temperature") and end is None)  # a schedule without its end
+            and not (schedule in ("kd then ce", "two-stage") and end >= 2)  # a switch beyond the run's 2 steps
+            and source != "K-view"
+            and not (source == "top-k" and (loss != "kl" or schedule == "temperature"))
+            and not (hidden and source != "teacher")  # layers of one teacher, run in the loop
+            and (labelled or not needs_labels)
+        )
+        student = varied_bert(seed=2)
+        initial = [p.detach().clone() for p in student.parameters()]
+        try:
+            trainer = trainer_for(tmp_path, train, teacher, student=student, **options)
+            trainer.train()
+        except (ValueError, TypeError) as error:
+            assert not valid and len(str(error)) > 40, (case, options, source, error)  # refused with a message
+            assert all(torch.equal(a, b) for a, b in zip(initial, student.parameters(), strict=True)), case
+            outcomes["refused"] += 1
+            continue
+        assert valid, (case, options, source)
+        log = trainer.state.log_history[0]
+        assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
+        assert log["alpha"] == alpha and log["temperature"] == temperature  # the schedules' first values
+        batch = trainer.data_collator(
+            [{k: v for k, v in row.items() if k == "input_ids" or k == "label"} for row in dataset]
+        )
+        teachers = [varied_bert(seed=1), varied_bert(seed=3)][: len(weights)]
+        kd = method_reference(varied_bert(seed=2), teachers, weights, batch, loss, temperature, trainer.args, top_k)
+        assert log["loss_kd"] == pytest.approx(kd, rel=1e-5, abs=1e-6), (case, options, source)
+        total = (1 - alpha) * kd
+        if "loss_ce" in log and labelled:  # (no labelled row: alpha is 0 throughout, the CE weighs nothing)
+            keep = batch["labels"] != -100
+            with torch.no_grad():
+                s = varied_bert(seed=2).double()(input_ids=batch["input_ids"]).logits
+            ce = F.cross_entropy(s[keep], batch["labels"][keep]).item()
+            assert log["loss_ce"] == pytest.approx(ce, rel=1e-5, abs=1e-6), case
+            total += alpha * ce
+        if hidden:
+            reference = hidden_state_reference(varied_bert(seed=2), varied_bert(seed=1), batch)
+            assert log["loss_hidden_state"] == pytest.approx(reference, rel=1e-5, abs=1e-6), case
+            total += 0.5 * reference
+        assert log["loss"] == pytest.approx(total, rel=1e-5, abs=1e-6), (case, options, source)
+        outcomes["trained"] += 1
+        trained |= {loss, source, schedule, *(["hidden states"] if hidden else [])}
+    assert outcomes["refused"] >= 5 and outcomes["trained"] >= 10, outcomes
+    drawn = {"kl", "dkd", "dist", "jsd", "teacher", "column", "top-k", "teachers", "columns", "hidden states"}
+    assert trained >= drawn | {"alpha", "temperature", "kd then ce", "two-stage"}, trained
 
 
 def test_evaluation_and_checkpoint_selection_arguments_are_honoured(tmp_path, data):

@@ -68,3 +68,26 @@ def test_stream_without_logits_or_teacher_is_refused(tmp_path):
     stream = Dataset.from_dict({"input_ids": [[2, 7, 3]], "label": [0]}).to_iterable_dataset()
     with pytest.raises(ValueError, match="no 'teacher_logits' column"):
         DistillationTrainer(model=tiny_bert(), args=make_args(tmp_path), train_dataset=stream)
+
+
+def test_nan_in_a_streamed_column_after_the_checked_rows_names_the_stored_logits(tmp_path):
+    from hf_distill.dataset_checks import STREAM_CHECK_ROWS
+
+    n = STREAM_CHECK_ROWS + 16
+    data = precompute_teacher_logits(varied_bert(seed=1), tiny_text_dataset(n), batch_size=16)
+    broken = data.map(
+        lambda row, i: {"teacher_logits": [np.nan] * 3 if i == n - 3 else row["teacher_logits"]}, with_indices=True
+    )
+    trainer = DistillationTrainer(
+        model=tiny_bert(seed=2),
+        args=make_args(tmp_path, per_device_train_batch_size=8, max_steps=n // 8, alpha=0.3),
+        train_dataset=broken.to_iterable_dataset(),  # checked by its first rows: the NaN row is past them
+        data_collator=DataCollatorForDistillation(),
+    )
+    with pytest.raises(FloatingPointError, match=r"stored teacher logits \(column 'teacher_logits'\)") as error:
+        trainer.train()
+    assert "student diverged" not in str(error.value)
+    assert trainer.state.global_step == n // 8  # the batch holding the NaN row is the last one
+    # control: the same stream without the broken row trains to finite losses
+    logs = train_losses(tmp_path, data.to_iterable_dataset())
+    assert all(np.isfinite(e["loss"]) and np.isfinite(e["loss_kd"]) for e in logs)

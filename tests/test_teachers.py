@@ -147,6 +147,12 @@ def test_several_teachers_refuse_bad_settings(tmp_path, data):
         trainer_for(tmp_path, tiny_bert(2), stored, teacher_logits_columns="logits_a,logits_b")
     with pytest.raises(ValueError, match="there is one teacher \\(logits column 'logits_a'\\)"):
         trainer_for(tmp_path, tiny_bert(2), stored, teacher_logits_column="logits_a", teacher_weights="1,2")
+    with pytest.raises(
+        ValueError,
+        match=r"different vocabularies: 'teacher_0' \(32\), 'teacher_1' \(48\).*"
+        r"--teacher_logits_columns",
+    ):
+        trainer_for(tmp_path, tiny_bert(2), data, [a, tiny_bert(3, vocab_size=48)])
     # control: the same single column without weights is accepted
     assert trainer_for(tmp_path, tiny_bert(2), stored, teacher_logits_column="logits_a").plan.column_weights is None
 

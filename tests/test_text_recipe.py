@@ -191,7 +191,8 @@ def test_two_process_recipe_run(assets):
     ids=["intermediate", "two-teachers-precomputed", "two-teachers"],
 )
 def test_recipe_exposes_intermediate_and_multi_teacher_methods(assets, method):
-    tiny_bert(seed=7, vocab_size=32).save_pretrained(assets / "teacher2")  # a second teacher, same labels
+    vocab_size = json.loads((assets / "teacher" / "config.json").read_text())["vocab_size"]  # teachers share one
+    tiny_bert(seed=7, vocab_size=vocab_size).save_pretrained(assets / "teacher2")  # a second teacher, same labels
     flags = common_flags(assets, "out-method") + ["--student_num_layers", "1", *method]
     if "--teacher_weights" in method:
         flags[1] = f"{assets / 'teacher'},{assets / 'teacher2'}"

@@ -181,3 +181,18 @@ def test_top_k_column_under_a_temperature_schedule_or_a_changed_temperature_is_r
     trainer.args.temperature = 2.0  # control: the stored temperature, constant, trains
     trainer.train()
     assert trainer.state.global_step == 2
+
+
+def test_top_k_column_with_a_loss_or_correction_needing_every_logit_is_refused_when_the_trainer_is_built(tmp_path):
+    dataset = precompute_teacher_logits(varied_bert(labels=CLASSES), tiny_text_dataset(8), top_k=3, temperature=2.0)
+    for method, named in [
+        ({"distillation_loss": "jsd"}, "distillation_loss='jsd'"),
+        ({"teacher_correction": "swap"}, "teacher_correction='swap'"),
+        ({"logit_standardization": True}, "logit_standardization"),
+    ]:
+        with pytest.raises(ValueError, match=rf"{named} need\(s\) every teacher logit, but column 'teacher_logits'"):
+            top_k_trainer(tmp_path, dataset, **method)
+    for loss in ("kl", "hard"):  # control: the losses that read top-k columns train
+        trainer = top_k_trainer(tmp_path, dataset, distillation_loss=loss)
+        trainer.train()
+        assert trainer.state.global_step == 2

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -62,26 +60,10 @@ def train_evaluate_publish(
     return metrics
 
 
-@contextlib.contextmanager
-def rows_in_order(trainer: Trainer) -> Iterator[None]:
-    """Evaluate and predict in the dataset's row order. Under ``train_sampling_strategy="group_by_length"``
-    transformers 5 also groups evaluation batches by length (``Trainer._get_eval_sampler``), so ``predict`` returns
-    its predictions in that order; the per-row files written here must follow the dataset's rows. Training keeps its
-    sampler: only the evaluation inside this block reads the strategy."""
-    strategy = trainer.args.train_sampling_strategy
-    if strategy == "group_by_length":
-        trainer.args.train_sampling_strategy = "random"  # the default; evaluation is then sequential
-    try:
-        yield
-    finally:
-        trainer.args.train_sampling_strategy = strategy
-
-
 def write_predictions(trainer: Trainer, dataset: Dataset, prefix: str = "test") -> dict[str, float]:
     """Write ``index<TAB>prediction`` (label names) for ``dataset`` to ``output_dir/predict_results.txt``, as
     `run_glue.py` does; returns ``{prefix}_*`` metrics (empty for an unlabelled dataset)."""
-    with rows_in_order(trainer):
-        output = trainer.predict(dataset, metric_key_prefix=prefix)
+    output = trainer.predict(dataset, metric_key_prefix=prefix)  # in row order (DistillationTrainer's eval sampler)
     logits = output.predictions[0] if isinstance(output.predictions, tuple) else output.predictions
     names = label_names(unwrap(trainer.model).config)
     labelled = output.label_ids is not None and bool((np.asarray(output.label_ids) != -100).any())
