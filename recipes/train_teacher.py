@@ -26,7 +26,7 @@ from transformers import (
     set_seed,
 )
 
-from hf_distill.metrics import compute_metrics_fn
+from hf_distill.evaluation.metrics import compute_metrics_fn
 from hf_distill.text.data import TextDataArguments, label_list, tokenize_for_distillation
 from hf_distill.workflow.arguments import (
     ModelLoadingArguments,

@@ -19,7 +19,7 @@ from datasets import Array2D, Dataset, Features, List, Value  # noqa: E402
 from transformers import ViTConfig, ViTForImageClassification  # noqa: E402
 
 from hf_distill import DataCollatorForDistillation, DistillationTrainer, TeacherLogitsInfo  # noqa: E402
-from hf_distill.provenance import write_logits_info  # noqa: E402
+from hf_distill.data.provenance import write_logits_info  # noqa: E402
 from hf_distill.vision import (  # noqa: E402
     DistillationImageTransform,
     PixelFormat,

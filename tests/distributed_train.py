@@ -26,20 +26,20 @@ from accelerate import PartialState  # noqa: E402
 from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin  # noqa: E402
 from datasets import load_from_disk  # noqa: E402
 
-import hf_distill.precompute  # noqa: E402
+import hf_distill.data.precompute  # noqa: E402
 from hf_distill import (  # noqa: E402
     DataCollatorForDistillation,
     DistillationTrainer,
     distillation_loss,
     precompute_teacher_logits,
 )
-from hf_distill.distributed import place_teacher  # noqa: E402
+from hf_distill.teachers.distributed import place_teacher  # noqa: E402
 from tests.conftest import make_args, tiny_bert, tiny_text_dataset, varied_bert  # noqa: E402
 
 
 def precompute(workdir: Path) -> dict:
     """Precompute twice (the second call must reuse the shards) and try an in-memory dataset without cache_dir."""
-    hf_distill.precompute.LENGTH_GROUP_BATCHES = 2  # blocks of 8 rows: each process gets length-sorted batches
+    hf_distill.data.precompute.LENGTH_GROUP_BATCHES = 2  # blocks of 8 rows: each process gets length-sorted batches
     state = PartialState()
     if state.is_main_process and not (workdir / "data").exists():
         tiny_text_dataset(23).save_to_disk(str(workdir / "data"))

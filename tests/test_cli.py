@@ -12,8 +12,8 @@ import torch
 from transformers import BertTokenizerFast
 
 from hf_distill.cli import main
-from hf_distill.metrics import accuracy, mean_kl
-from hf_distill.teacher import load_teacher
+from hf_distill.evaluation.metrics import accuracy, mean_kl
+from hf_distill.teachers.loading import load_teacher
 from tests.conftest import LABELS, WORDS, tiny_bert, varied_bert
 
 

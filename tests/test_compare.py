@@ -9,9 +9,9 @@ import torch.nn.functional as F
 from datasets import DatasetDict
 
 from hf_distill import DataCollatorForDistillation
-from hf_distill.compare import ComparisonReport, compare_models
-from hf_distill.metrics import accuracy, expected_calibration_error, macro_f1
-from hf_distill.plots import bootstrap_interval
+from hf_distill.evaluation.compare import ComparisonReport, compare_models
+from hf_distill.evaluation.metrics import accuracy, expected_calibration_error, macro_f1
+from hf_distill.evaluation.plots import bootstrap_interval
 from tests.conftest import permuted_teacher, tiny_text_dataset, varied_bert
 
 FAST = dict(latency_runs=4, throughput_batch_size=8, throughput_runs=2, warmup_runs=1, num_threads=1)
@@ -224,7 +224,7 @@ def test_bad_backends_are_refused(models):
 
 
 def test_a_head_pruned_student_given_as_a_path_is_compared(models, tmp_path):
-    from hf_distill.pruning import head_importance, prune_model
+    from hf_distill.methods.pruning import head_importance, prune_model
 
     teacher = models[0]
     dataset = tiny_text_dataset(16, seed=5)

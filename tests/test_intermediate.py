@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from hf_distill.intermediate import (
+from hf_distill.methods.intermediate import (
     attention_kl,
     hidden_state_cosine,
     hidden_state_mse,
@@ -94,7 +94,7 @@ from safetensors.torch import load_file  # noqa: E402
 from transformers import ViTConfig, ViTForImageClassification  # noqa: E402
 
 from hf_distill import DataCollatorForDistillation, DistillationTrainer, precompute_teacher_logits  # noqa: E402
-from hf_distill.intermediate import PROJECTIONS_FILE  # noqa: E402
+from hf_distill.methods.intermediate import PROJECTIONS_FILE  # noqa: E402
 from tests.conftest import LABELS, make_args, tiny_bert, tiny_text_dataset  # noqa: E402
 
 INTERMEDIATE = dict(hidden_state_loss="mse", attention_loss="kl", hidden_state_weight=0.5, attention_weight=2.0)

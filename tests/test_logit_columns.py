@@ -12,7 +12,7 @@ import pytest
 from datasets import Dataset, Features, List, Value, load_from_disk
 
 from hf_distill import DataCollatorForDistillation, DistillationTrainer
-from hf_distill.logit_columns import LogitColumns, column_array
+from hf_distill.data.logit_columns import LogitColumns, column_array
 from tests.conftest import make_args, tiny_bert, tiny_text_dataset
 
 SCRIPT = Path(__file__).with_name("dataloader_logits.py")

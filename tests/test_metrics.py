@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from hf_distill.metrics import accuracy, agreement, classification_metrics, macro_f1
+from hf_distill.evaluation.metrics import accuracy, agreement, classification_metrics, macro_f1
 
 
 def test_macro_f1_by_hand():
@@ -24,7 +24,7 @@ def test_mean_kl_matches_float64_torch_and_stays_finite():
     import torch
     import torch.nn.functional as F
 
-    from hf_distill.metrics import mean_kl
+    from hf_distill.evaluation.metrics import mean_kl
 
     g = torch.Generator().manual_seed(0)
     student, teacher = torch.randn(7, 5, generator=g) * 3, torch.randn(7, 5, generator=g) * 3
@@ -45,7 +45,7 @@ def test_mean_kl_matches_float64_torch_and_stays_finite():
 
 
 def test_expected_calibration_error_by_hand():
-    from hf_distill.metrics import expected_calibration_error
+    from hf_distill.evaluation.metrics import expected_calibration_error
 
     probabilities = np.array(
         [[0.9, 0.05, 0.05], [0.9, 0.05, 0.05], [0.4, 0.3, 0.3], [0.4, 0.35, 0.25], [0.2, 0.3, 0.5]]
@@ -62,7 +62,7 @@ def test_expected_calibration_error_by_hand():
 def test_evaluate_module_loads_by_path_offline():
     evaluate = pytest.importorskip("evaluate")
     import hf_distill.evaluate_metric
-    from hf_distill.metrics import expected_calibration_error, mean_kl
+    from hf_distill.evaluation.metrics import expected_calibration_error, mean_kl
 
     rng = np.random.default_rng(0)
     student, teacher = rng.normal(size=(12, 3)), rng.normal(size=(12, 3))

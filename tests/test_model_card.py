@@ -13,7 +13,7 @@ from huggingface_hub import ModelCard
 from huggingface_hub.utils import filter_repo_objects
 
 from hf_distill import DataCollatorForDistillation, DistillationTrainer, compare_models, precompute_teacher_logits
-from hf_distill.metrics import compute_metrics_fn
+from hf_distill.evaluation.metrics import compute_metrics_fn
 from tests.conftest import LABELS, make_args, tiny_bert, tiny_text_dataset
 
 TOKEN = "hf_SeCrEtToKeN0123456789abcdef"
@@ -323,7 +323,7 @@ def test_card_names_the_copied_teacher_layers(tmp_path, word_tokenizer):
 def test_reproduce_command_holds_no_absolute_path_and_no_ignored_flag(tmp_path, monkeypatch):
     import sysconfig
 
-    from hf_distill.model_card import command_line
+    from hf_distill.evaluation.model_card import command_line
 
     monkeypatch.chdir(tmp_path)
     site_packages = sysconfig.get_paths()["purelib"]
@@ -350,7 +350,7 @@ def test_reproduce_command_holds_no_absolute_path_and_no_ignored_flag(tmp_path, 
 
 
 def test_compare_rows_replace_the_cards_teacher_vs_student_section(tmp_path, word_tokenizer):
-    from hf_distill.model_card import record_comparison
+    from hf_distill.evaluation.model_card import record_comparison
 
     teacher, student = tiny_bert(seed=1, layers=3, hidden=32), tiny_bert(seed=2)
     trainer = trained_trainer(tmp_path, student, teacher, word_tokenizer)

@@ -2,8 +2,8 @@
 
 import pytest
 
-from hf_distill.compare import ModelResult
-from hf_distill.plots import plot_comparison
+from hf_distill.evaluation.compare import ModelResult
+from hf_distill.evaluation.plots import plot_comparison
 
 pytest.importorskip("matplotlib")
 

@@ -5,8 +5,8 @@ import torch
 from transformers import AutoModelForSequenceClassification
 
 from hf_distill import DataCollatorForDistillation, DistillationTrainer
-from hf_distill.pruning import PruningArguments, head_importance, load_pruned_model, prune_model, prune_student
-from hf_distill.teacher import load_teacher
+from hf_distill.methods.pruning import PruningArguments, head_importance, load_pruned_model, prune_model, prune_student
+from hf_distill.teachers.loading import load_teacher
 from hf_distill.text.students import create_student
 from tests.conftest import make_args, tiny_bert, tiny_text_dataset
 
@@ -173,7 +173,7 @@ def test_load_pruned_model_reads_sharded_weights_and_a_dtype(head_pruned, tmp_pa
 def test_latency_uses_the_shared_timer_and_restores_the_training_mode(model):
     import time
 
-    from hf_distill.pruning import latency_ms
+    from hf_distill.methods.pruning import latency_ms
 
     class Slow(torch.nn.Module):
         def forward(self, **inputs):

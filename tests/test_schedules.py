@@ -7,7 +7,7 @@ import torch
 from transformers import TrainerCallback, TrainerState
 
 from hf_distill import DataCollatorForDistillation, DistillationTrainer
-from hf_distill.schedules import head_and_backbone, objective_schedule, scheduled_value
+from hf_distill.methods.schedules import head_and_backbone, objective_schedule, scheduled_value
 from tests.conftest import make_args, tiny_bert, tiny_text_dataset
 
 

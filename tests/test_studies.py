@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import torch
 
-from hf_distill.sweep import SweepConfig, run_sweep
+from hf_distill.workflow.sweep import SweepConfig, run_sweep
 from tests.conftest import tiny_bert
 from tests.test_text_recipe import ROOT, load_recipe, write_csv
 
@@ -33,7 +33,7 @@ def in_process(monkeypatch):
         recipes[name].main(command[command.index(script) + 1 :])
         return subprocess.CompletedProcess(command, 0)
 
-    monkeypatch.setattr("hf_distill.sweep.subprocess.run", run)
+    monkeypatch.setattr("hf_distill.workflow.sweep.subprocess.run", run)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

@@ -17,7 +17,7 @@ import yaml
 from scipy.stats import ttest_rel
 
 from hf_distill.cli import main as cli_main
-from hf_distill.sweep import (
+from hf_distill.workflow.sweep import (
     SweepConfig,
     best_snapshot,
     collect_results,

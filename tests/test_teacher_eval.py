@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from hf_distill import DataCollatorForDistillation, DistillationTrainer, precompute_teacher_logits
-from hf_distill.metrics import classification_metrics, compute_metrics_fn
+from hf_distill.evaluation.metrics import classification_metrics, compute_metrics_fn
 from tests.conftest import make_args, tiny_bert, tiny_text_dataset, varied_bert
 
 

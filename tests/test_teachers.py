@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from hf_distill.losses import kl_divergence_loss
-from hf_distill.teachers import combine_teacher_logits, named_teachers, parse_teacher_weights
+from hf_distill.teachers.ensemble import combine_teacher_logits, named_teachers, parse_teacher_weights
 from tests.conftest import tiny_bert
 
 
@@ -61,7 +61,7 @@ import copy  # noqa: E402
 from peft import LoraConfig, get_peft_model  # noqa: E402
 
 from hf_distill import DataCollatorForDistillation, DistillationTrainer, precompute_teacher_logits  # noqa: E402
-from hf_distill.teachers import PeftBaseTeacher, TeacherEnsemble  # noqa: E402
+from hf_distill.teachers.ensemble import PeftBaseTeacher, TeacherEnsemble  # noqa: E402
 from tests.conftest import make_args, permuted_teacher, tiny_text_dataset, varied_bert  # noqa: E402
 
 

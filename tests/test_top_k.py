@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from hf_distill import DataCollatorForDistillation, DistillationTrainer, precompute_teacher_logits, read_logits_info
+from hf_distill.data.top_k import top_k_logits
 from hf_distill.losses import TopKLogits, distillation_loss, top_k_kl_loss
-from hf_distill.top_k import top_k_logits
 from hf_distill.vision.deit import deit_distillation_loss
 from tests.conftest import make_args, permuted_teacher, tiny_text_dataset, varied_bert
 

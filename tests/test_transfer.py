@@ -17,12 +17,12 @@ from hf_distill import (
     combine_labeled_and_unlabeled,
     precompute_teacher_logits,
 )
-from hf_distill.labels import UNLABELED, class_names, count_labeled, label_ids
-from hf_distill.metrics import compute_metrics_fn
+from hf_distill.data.labels import UNLABELED, class_names, count_labeled, label_ids
+from hf_distill.data.unlabeled import check_alpha_for_unlabeled
+from hf_distill.evaluation.metrics import compute_metrics_fn
 from hf_distill.text.augment import TextAugmentationArguments, augment_text, augmented_copies
 from hf_distill.text.data import TextDataArguments, label_list, tokenize_for_distillation
 from hf_distill.text.transfer import assemble_training_set
-from hf_distill.unlabeled import check_alpha_for_unlabeled
 from tests.conftest import LABELS, WORDS, make_args, varied_bert
 from tests.test_text_recipe import assets, common_flags, load_recipe  # noqa: F401  (a fixture)
 

@@ -13,7 +13,7 @@ from transformers import (
     PreTrainedModel,
 )
 
-from ..labels import label_names
+from ..data.labels import label_names
 
 # Named configs for ``model_type``: basic-block ResNets (He et al., "Deep Residual Learning for Image Recognition",
 # 2016): ResNet-18 in the paper's layout, ResNet-10 (one block a stage), and two narrow three-stage ones for small

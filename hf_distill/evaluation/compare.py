@@ -20,12 +20,12 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 from transformers.utils import logging
 
-from .data_collator import DataCollatorForDistillation
-from .labels import label_names, teacher_to_student_permutation, to_student_order
+from ..data.data_collator import DataCollatorForDistillation
+from ..data.labels import label_names, teacher_to_student_permutation, to_student_order
+from ..teachers.loading import forward_input_names, load_teacher, teacher_inputs, unwrap
 from .metrics import classification_metrics, expected_calibration_error, teacher_student_metrics
 from .onnx_export import QUANTIZATION_MODES, OnnxRunner, export_onnx, quantize_dynamic_int8
 from .plots import bootstrap_interval, format_count, plot_comparison
-from .teacher import forward_input_names, load_teacher, teacher_inputs, unwrap
 from .timing import time_calls
 
 logger = logging.get_logger(__name__)
@@ -151,7 +151,7 @@ class ComparisonReport:
 
     def plot(self, path: str | os.PathLike, title: str | None = None) -> Path:
         """A PNG with accuracy (bootstrap intervals) against latency, and agreement against speed-up
-        (:func:`~hf_distill.plots.plot_comparison`)."""
+        (:func:`~hf_distill.evaluation.plots.plot_comparison`)."""
         return plot_comparison(self.results, self.settings, path, title)
 
 
@@ -195,7 +195,7 @@ def compare_models(
     warm-up calls, timed with ``torch.utils.benchmark`` with models interleaved so that load drifts hit all alike.
 
     ``backends`` picks how students run: ``"pytorch"`` and/or ``"onnxruntime"`` (exported with
-    :func:`~hf_distill.onnx_export.export_onnx` into ``onnx_dir``, default a temporary folder, and run on the CPU);
+    :func:`~hf_distill.evaluation.onnx_export.export_onnx` into ``onnx_dir``, default a temporary folder, and run on the CPU);
     ``quantize="dynamic"`` adds an int8 ONNX Runtime row per student. The teacher runs in PyTorch. PyTorch speed is
     measured on ``device`` (default: CUDA when available), in each model's own dtype, with
     ``torch.set_num_threads(num_threads)`` (default: the current setting), restored afterwards. Models are put in

@@ -17,8 +17,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from transformers.utils import logging
 
+from ..losses import IGNORE_INDEX
 from .labels import check_label_names
-from .losses import IGNORE_INDEX
 from .provenance import read_logits_info
 from .streaming import first_rows
 from .top_k import check_top_k_column, indices_column

@@ -22,7 +22,7 @@ _LINE = re.compile(r"^hf_distill\.teacher_logits\[(?P<column>[^\]]+)\] = (?P<rec
 @dataclass(frozen=True)
 class TeacherLogitsInfo:
     """Provenance of a teacher-logits column; ``top_k`` and ``temperature`` are set for top-k storage
-    (see :mod:`hf_distill.top_k`); ``teacher_parameters`` keeps the teacher's size for the model card."""
+    (see :mod:`hf_distill.data.top_k`); ``teacher_parameters`` keeps the teacher's size for the model card."""
 
     teacher: str
     labels: list[str]

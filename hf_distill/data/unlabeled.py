@@ -22,7 +22,7 @@ def combine_labeled_and_unlabeled(labeled: Dataset, unlabeled: Dataset, label_co
 
     ``unlabeled`` needs the input columns of ``labeled`` (cast to their types) and no labels: its label column, if
     any, must be empty (it is dropped). Unlabelled rows get the label column's missing value: -1 in a `ClassLabel`
-    column, else an empty cell; :func:`hf_distill.labels.label_ids` encodes both as -100. A ``labeled`` set without
+    column, else an empty cell; :func:`hf_distill.data.labels.label_ids` encodes both as -100. A ``labeled`` set without
     a label column (pure distillation) is simply extended.
     """
     if label_column in unlabeled.column_names:

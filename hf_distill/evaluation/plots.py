@@ -1,6 +1,6 @@
 """Uncertainty and figures for comparisons: percentile-bootstrap intervals over the evaluation set
 (Efron & Tibshirani, "An Introduction to the Bootstrap", 1993; through `scipy.stats.bootstrap`) and the
-two-panel plot of :class:`~hf_distill.compare.ComparisonReport`."""
+two-panel plot of :class:`~hf_distill.evaluation.compare.ComparisonReport`."""
 
 from __future__ import annotations
 

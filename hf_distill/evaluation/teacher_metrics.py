@@ -14,7 +14,7 @@ from typing import Any
 import datasets
 import torch
 
-from .losses import TopKLogits
+from ..losses import TopKLogits
 
 MetricsFn = Callable[[torch.Tensor, torch.Tensor], dict[str, float]]
 

@@ -13,7 +13,7 @@ transformers 5 removed ``PreTrainedModel.prune_heads`` and BERT derives the head
 classes cannot rebuild a head-pruned model from its folder (``from_pretrained`` stops on the attention weights' sizes,
 and with ``ignore_mismatched_sizes`` it would re-initialise them). A model whose heads were pruned records them in
 ``config.pruned_heads`` and reloads with :func:`load_pruned_model`; every place hf_distill loads a model (a teacher
-or a ``hf-distill compare`` model through :func:`hf_distill.teacher.load_classifier`, a pretrained student) goes
+or a ``hf-distill compare`` model through :func:`hf_distill.teachers.loading.load_classifier`, a pretrained student) goes
 through it. Elsewhere, pass the loaded model: ``pipeline("text-classification", model=load_pruned_model(path),
 tokenizer=path)``. Pruning FFN neurons (``intermediate_size``) and layers (``num_hidden_layers``) only keeps the
 stock config, and the model reloads with ``AutoModelForSequenceClassification.from_pretrained``.
@@ -35,7 +35,7 @@ from transformers import AutoConfig, AutoModelForSequenceClassification, Pretrai
 from transformers.pytorch_utils import prune_linear_layer
 from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, cached_file
 
-from .timing import time_calls
+from ..evaluation.timing import time_calls
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "labels")
 
@@ -258,7 +258,7 @@ def load_pruned_model(
 
 def latency_ms(models: dict[str, nn.Module], batch: dict[str, torch.Tensor], seconds: float = 1.0) -> dict[str, float]:
     """Median milliseconds of one forward pass of each model on ``batch``, one CPU thread, the models interleaved call
-    by call (:func:`hf_distill.timing.time_calls`), for about ``seconds`` in all."""
+    by call (:func:`hf_distill.evaluation.timing.time_calls`), for about ``seconds`` in all."""
     feed = {k: v for k, v in batch.items() if k in MODEL_INPUTS and k != "labels"}
 
     def runner(model: nn.Module):

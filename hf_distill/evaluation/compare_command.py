@@ -1,4 +1,4 @@
-"""``hf-distill compare``: a teacher against its students (see :func:`hf_distill.compare.compare_models`).
+"""``hf-distill compare``: a teacher against its students (see :func:`hf_distill.evaluation.compare.compare_models`).
 
 Its arguments are `HfArgumentParser` dataclasses with the recipes' names (``--teacher_model_name_or_path``,
 ``--dataset_name``, ``--max_eval_samples``, ``--max_seq_length``, ``--output_dir``, ...); like the recipes it also
@@ -15,14 +15,14 @@ import datasets
 import transformers
 from transformers import AutoTokenizer, HfArgumentParser, PreTrainedModel
 
+from ..data.data_collator import DataCollatorForDistillation
+from ..data.labels import count_labeled, encode_label_column
+from ..teachers.loading import auto_class_for, load_teacher, unwrap
+from ..text.data import FILE_BUILDERS, TWEET_SENTIMENT, load_text_dataset
+from ..workflow.arguments import RUN_CLASSIFICATION_ALIASES, RecipeArgumentParser, parse_arguments
 from .compare import BACKENDS, compare_models
-from .data_collator import DataCollatorForDistillation
-from .labels import count_labeled, encode_label_column
 from .model_card import record_comparison
 from .onnx_export import QUANTIZATION_MODES
-from .teacher import auto_class_for, load_teacher, unwrap
-from .text.data import FILE_BUILDERS, TWEET_SENTIMENT, load_text_dataset
-from .workflow.arguments import RUN_CLASSIFICATION_ALIASES, RecipeArgumentParser, parse_arguments
 
 PREFERRED_SPLITS = ("validation", "test")
 IMAGE_DATASETS = ("fashion_mnist", "sklearn_digits", "imagefolder")
@@ -230,8 +230,8 @@ def _load_text_eval_set(data: CompareDataArguments) -> datasets.Dataset:
 def _image_eval_set(data: CompareDataArguments, label2id, teacher, students, teacher_path, student_paths):
     """The evaluation images as the image recipe splits and subsamples them, turned into ``pixel_values`` by the
     students' image processor and, when the teacher's differs, ``teacher_pixel_values`` by the teacher's."""
-    from .vision import DistillationImageTransform, ImageDataArguments, load_image_processor, pixel_format_for
-    from .vision.recipe import image_shape, prepare_image_splits
+    from ..vision import DistillationImageTransform, ImageDataArguments, load_image_processor, pixel_format_for
+    from ..vision.recipe import image_shape, prepare_image_splits
 
     if data.dataset_name and Path(data.dataset_name).is_dir():
         dataset = _pick_split(datasets.load_from_disk(data.dataset_name), data, data.dataset_name)
@@ -268,7 +268,7 @@ def _image_eval_set(data: CompareDataArguments, label2id, teacher, students, tea
 
 
 def _encode_labels(dataset: datasets.Dataset, column: str, label2id: dict[str, int]) -> datasets.Dataset:
-    """Labels named ``label``, as class ids of the first student (:func:`~hf_distill.labels.encode_label_column`);
+    """Labels named ``label``, as class ids of the first student (:func:`~hf_distill.data.labels.encode_label_column`);
     an evaluation set must be labelled throughout."""
     if column not in dataset.column_names:
         return dataset

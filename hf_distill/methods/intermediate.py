@@ -35,8 +35,8 @@ from torch import nn
 from transformers import TrainerCallback
 from transformers.utils import logging
 
-from .losses import LossParts
-from .training_args import ATTENTION_LOSSES, HIDDEN_STATE_LOSSES
+from ..losses import LossParts
+from ..training_args import ATTENTION_LOSSES, HIDDEN_STATE_LOSSES
 
 logger = logging.get_logger(__name__)
 

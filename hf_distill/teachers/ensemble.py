@@ -25,9 +25,9 @@ import torch
 from torch import nn
 from transformers.modeling_outputs import SequenceClassifierOutput
 
-from .labels import label_names, teacher_to_student_permutation, to_student_order
-from .teacher import forward_input_names, load_teacher, model_name, unwrap
-from .training_args import parse_teacher_weights
+from ..data.labels import label_names, teacher_to_student_permutation, to_student_order
+from ..training_args import parse_teacher_weights
+from .loading import forward_input_names, load_teacher, model_name, unwrap
 
 __all__ = [
     "PeftBaseTeacher",
@@ -126,7 +126,7 @@ class PeftBaseTeacher(nn.Module):
         return self.student.get_base_model().config
 
     def get_base_model(self) -> nn.Module:
-        """The transformers model under the adapters (what :func:`hf_distill.teacher.unwrap` reads)."""
+        """The transformers model under the adapters (what :func:`hf_distill.teachers.loading.unwrap` reads)."""
         return self.student.get_base_model()
 
     def forward(self, **inputs: Any) -> Any:

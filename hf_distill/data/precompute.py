@@ -13,11 +13,11 @@ from datasets import Dataset, DatasetDict, Features, IterableDataset, IterableDa
 from datasets.fingerprint import Hasher
 from transformers import PreTrainedModel
 
+from ..teachers.distributed import map_in_shards, process_state
+from ..teachers.loading import forward_input_names, load_teacher, model_fingerprint, model_name, unwrap
 from .data_collator import pad_features
-from .distributed import map_in_shards, process_state
 from .labels import label_names
 from .provenance import TeacherLogitsInfo, write_logits_info
-from .teacher import forward_input_names, load_teacher, model_fingerprint, model_name, unwrap
 from .top_k import check_top_k_options, index_dtype, indices_column, top_k_logits
 
 STORAGE_DTYPES = ("float32", "float16")
@@ -58,14 +58,14 @@ def precompute_teacher_logits(
     (default: ``PartialState().device``; on a machine without GPU create ``PartialState(cpu=True)`` first) over one
     contiguous shard, writes it under ``cache_dir`` (default: the dataset's cache directory; required for in-memory
     datasets, and on a shared filesystem across machines), and every process returns the merged dataset, equal to
-    the single-process result (see :func:`hf_distill.distributed.map_in_shards`). Call it on all processes at once,
+    the single-process result (see :func:`hf_distill.teachers.distributed.map_in_shards`). Call it on all processes at once,
     not inside ``main_process_first``.
 
     An `IterableDataset` (streamed data) gets a lazy ``map``: the teacher runs as the rows are read, on every pass.
 
     ``dtype`` defaults to float32, or float16 with ``top_k``. ``top_k=K`` (for many classes) stores only the K largest
     logits plus a rest bucket at ``temperature`` (the training temperature), with their class indices in
-    ``<column>_indices``: see :mod:`hf_distill.top_k`.
+    ``<column>_indices``: see :mod:`hf_distill.data.top_k`.
     """
     if dtype is None:
         dtype = "float32" if top_k is None else "float16"

@@ -19,7 +19,7 @@ from transformers import (
     PreTrainedModel,
 )
 
-from .pruning import load_pruned_model, pruned_heads
+from ..methods.pruning import load_pruned_model, pruned_heads
 
 _AUTO_CLASS_BY_INPUT = {
     "pixel_values": AutoModelForImageClassification,
@@ -102,7 +102,7 @@ def _config_kwargs(from_pretrained_kwargs: dict[str, Any]) -> dict[str, Any]:
 
 def forward_input_names(model: torch.nn.Module) -> list[str]:
     """Names the model's ``forward`` accepts, label arguments excluded (a model's ``input_names`` when it lists them,
-    as :class:`~hf_distill.teachers.TeacherEnsemble` does)."""
+    as :class:`~hf_distill.teachers.ensemble.TeacherEnsemble` does)."""
     if hasattr(model, "input_names"):
         return list(model.input_names)
     params = inspect.signature(unwrap(model).forward).parameters
@@ -133,7 +133,7 @@ def model_fingerprint(model: torch.nn.Module) -> str:
 
 
 def model_name(model: torch.nn.Module) -> str:
-    """The model's name or path; for a :class:`~hf_distill.teachers.TeacherEnsemble`, its members' joined by ' + '."""
+    """The model's name or path; for a :class:`~hf_distill.teachers.ensemble.TeacherEnsemble`, its members' joined by ' + '."""
     if isinstance(getattr(model, "names", None), list):
         return " + ".join(model.names)
     return getattr(getattr(unwrap(model), "config", None), "_name_or_path", "") or type(unwrap(model)).__name__

@@ -5,7 +5,7 @@
 
 - :class:`StoredColumns`: one precomputed column, several (combined as an ensemble at the step's temperature), or a
   top-k column with its class indices (:class:`~hf_distill.losses.TopKLogits`);
-- :class:`InLoopTeacher`: a teacher (or :class:`~hf_distill.teachers.TeacherEnsemble`) run under ``no_grad`` and the
+- :class:`InLoopTeacher`: a teacher (or :class:`~hf_distill.teachers.ensemble.TeacherEnsemble`) run under ``no_grad`` and the
   accelerator's autocast, in ``teacher_dtype``, optionally compiled; it also returns the teacher's whole output when
   an objective term reads hidden states or attention maps.
 
@@ -19,11 +19,11 @@ from typing import Any, NamedTuple
 
 import torch
 
+from ..data.labels import to_student_order
+from ..losses import TopKLogits
 from .distributed import place_teacher
-from .labels import to_student_order
-from .losses import TopKLogits
-from .teacher import forward_input_names, teacher_inputs
-from .teachers import TeacherEnsemble, combine_teacher_logits
+from .ensemble import TeacherEnsemble, combine_teacher_logits
+from .loading import forward_input_names, teacher_inputs
 
 TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -118,7 +118,7 @@ class StoredColumns:
 
 class InLoopTeacher:
     """A frozen teacher run on the batch, placed beside the student on first use (see
-    :func:`hf_distill.distributed.place_teacher`, compiled with ``compile``); its logits come back in the student's
+    :func:`hf_distill.teachers.distributed.place_teacher`, compiled with ``compile``); its logits come back in the student's
     label order (``permutation``; an ensemble orders each member itself). ``on_logits`` sees every batch's logits
     in training (the finite guard); the first batch's must be finite."""
 

@@ -15,7 +15,7 @@ from accelerate import Accelerator, PartialState
 from accelerate.utils import DistributedType, broadcast_object_list
 from datasets import Dataset, concatenate_datasets, load_from_disk
 
-from .teacher import unwrap
+from .loading import unwrap
 
 
 def process_state() -> PartialState:

@@ -26,15 +26,15 @@ from transformers import (
 )
 from transformers.modelcard import TrainingSummary, make_markdown_table
 
+from ..data.labels import label_names
+from ..losses import get_loss
+from ..teachers.loading import auto_class_for, unwrap
+from ..training_args import DistillationTrainingArguments
 from .compare import ComparisonReport
-from .labels import label_names
-from .losses import get_loss
-from .teacher import auto_class_for, unwrap
-from .training_args import DistillationTrainingArguments
 
 logger = logging.getLogger(__name__)
 
-TEMPLATE_PATH = Path(__file__).parent / "model_cards" / "distilled_model_card.md"
+TEMPLATE_PATH = Path(__file__).parents[1] / "model_cards" / "distilled_model_card.md"
 TAGS = ["knowledge-distillation", "hf_distill"]
 TASKS = {
     AutoModelForSequenceClassification: "text-classification",
@@ -87,7 +87,7 @@ def distillation_model_card(
     id), a ``distillation`` mapping (loss, alpha, temperature, the other distillation arguments and ``run.method``),
     ``datasets`` (Hub ids), tags with ``knowledge-distillation``, and ``model-index`` results (accuracy, macro-F1,
     agreement) of the test split when it was scored, else of the validation split, naming the split. Body: a
-    teacher-vs-student table (from ``comparison``, a :class:`~hf_distill.compare.ComparisonReport` or its JSON, else
+    teacher-vs-student table (from ``comparison``, a :class:`~hf_distill.evaluation.compare.ComparisonReport` or its JSON, else
     from the logged metrics), the method, hyperparameters, usage that runs as printed, the command to reproduce
     (default: this process's command line with ``*token`` arguments removed), limitations and citations. PEFT
     students get ``library_name: peft`` and adapter usage.
@@ -289,7 +289,7 @@ def portable_path(value: str) -> str:
     site_packages = {os.path.normpath(sysconfig.get_paths()[key]) for key in ("purelib", "platlib")}
     anchors = [(sysconfig.get_paths()["scripts"], ""), (os.getcwd(), "")]  # an installed script: its name
     anchors += [(root, "<site-packages>") for root in site_packages]
-    anchors.append((str(Path(__file__).resolve().parents[1]), ""))  # a source checkout: its recipes/, outputs/, ...
+    anchors.append((str(Path(__file__).resolve().parents[2]), ""))  # a source checkout: its recipes/, outputs/, ...
     anchors.append((os.path.expanduser("~"), "~"))
     for root, prefix in anchors:
         if path == root or path.startswith(root.rstrip(os.sep) + os.sep):
@@ -299,7 +299,7 @@ def portable_path(value: str) -> str:
 
 
 def _framework_versions(peft_type: str | None) -> dict[str, str]:
-    from . import __version__
+    from .. import __version__
 
     versions = {"hf_distill": __version__}
     packages = ["transformers", "torch", "datasets", "tokenizers", *(["peft"] if peft_type else [])]

@@ -12,8 +12,8 @@ from typing import NamedTuple
 import torch
 from transformers import TrainerCallback, TrainerControl, TrainerState
 
-from .teacher import unwrap
-from .training_args import SCHEDULES, DistillationTrainingArguments
+from ..teachers.loading import unwrap
+from ..training_args import SCHEDULES, DistillationTrainingArguments
 
 
 def scheduled_value(schedule: str, start: float, end: float, progress: float) -> float:
