@@ -14,7 +14,7 @@ __version__ = "0.1.0"
 # Public name -> the submodule that defines it.
 _EXPORTS = {
     "ComparisonReport": "evaluation.compare",
-    "ModelResult": "evaluation.compare",
+    "ModelResult": "evaluation.model_result",
     "compare_models": "evaluation.compare",
     "DataCollatorForDistillation": "data.data_collator",
     "label_names": "data.labels",
@@ -55,7 +55,8 @@ if TYPE_CHECKING:
     from .data.precompute import precompute_teacher_logits
     from .data.provenance import TeacherLogitsInfo, read_logits_info
     from .data.unlabeled import combine_labeled_and_unlabeled
-    from .evaluation.compare import ComparisonReport, ModelResult, compare_models
+    from .evaluation.compare import ComparisonReport, compare_models
+    from .evaluation.model_result import ModelResult
     from .losses import available_losses, distillation_loss, get_loss, register_loss
     from .trainer import DistillationTrainer
     from .training_args import DistillationTrainingArguments

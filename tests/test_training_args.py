@@ -177,25 +177,3 @@ def test_method_fields_are_fields_and_the_loss_hyperparameters_come_from_the_reg
     args = DistillationTrainingArguments(output_dir=str(tmp_path), report_to=[], distillation_loss="jsd")
     assert args.loss_hyperparameters == {"jsd_beta": 0.5}
     assert "jsd_beta" in args.method_summary() and "dkd_beta" not in args.method_summary()
-
-
-def test_configuration_and_losses_import_no_trainer_side_module():
-    """Dependencies point one way: the arguments read the loss registry only, the losses nothing outside themselves
-    (TYPE_CHECKING imports included)."""
-    import ast
-    from pathlib import Path
-
-    package = Path(__file__).resolve().parents[1] / "hf_distill"
-
-    def imported(path: Path) -> set[str]:
-        names = set()
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and node.level:
-                names.add("." * node.level + (node.module or ""))
-            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("hf_distill"):
-                names.add(node.module)
-        return names
-
-    assert imported(package / "training_args.py") == {".losses"}
-    for path in (package / "losses").glob("*.py"):
-        assert all(name.startswith(".") and not name.startswith("..") for name in imported(path)), path.name

@@ -24,6 +24,7 @@ from ..data.data_collator import DataCollatorForDistillation
 from ..data.labels import label_names, teacher_to_student_permutation, to_student_order
 from ..teachers.loading import forward_input_names, load_teacher, teacher_inputs, unwrap
 from .metrics import classification_metrics, expected_calibration_error, teacher_student_metrics
+from .model_result import ModelResult
 from .onnx_export import QUANTIZATION_MODES, OnnxRunner, export_onnx, quantize_dynamic_int8
 from .plots import bootstrap_interval, format_count, plot_comparison
 from .timing import time_calls
@@ -32,33 +33,6 @@ logger = logging.get_logger(__name__)
 
 LABEL_COLUMNS = ("labels", "label")
 BACKENDS = ("pytorch", "onnxruntime")
-
-
-@dataclass
-class ModelResult:
-    """One row of a :class:`ComparisonReport`. Ratios are the teacher's value over this model's (teacher = 1)."""
-
-    name: str
-    role: str
-    num_parameters: int
-    size_bytes: int
-    latency_ms_median: float
-    latency_ms_p95: float
-    throughput: float
-    speedup: float
-    throughput_speedup: float
-    compression: float
-    size_compression: float
-    accuracy: float | None = None
-    macro_f1: float | None = None
-    ece: float | None = None
-    agreement: float | None = None
-    mean_kl: float | None = None
-    backend: str = "pytorch"
-    accuracy_low: float | None = None
-    accuracy_high: float | None = None
-    agreement_low: float | None = None
-    agreement_high: float | None = None
 
 
 @dataclass

@@ -7,12 +7,10 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from .compare import ModelResult
+from .model_result import ModelResult
 
 BACKEND_MARKERS = {"pytorch": "o", "onnxruntime": "s", "onnxruntime-int8": "D"}
 BACKEND_NAMES = {"pytorch": "PyTorch", "onnxruntime": "ONNX Runtime", "onnxruntime-int8": "ONNX Runtime int8"}
