@@ -14,9 +14,15 @@ from transformers import (
 )
 
 from hf_distill.vision import image_model_from_config, prune_resnet_channels
-from tests.test_pipelines import check_image_pipeline, image_flags
-from tests.test_text_recipe import load_recipe
-from tests.test_vision import CLASSES, label_kwargs, tiny_resnet, write_image_folders
+from tests.conftest import (
+    CLASSES,
+    check_image_pipeline,
+    image_flags,
+    label_kwargs,
+    load_recipe,
+    tiny_resnet,
+    write_image_folders,
+)
 
 
 def resnet(layer_type: str, seed: int = 0, **sizes) -> ResNetForImageClassification:

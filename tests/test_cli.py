@@ -14,7 +14,7 @@ from transformers import BertTokenizerFast
 from hf_distill.cli import main
 from hf_distill.evaluation.metrics import accuracy, mean_kl
 from hf_distill.teachers.loading import load_teacher
-from tests.conftest import LABELS, WORDS, tiny_bert, varied_bert
+from tests.conftest import DIGITS, LABELS, WORDS, tiny_bert, varied_bert
 
 
 def save(model, tokenizer, path):
@@ -113,7 +113,6 @@ def test_compare_command_loads_a_builtin_image_set_as_the_recipe_does(tmp_path):
     from transformers import ResNetConfig, ResNetForImageClassification, ViTConfig, ViTForImageClassification
 
     from hf_distill.vision import ImageDataArguments, default_image_processor, prepare_image_splits
-    from tests.test_pipelines import DIGITS
 
     torch.manual_seed(0)
     label_kwargs = dict(id2label=dict(enumerate(DIGITS)), label2id={d: i for i, d in enumerate(DIGITS)})

@@ -91,18 +91,12 @@ def test_attention_kl_averages_heads_when_counts_differ():
 import os  # noqa: E402
 
 from safetensors.torch import load_file  # noqa: E402
-from transformers import ViTConfig, ViTForImageClassification  # noqa: E402
 
 from hf_distill import DataCollatorForDistillation, DistillationTrainer, precompute_teacher_logits  # noqa: E402
 from hf_distill.methods.intermediate import PROJECTIONS_FILE  # noqa: E402
-from tests.conftest import LABELS, make_args, tiny_bert, tiny_text_dataset  # noqa: E402
+from tests.conftest import LABELS, make_args, tiny_bert, tiny_vit  # noqa: E402
 
 INTERMEDIATE = dict(hidden_state_loss="mse", attention_loss="kl", hidden_state_weight=0.5, attention_weight=2.0)
-
-
-@pytest.fixture
-def data():
-    return tiny_text_dataset(16).remove_columns("text")
 
 
 def intermediate_trainer(tmp_path, data, student=None, teacher=None, **overrides):
@@ -214,25 +208,6 @@ def test_bad_options_are_refused_when_parsed(tmp_path):
         make_args(tmp_path, attention_loss="kl", attention_weight=-1.0)
 
 
-def tiny_vit(seed, hidden, layers, heads=2):
-    torch.manual_seed(seed)
-    config = ViTConfig(
-        image_size=8,
-        patch_size=4,
-        num_channels=1,
-        hidden_size=hidden,
-        num_hidden_layers=layers,
-        num_attention_heads=heads,
-        intermediate_size=2 * hidden,
-        hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0,
-        num_labels=len(LABELS),
-        id2label=dict(enumerate(LABELS)),
-        label2id={name: i for i, name in enumerate(LABELS)},
-    )
-    return ViTForImageClassification(config).eval()
-
-
 def test_vit_students_distil_hidden_states_and_attention(tmp_path, caplog):
     from datasets import Dataset
 
@@ -240,7 +215,8 @@ def test_vit_students_distil_hidden_states_and_attention(tmp_path, caplog):
     images = Dataset.from_dict(
         {"pixel_values": torch.randn(8, 1, 8, 8, generator=g).tolist(), "label": [0, 1, 2, 0, 1, 2, 0, 1]}
     )
-    student, teacher = tiny_vit(2, hidden=16, layers=2), tiny_vit(1, hidden=24, layers=4, heads=4)
+    student = tiny_vit(2, channels=1, hidden=16, layers=2, labels=LABELS)
+    teacher = tiny_vit(1, channels=1, hidden=24, layers=4, heads=4, labels=LABELS)
     assert student.config._attn_implementation != "eager"
     trainer = intermediate_trainer(tmp_path, images, student=student, teacher=teacher, hidden_state_loss="cosine")
     assert student.config._attn_implementation == "eager" and teacher.config._attn_implementation == "eager"

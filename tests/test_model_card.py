@@ -14,7 +14,7 @@ from huggingface_hub.utils import filter_repo_objects
 
 from hf_distill import DataCollatorForDistillation, DistillationTrainer, compare_models, precompute_teacher_logits
 from hf_distill.evaluation.metrics import compute_metrics_fn
-from tests.conftest import LABELS, make_args, tiny_bert, tiny_text_dataset
+from tests.conftest import LABELS, make_args, tiny_bert, tiny_deit, tiny_resnet, tiny_text_dataset
 
 TOKEN = "hf_SeCrEtToKeN0123456789abcdef"
 
@@ -79,9 +79,9 @@ def trained_trainer(tmp_path, student, teacher, tokenizer, **arg_overrides):
 
 def test_offline_push_uploads_model_tokenizer_and_card_without_the_token(tmp_path, hub, word_tokenizer, monkeypatch):
     teacher = tiny_bert(seed=1, layers=3, hidden=32)
-    teacher.config._name_or_path = "me/teacher-bert"
+    teacher.config.name_or_path = "me/teacher-bert"
     student = tiny_bert(seed=2)
-    student.config._name_or_path = "me/tiny-bert-base"
+    student.config.name_or_path = "me/tiny-bert-base"
     trainer = trained_trainer(
         tmp_path, student, teacher, word_tokenizer, push_to_hub=True, hub_model_id="me/tiny-distilled", hub_token=TOKEN
     )  # as a recipe run with --push_to_hub --hub_model_id me/tiny-distilled --hub_token ...
@@ -127,7 +127,7 @@ def test_offline_push_uploads_model_tokenizer_and_card_without_the_token(tmp_pat
 def test_peft_student_gets_an_adapter_card(tmp_path, hub, word_tokenizer):
     peft = pytest.importorskip("peft")
     base = tiny_bert(seed=2)
-    base.config._name_or_path = base.name_or_path = "me/tiny-bert-base"  # as from_pretrained("me/tiny-bert-base")
+    base.config.name_or_path = base.name_or_path = "me/tiny-bert-base"  # as from_pretrained("me/tiny-bert-base")
     config = peft.LoraConfig(task_type="SEQ_CLS", r=4, target_modules=["query", "value"])
     student = peft.get_peft_model(base, config)
     trainer = trained_trainer(tmp_path, student, tiny_bert(seed=1), word_tokenizer, hub_model_id="me/tiny-lora")
@@ -153,7 +153,7 @@ def test_peft_student_gets_an_adapter_card(tmp_path, hub, word_tokenizer):
 
 def test_card_names_the_teacher_of_precomputed_logits(tmp_path):
     teacher = tiny_bert(seed=1)
-    teacher.config._name_or_path = "me/teacher-bert"
+    teacher.config.name_or_path = "me/teacher-bert"
     data = precompute_teacher_logits(teacher, tiny_text_dataset(8).remove_columns("text"), batch_size=4)
     trainer = DistillationTrainer(
         model=tiny_bert(seed=2),
@@ -223,7 +223,7 @@ def test_card_reports_the_test_split_and_keeps_local_names_out_of_yaml(tmp_path,
     from hf_distill.text.data import TextDataArguments
 
     teacher = tiny_bert(seed=1, layers=3, hidden=32)
-    teacher.config._name_or_path = str(tmp_path / "my_teacher")  # a local folder, no Hub id
+    teacher.config.name_or_path = str(tmp_path / "my_teacher")  # a local folder, no Hub id
     data = precompute_teacher_logits(teacher, tiny_text_dataset(16).remove_columns("text"), batch_size=8)
     trainer = DistillationTrainer(
         model=tiny_bert(seed=2),
@@ -268,7 +268,6 @@ def test_card_model_index_names_the_split(tmp_path, word_tokenizer):
 
 def test_deit_card_describes_its_two_heads_and_records_the_method(tmp_path):
     from hf_distill.vision import DeiTDistillationTrainer, ImageDataArguments
-    from tests.test_vision import tiny_deit, tiny_resnet
 
     data_args = ImageDataArguments(dataset_name="fashion_mnist", min_crop_scale=0.5)
     trainer = DeiTDistillationTrainer(model=tiny_deit(), args=make_args(tmp_path), teacher_model=tiny_resnet())

@@ -6,7 +6,6 @@ import pytest
 import torch
 from PIL import Image
 from transformers import (
-    AutoImageProcessor,
     AutoModelForImageClassification,
     AutoModelForSequenceClassification,
     AutoTokenizer,
@@ -18,13 +17,11 @@ from transformers import (
 )
 
 from hf_distill.vision import default_image_processor
-from tests.conftest import LABELS
-from tests.test_text_recipe import assets, common_flags, load_recipe  # noqa: F401 (assets is a fixture)
+from tests.conftest import DIGITS, LABELS, check_image_pipeline, common_flags, image_flags, load_recipe
 
 TINY_VIT = (
     '{"patch_size": 4, "hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 32}'
 )
-DIGITS = [str(i) for i in range(10)]
 
 
 def check_text_pipeline(path: str) -> None:
@@ -32,21 +29,6 @@ def check_text_pipeline(path: str) -> None:
     AutoTokenizer.from_pretrained(path)
     predictions = pipeline("text-classification", model=path, top_k=None)(["the food was not good"])[0]
     assert sorted(p["label"] for p in predictions) == sorted(LABELS)
-
-
-def check_image_pipeline(path: str, labels: list[str]) -> None:
-    """A grey 8x8 digit-like picture and a 40x30 RGB photo-like one, as PIL images (the pipeline makes them RGB)."""
-    model = AutoModelForImageClassification.from_pretrained(path)
-    assert model.config.num_channels == 3
-    AutoImageProcessor.from_pretrained(path)
-    classifier = pipeline("image-classification", model=path, top_k=len(labels))
-    rng = np.random.default_rng(0)
-    grey = Image.fromarray(rng.integers(0, 256, (8, 8), dtype=np.uint8), mode="L")
-    photo = Image.fromarray(rng.integers(0, 256, (30, 40, 3), dtype=np.uint8), mode="RGB")
-    for image in (grey, photo):
-        predictions = classifier(image)
-        assert sorted(p["label"] for p in predictions) == sorted(labels)
-        assert abs(sum(p["score"] for p in predictions) - 1) < 1e-4
 
 
 def test_text_student_runs_in_a_pipeline(assets):  # noqa: F811
@@ -82,14 +64,6 @@ def grey_teacher(tmp_path) -> str:
     ResNetForImageClassification(config).save_pretrained(tmp_path / "teacher")
     default_image_processor((8, 8), num_channels=1).save_pretrained(tmp_path / "teacher")
     return str(tmp_path / "teacher")
-
-
-def image_flags(teacher: str, out, *extra: str) -> list[str]:
-    return [
-        "--teacher_model_name_or_path", teacher, "--max_train_samples", "16", "--max_eval_samples", "8",
-        "--per_device_train_batch_size", "8", "--max_steps", "2", "--report_to", "none", "--use_cpu",
-        "--save_strategy", "no", "--do_train", "--do_eval", "--output_dir", str(out), *extra,
-    ]  # fmt: skip
 
 
 @pytest.mark.parametrize("student_type, views", [("vit", "0"), ("deit", "2")])

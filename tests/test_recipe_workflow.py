@@ -12,8 +12,18 @@ from huggingface_hub import HfApi, RepoUrl
 from transformers import BertTokenizerFast
 
 from hf_distill.text.data import detect_text_columns
-from tests.conftest import LABELS, WORDS, tiny_bert
-from tests.test_text_recipe import ROOT, common_flags, load_recipe, write_csv
+from tests.conftest import (
+    LABELS,
+    ROOT,
+    WORDS,
+    common_flags,
+    load_recipe,
+    make_args,
+    tiny_bert,
+    tiny_text_dataset,
+    varied_bert,
+    write_csv,
+)
 
 
 @pytest.fixture
@@ -160,7 +170,6 @@ def test_predict_results_follow_the_datasets_row_order_under_length_grouping(tmp
 
     from hf_distill import DataCollatorForDistillation, DistillationTrainer
     from hf_distill.workflow.publish import PREDICTIONS_FILE, write_predictions
-    from tests.conftest import make_args, tiny_text_dataset, varied_bert
 
     test = tiny_text_dataset(24, seed=7, labels=False).remove_columns("text")  # rows of 3 to 11 tokens
     model = varied_bert(seed=5)

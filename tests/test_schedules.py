@@ -6,24 +6,8 @@ import pytest
 import torch
 from transformers import TrainerCallback, TrainerState
 
-from hf_distill import DataCollatorForDistillation, DistillationTrainer
 from hf_distill.methods.schedules import head_and_backbone, objective_schedule, scheduled_value
-from tests.conftest import make_args, tiny_bert, tiny_text_dataset
-
-
-@pytest.fixture
-def data():
-    return tiny_text_dataset(16).remove_columns("text")
-
-
-def trainer_for(tmp_path, data, teacher=None, **overrides):
-    return DistillationTrainer(
-        model=tiny_bert(seed=2),
-        args=make_args(tmp_path, **overrides),
-        teacher_model=teacher if teacher is not None else tiny_bert(seed=1),
-        train_dataset=data,
-        data_collator=DataCollatorForDistillation(),
-    )
+from tests.conftest import make_args, tiny_bert, tiny_text_dataset, trainer_for
 
 
 def training_logs(trainer):
@@ -41,7 +25,9 @@ def test_scheduled_values():
 def test_alpha_and_temperature_schedules_are_logged_at_every_step(tmp_path, data):
     trainer = trainer_for(
         tmp_path,
+        tiny_bert(seed=2),
         data,
+        tiny_bert(seed=1),
         max_steps=6,
         per_device_train_batch_size=4,
         alpha=0.9,
@@ -67,7 +53,7 @@ def test_kd_then_ce_stops_running_the_teacher(tmp_path, data, switch):
     calls = []
     teacher.register_forward_hook(lambda *_: calls.append(1))
     # 16 examples at batch size 8: 2 steps per epoch, 5 steps = 2.5 epochs.
-    trainer = trainer_for(tmp_path, data, teacher, max_steps=5, alpha=0.5, **switch)
+    trainer = trainer_for(tmp_path, tiny_bert(seed=2), data, teacher, max_steps=5, alpha=0.5, **switch)
     trainer.train()
     assert len(calls) == 2
     logs = training_logs(trainer)
@@ -84,7 +70,15 @@ def test_objective_schedule_switches_at_the_epoch_boundary(tmp_path):
 
 def test_two_stage_freezes_the_backbone_bit_for_bit_in_stage_1(tmp_path, data):
     trainer = trainer_for(
-        tmp_path, data, max_steps=4, two_stage_steps=3, weight_decay=0.1, learning_rate=1e-2, alpha=0.5
+        tmp_path,
+        tiny_bert(seed=2),
+        data,
+        tiny_bert(seed=1),
+        max_steps=4,
+        two_stage_steps=3,
+        weight_decay=0.1,
+        learning_rate=1e-2,
+        alpha=0.5,
     )
     head, backbone = head_and_backbone(trainer.model)
     before = [p.detach().clone() for p in backbone]
@@ -110,7 +104,15 @@ def test_two_stage_freezes_the_backbone_bit_for_bit_in_stage_1(tmp_path, data):
 
 def test_two_stage_trains_everything_in_stage_2_with_fresh_optimizer_state(tmp_path, data):
     trainer = trainer_for(
-        tmp_path, data, max_steps=5, two_stage_steps=3, weight_decay=0.1, learning_rate=1e-2, alpha=0.5
+        tmp_path,
+        tiny_bert(seed=2),
+        data,
+        tiny_bert(seed=1),
+        max_steps=5,
+        two_stage_steps=3,
+        weight_decay=0.1,
+        learning_rate=1e-2,
+        alpha=0.5,
     )
     head, backbone = head_and_backbone(trainer.model)
     before = [p.detach().clone() for p in backbone]
@@ -160,14 +162,18 @@ def test_a_moving_schedule_needs_its_end_value(tmp_path, name, start, end):
     ],
 )
 def test_switches_beyond_the_run_are_refused_before_the_first_step(tmp_path, data, overrides, message):
-    trainer = trainer_for(tmp_path, data, **overrides)  # 16 rows at batch size 8: 2 steps an epoch
+    trainer = trainer_for(
+        tmp_path, tiny_bert(seed=2), data, tiny_bert(seed=1), **overrides
+    )  # 16 rows at batch size 8: 2 steps an epoch
     with pytest.raises(ValueError, match=message):
         trainer.train()
     assert trainer.state.global_step == 0
 
 
 def test_switches_inside_the_run_train(tmp_path, data):
-    trainer = trainer_for(tmp_path, data, max_steps=3, distillation_steps=2, two_stage_steps=1)
+    trainer = trainer_for(
+        tmp_path, tiny_bert(seed=2), data, tiny_bert(seed=1), max_steps=3, distillation_steps=2, two_stage_steps=1
+    )
     trainer.train()
     assert [("loss_kd" in log) for log in training_logs(trainer)] == [True, True, False]
 
@@ -183,7 +189,9 @@ def test_switches_inside_the_run_train(tmp_path, data):
 def test_a_schedule_that_needs_labels_is_refused_on_unlabelled_data(tmp_path, overrides, message):
     unlabelled = tiny_text_dataset(16, labels=False).remove_columns("text")
     with pytest.raises(ValueError, match=message):
-        trainer_for(tmp_path, unlabelled, **overrides)
-    trainer = trainer_for(tmp_path, unlabelled, alpha=0.0)  # control: pure distillation throughout trains
+        trainer_for(tmp_path, tiny_bert(seed=2), unlabelled, tiny_bert(seed=1), **overrides)
+    trainer = trainer_for(
+        tmp_path, tiny_bert(seed=2), unlabelled, tiny_bert(seed=1), alpha=0.0
+    )  # control: pure distillation throughout trains
     trainer.train()
     assert trainer.state.global_step == 2

@@ -2,6 +2,8 @@
 
 import pytest
 
+from tests.conftest import load_recipe
+
 pytestmark = pytest.mark.slow
 
 
@@ -40,7 +42,6 @@ def test_minilm_student_copies_teacher_layers_exactly(minilm_path):
 
 
 def test_text_recipe_on_real_assets(tmp_path, minilm_path):
-    from tests.test_text_recipe import load_recipe
 
     common = [
         "--dataset_name",

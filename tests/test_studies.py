@@ -14,8 +14,7 @@ import pytest
 import torch
 
 from hf_distill.workflow.sweep import SweepConfig, run_sweep
-from tests.conftest import tiny_bert
-from tests.test_text_recipe import ROOT, load_recipe, write_csv
+from tests.conftest import ROOT, load_recipe, tiny_bert, write_csv
 
 STUDIES = sorted((ROOT / "recipes" / "studies").glob("*.yaml"))
 

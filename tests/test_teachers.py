@@ -3,7 +3,7 @@ import torch
 
 from hf_distill.losses import kl_divergence_loss
 from hf_distill.teachers.ensemble import combine_teacher_logits, named_teachers, parse_teacher_weights
-from tests.conftest import tiny_bert
+from tests.conftest import permuted_teacher, tiny_bert, tiny_text_dataset, trainer_for, varied_bert
 
 
 @pytest.mark.parametrize("classes", [2, 10, 1000])
@@ -60,24 +60,8 @@ import copy  # noqa: E402
 
 from peft import LoraConfig, get_peft_model  # noqa: E402
 
-from hf_distill import DataCollatorForDistillation, DistillationTrainer, precompute_teacher_logits  # noqa: E402
+from hf_distill import precompute_teacher_logits  # noqa: E402
 from hf_distill.teachers.ensemble import PeftBaseTeacher, TeacherEnsemble  # noqa: E402
-from tests.conftest import make_args, permuted_teacher, tiny_text_dataset, varied_bert  # noqa: E402
-
-
-@pytest.fixture
-def data():
-    return tiny_text_dataset(16).remove_columns("text")
-
-
-def trainer_for(tmp_path, student, data, teacher=None, **overrides):
-    return DistillationTrainer(
-        model=student,
-        args=make_args(tmp_path, **overrides),
-        teacher_model=teacher,
-        train_dataset=data,
-        data_collator=DataCollatorForDistillation(),
-    )
 
 
 def loss_and_grads(trainer, data):

@@ -1,10 +1,8 @@
 """The text recipes end to end on tiny models, a tiny csv and a tiny WordPiece tokenizer."""
 
-import importlib.util
 import json
 import logging
 import os
-import random
 import subprocess
 import sys
 from pathlib import Path
@@ -12,73 +10,17 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from transformers import BertTokenizerFast
 
-from tests.conftest import LABELS, WORDS, label_names_of, permuted_teacher, tiny_bert, varied_bert
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def load_recipe(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "recipes" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses resolve string annotations through sys.modules
-    spec.loader.exec_module(module)
-    return module
-
-
-def write_csv(path: Path, n: int, seed: int) -> None:
-    rng = random.Random(seed)
-    rows = ["text,label"]
-    for _ in range(n):
-        label = rng.choice(LABELS)
-        words = rng.sample(WORDS, 4) + [{"negative": "awful", "neutral": "ok", "positive": "great"}[label]]
-        rows.append(f"{' '.join(words)},{label}")
-    path.write_text("\n".join(rows) + "\n")
-
-
-@pytest.fixture
-def assets(tmp_path, word_tokenizer):
-    teacher = tiny_bert(seed=1, vocab_size=word_tokenizer.vocab_size)
-    teacher.save_pretrained(tmp_path / "teacher")
-    word_tokenizer.save_pretrained(tmp_path / "teacher")
-    # A pretrained-style student with another vocabulary and tokenizer.
-    vocab = tmp_path / "student_vocab.txt"
-    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *sorted(WORDS, reverse=True)]) + "\n")
-    student_tokenizer = BertTokenizerFast(vocab_file=str(vocab))
-    tiny_bert(seed=5, vocab_size=student_tokenizer.vocab_size, layers=1).save_pretrained(tmp_path / "student_base")
-    student_tokenizer.save_pretrained(tmp_path / "student_base")
-    write_csv(tmp_path / "train.csv", 24, seed=0)
-    write_csv(tmp_path / "validation.csv", 12, seed=1)
-    return tmp_path
-
-
-def common_flags(assets: Path, out: str) -> list[str]:
-    return [
-        "--teacher_model_name_or_path",
-        str(assets / "teacher"),
-        "--train_file",
-        str(assets / "train.csv"),
-        "--validation_file",
-        str(assets / "validation.csv"),
-        "--output_dir",
-        str(assets / out),
-        "--do_train",
-        "--do_eval",
-        "--max_steps",
-        "3",
-        "--per_device_train_batch_size",
-        "8",
-        "--report_to",
-        "none",
-        "--use_cpu",
-        "--save_strategy",
-        "no",
-        "--logging_steps",
-        "1",
-        "--max_seq_length",
-        "16",
-    ]
+from tests.conftest import (
+    LABELS,
+    ROOT,
+    common_flags,
+    label_names_of,
+    load_recipe,
+    permuted_teacher,
+    tiny_bert,
+    varied_bert,
+)
 
 
 def test_train_teacher_keeps_a_snapshot_per_epoch(assets):

@@ -129,7 +129,7 @@ def test_trainer_trains_and_evaluates_on_a_top_k_column(tmp_path):
         varied_bert(seed=1, labels=CLASSES), tiny_text_dataset(16), top_k=3, temperature=2.0, batch_size=8
     )
     trainer = top_k_trainer(tmp_path, dataset, remove_unused_columns=True, max_steps=3)
-    kept = trainer._remove_unused_columns(dataset, "training")
+    kept = trainer.get_train_dataloader().dataset  # what training reads: unused columns dropped
     assert "teacher_logits_indices" in kept.column_names and "text" not in kept.column_names
     batch = trainer.data_collator([kept[i] for i in range(4)])
     assert batch["teacher_logits_indices"].dtype == torch.int64 and "logits_indices" not in batch

@@ -7,7 +7,7 @@ from safetensors.torch import load_file
 from transformers import TrainingArguments
 
 from hf_distill import DataCollatorForDistillation, DistillationTrainer, precompute_teacher_logits
-from tests.conftest import LABELS, make_args, permuted_teacher, tiny_bert, tiny_text_dataset
+from tests.conftest import LABELS, make_args, permuted_teacher, tiny_bert, tiny_text_dataset, trainer_for
 
 
 def collate(trainer, dataset, n=8):
@@ -21,22 +21,6 @@ def batch_loss(trainer, batch):
         loss = trainer.compute_loss(trainer.model, trainer._prepare_inputs(batch))
     trainer.loss_log.pop("eval")
     return loss
-
-
-@pytest.fixture
-def data():
-    return tiny_text_dataset(16).remove_columns("text")
-
-
-def trainer_for(tmp_path, student, data, teacher=None, **arg_overrides):
-    return DistillationTrainer(
-        model=student,
-        args=make_args(tmp_path, **arg_overrides),
-        teacher_model=teacher,
-        train_dataset=data,
-        eval_dataset=data,
-        data_collator=DataCollatorForDistillation(),
-    )
 
 
 def test_in_batch_and_precomputed_teachers_give_the_same_loss(tmp_path, data):
@@ -79,7 +63,7 @@ def test_logits_column_survives_remove_unused_columns(tmp_path):
     trainer = DistillationTrainer(
         model=student, args=args, train_dataset=dataset, data_collator=DataCollatorForDistillation()
     )
-    kept = trainer._remove_unused_columns(dataset, "training")
+    kept = trainer.get_train_dataloader().dataset  # what training reads: unused columns dropped
     assert "teacher_logits" in kept.column_names and "text" not in kept.column_names
     trainer.train()  # no teacher: the loss can only come from the column
     assert all(math.isfinite(entry["loss_kd"]) for entry in trainer.state.log_history if "loss_kd" in entry)

@@ -23,8 +23,7 @@ from hf_distill.evaluation.metrics import compute_metrics_fn
 from hf_distill.text.augment import TextAugmentationArguments, augment_text, augmented_copies
 from hf_distill.text.data import TextDataArguments, label_list, tokenize_for_distillation
 from hf_distill.text.transfer import assemble_training_set
-from tests.conftest import LABELS, WORDS, make_args, varied_bert
-from tests.test_text_recipe import assets, common_flags, load_recipe  # noqa: F401  (a fixture)
+from tests.conftest import LABELS, WORDS, common_flags, load_recipe, make_args, varied_bert
 
 LABELLED = [(" ".join(random.Random(i).sample(WORDS, 4)), LABELS[i % 3]) for i in range(9)]
 UNLABELLED = [" ".join(random.Random(100 + i).sample(WORDS, 3)) for i in range(5)]

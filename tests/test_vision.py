@@ -5,13 +5,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 from datasets import Array2D, ClassLabel, Dataset, Features
-from PIL import Image
 from transformers import (
     AutoImageProcessor,
     AutoModelForImageClassification,
-    DeiTConfig,
     DeiTForImageClassificationWithTeacher,
-    ResNetConfig,
     ResNetForImageClassification,
     TrainerCallback,
     ViTConfig,
@@ -33,11 +30,18 @@ from hf_distill.vision import (
     precompute_teacher_views,
     to_pil,
 )
-from tests.conftest import make_args
-from tests.test_pipelines import check_image_pipeline, image_flags
-from tests.test_text_recipe import load_recipe
+from tests.conftest import (
+    CLASSES,
+    check_image_pipeline,
+    image_flags,
+    load_recipe,
+    make_args,
+    tiny_deit,
+    tiny_resnet,
+    tiny_vit,
+    write_image_folders,
+)
 
-CLASSES = ["a", "b", "c"]
 SIDE = 12
 IMAGENET = dict(image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225])
 STUDENT = PixelFormat(default_image_processor((8, 8)))
@@ -57,38 +61,6 @@ def image_dataset(n: int = 10, seed: int = 0) -> Dataset:
     features = Features({"image": Array2D((SIDE, SIDE), "uint8"), "label": ClassLabel(names=CLASSES)})
     labels = np.arange(n) % len(CLASSES)
     return Dataset.from_dict({"image": smooth_images(n, seed), "label": labels}, features=features)
-
-
-def label_kwargs() -> dict:
-    return dict(
-        num_labels=len(CLASSES), id2label=dict(enumerate(CLASSES)), label2id={c: i for i, c in enumerate(CLASSES)}
-    )
-
-
-def tiny_vit(seed: int = 0, channels: int = 3) -> ViTForImageClassification:
-    torch.manual_seed(seed)
-    config = ViTConfig(
-        image_size=8, patch_size=4, num_channels=channels, hidden_size=16, num_hidden_layers=1,
-        num_attention_heads=2, intermediate_size=32, hidden_dropout_prob=0.0, **label_kwargs(),
-    )  # fmt: skip
-    return ViTForImageClassification(config)
-
-
-def tiny_resnet(seed: int = 1) -> ResNetForImageClassification:
-    torch.manual_seed(seed)
-    config = ResNetConfig(
-        num_channels=3, embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], layer_type="basic", **label_kwargs()
-    )
-    return ResNetForImageClassification(config).eval()
-
-
-def tiny_deit(seed: int = 0) -> DeiTForImageClassificationWithTeacher:
-    torch.manual_seed(seed)
-    config = DeiTConfig(
-        image_size=8, patch_size=4, num_channels=3, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-        intermediate_size=32, hidden_dropout_prob=0.0, **label_kwargs(),
-    )  # fmt: skip
-    return DeiTForImageClassificationWithTeacher(config)
 
 
 def unnormalise(pixels: torch.Tensor, pixel_format: PixelFormat) -> torch.Tensor:
@@ -340,18 +312,6 @@ def test_deit_trainer_refuses_other_students_and_one_sided_alpha(tmp_path):
 
 
 # ---- ResNet students ----
-
-
-def write_image_folders(root, classes: list[str], per_class: int = 4) -> None:
-    """``root/train/<class>/*.png`` and ``root/val/<class>/*.png``: random 10x12 RGB pictures."""
-    rng = np.random.default_rng(0)
-    for split in ("train", "val"):
-        for name in classes:
-            (root / split / name).mkdir(parents=True)
-            for i in range(per_class):
-                Image.fromarray(rng.integers(0, 256, (10, 12, 3), dtype=np.uint8)).save(
-                    root / split / name / f"{i}.png"
-                )
 
 
 def test_resnet_student_from_a_preset_trains_in_two_stages_and_runs_in_a_pipeline(tmp_path):

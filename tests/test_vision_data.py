@@ -23,6 +23,7 @@ from hf_distill.vision import (
     prepare_image_splits,
 )
 from hf_distill.vision.datasets import FASHION_MNIST_DIR
+from tests.conftest import LABELS, load_recipe, tiny_vit
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -126,10 +127,8 @@ def test_image_recipes_train_a_teacher_then_distil_it(tmp_path):
 def test_image_recipe_distils_a_vit_teacher_hidden_states_and_attention(tmp_path):
     """The image recipe's --hidden_state_loss / --attention_loss flags, ViT teacher (wider, deeper) to ViT student."""
     pytest.importorskip("sklearn")
-    from tests.test_intermediate import tiny_vit
-    from tests.test_text_recipe import load_recipe
 
-    teacher = tiny_vit(1, hidden=24, layers=2)
+    teacher = tiny_vit(1, channels=1, hidden=24, layers=2, labels=LABELS)
     teacher.config.id2label = {i: str(i) for i in range(10)}
     teacher.config.label2id = {str(i): i for i in range(10)}
     teacher.config.num_labels = 10
