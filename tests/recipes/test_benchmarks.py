@@ -10,7 +10,7 @@ import pytest
 
 from hf_distill.vision import image_model_from_config, load_sklearn_digits
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def run(script: str, *args: str, timeout: int = 300) -> str:

@@ -1,9 +1,9 @@
 """Reads every batch of `DistillationTrainer.get_train_dataloader()` over logit columns stored as full float32, full
 float16, top-k and K views, and checks each against the stored values; run alone or under `torchrun` (2 CPU
-processes) by tests/test_logit_columns.py.
+processes) by tests/data/test_logit_columns.py.
 
 The stored logits carry their row's index in class 0 (and the view's in class 1), so a process can check the rows its
-shard of the sampler gave it. Usage: python tests/dataloader_logits.py OUTPUT_JSON
+shard of the sampler gave it. Usage: python tests/data/dataloader_logits.py OUTPUT_JSON
 """
 
 import json
@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from accelerate import PartialState  # noqa: E402
 from datasets import Array2D, Dataset, Features, List, Value  # noqa: E402
 from transformers import ViTConfig, ViTForImageClassification  # noqa: E402

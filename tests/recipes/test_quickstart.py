@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 # The README that holds the quickstart (README.draft.md until it replaces README.md).
 README = ROOT / "README.draft.md"
 QUICKSTART = ROOT / "examples" / "quickstart.py"

@@ -2,7 +2,7 @@
 
 The configs' models and data are replaced by tiny ones and the seeds cut to one; every other grid entry (every arm)
 runs. Trials run in this process (the recipe's ``main(argv)`` stands in for the subprocess) to keep the suite fast;
-tests/test_sweep.py covers the real subprocesses.
+tests/sweeps/test_sweep.py covers the real subprocesses.
 """
 
 import json

@@ -280,7 +280,7 @@ def test_two_sweeps_on_one_folder_never_run_a_trial_twice(echo, tmp_path):
     path.write_text(yaml.safe_dump(fields(echo), sort_keys=False))
     env = {
         **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")]),
+        "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[2]), os.environ.get("PYTHONPATH", "")]),
     }
     first = subprocess.Popen([sys.executable, "-m", "hf_distill.cli", "sweep", str(path)], env=env)
     try:

@@ -15,7 +15,7 @@ from hf_distill import precompute_teacher_logits, read_logits_info
 from tests.conftest import tiny_bert, tiny_text_dataset
 
 SCRIPT = Path(__file__).with_name("distributed_train.py")
-ROOT = SCRIPT.parents[1]
+ROOT = SCRIPT.parents[2]
 STEP_KEYS = ("loss", "loss_ce", "loss_kd", "grad_norm")
 EVAL_KEYS = ("eval_loss", "eval_loss_ce", "eval_loss_kd", "eval_agreement", "eval_teacher_accuracy")
 

@@ -23,7 +23,7 @@ def launch(tmp_path: Path, nproc: int) -> list[dict]:
     out = tmp_path / f"batches{nproc}.json"
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc)]
     cmd = [*(launcher if nproc > 1 else [sys.executable]), str(SCRIPT), str(out)]
-    proc = subprocess.run(cmd, cwd=SCRIPT.parents[1], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(cmd, cwd=SCRIPT.parents[2], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-4000:]
     return [json.loads(Path(f"{out}.{rank}").read_text()) for rank in range(nproc)]
 

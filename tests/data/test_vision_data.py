@@ -25,7 +25,7 @@ from hf_distill.vision import (
 from hf_distill.vision.datasets import FASHION_MNIST_DIR
 from tests.conftest import LABELS, load_recipe, tiny_vit
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_digits_are_split_subsampled_and_named():
