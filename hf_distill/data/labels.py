@@ -23,6 +23,16 @@ def label_names(config: PretrainedConfig) -> list[str]:
     return [id2label[i] for i in range(config.num_labels)]
 
 
+def label_config(labels: Sequence[str]) -> dict[str, Any]:
+    """The label fields of a classifier's config over ``labels``, in this order: ``num_labels``, ``id2label`` and
+    ``label2id``."""
+    return {
+        "num_labels": len(labels),
+        "id2label": dict(enumerate(labels)),
+        "label2id": {name: i for i, name in enumerate(labels)},
+    }
+
+
 def _is_generic(labels: list[str]) -> bool:
     return all(_GENERIC_LABEL.fullmatch(name) for name in labels)
 

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from transformers import AutoConfig, AutoModelForSequenceClassification, PretrainedConfig, PreTrainedModel
 
+from ..data.labels import label_config
 from ..methods.pruning import load_pruned_model, pruned_heads
 
 STUDENT_INITS = ("teacher_layers", "random", "pretrained")
@@ -193,9 +194,7 @@ def create_student(
             return _pruned_student(name_or_path, labels, layers, num_layers, **from_pretrained_kwargs)
         model = AutoModelForSequenceClassification.from_pretrained(
             name_or_path,
-            num_labels=len(labels),
-            id2label=dict(enumerate(labels)),
-            label2id={name: i for i, name in enumerate(labels)},
+            **label_config(labels),
             ignore_mismatched_sizes=True,
             **from_pretrained_kwargs,
         )
