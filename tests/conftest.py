@@ -156,6 +156,12 @@ def trainer_for(tmp_path, student, data, teacher=None, **arg_overrides) -> Disti
     )
 
 
+def on_device(trainer: DistillationTrainer, batch: dict) -> dict:
+    """A collated ``batch`` with its tensors on the trainer's device, as the training loop passes it to
+    ``compute_loss``."""
+    return {k: v.to(trainer.args.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
 # ---- the recipes: scripts loaded from recipes/, their tiny assets on disk and their common flags ----
 
 ROOT = Path(__file__).resolve().parents[1]

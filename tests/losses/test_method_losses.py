@@ -294,7 +294,7 @@ def test_predict_on_an_unlabelled_test_set_with_label_methods_returns_prediction
 def test_custom_loss_hyperparameter_from_python(tmp_path, scaled_kl):
     """A registered loss's own keyword-only parameter is filled from ``loss_kwargs`` (a dict from Python)."""
     from hf_distill import DataCollatorForDistillation, DistillationTrainer
-    from tests.conftest import make_args, tiny_bert, tiny_text_dataset
+    from tests.conftest import make_args, on_device, tiny_bert, tiny_text_dataset
 
     data = tiny_text_dataset(8).remove_columns("text")
     losses = {}
@@ -306,7 +306,7 @@ def test_custom_loss_hyperparameter_from_python(tmp_path, scaled_kl):
             train_dataset=data,
             data_collator=DataCollatorForDistillation(),
         )
-        batch = trainer._prepare_inputs(trainer.data_collator([data[i] for i in range(8)]))
+        batch = on_device(trainer, trainer.data_collator([data[i] for i in range(8)]))
         with torch.no_grad():
             losses[loss] = trainer.compute_loss(trainer.model.eval(), batch)
         assert trainer.args.method_summary().get("loss_kwargs") == (None if kwargs is None else '{"scale": 3.0}')

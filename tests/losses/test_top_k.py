@@ -7,7 +7,7 @@ from hf_distill import DataCollatorForDistillation, DistillationTrainer, precomp
 from hf_distill.data.top_k import top_k_logits
 from hf_distill.losses import TopKLogits, distillation_loss, top_k_kl_loss
 from hf_distill.vision.deit import deit_distillation_loss
-from tests.conftest import make_args, permuted_teacher, tiny_text_dataset, varied_bert
+from tests.conftest import make_args, on_device, permuted_teacher, tiny_text_dataset, varied_bert
 
 CLASSES = [f"class_{i}" for i in range(10)]
 
@@ -145,7 +145,7 @@ def test_permuted_label_teacher_gives_the_same_top_k_loss(tmp_path):
     losses = []
     for source in (teacher, shuffled):
         trainer = top_k_trainer(tmp_path, precompute_teacher_logits(source, data, top_k=4, temperature=2.0))
-        batch = trainer._prepare_inputs(trainer.data_collator([trainer.train_dataset[i] for i in range(8)]))
+        batch = on_device(trainer, trainer.data_collator([trainer.train_dataset[i] for i in range(8)]))
         with torch.no_grad():
             losses.append(trainer.compute_loss(trainer.model.eval(), batch))
     assert losses[0] > 0

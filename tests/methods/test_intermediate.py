@@ -94,7 +94,7 @@ from safetensors.torch import load_file  # noqa: E402
 
 from hf_distill import DataCollatorForDistillation, DistillationTrainer, precompute_teacher_logits  # noqa: E402
 from hf_distill.methods.intermediate import PROJECTIONS_FILE  # noqa: E402
-from tests.conftest import LABELS, make_args, tiny_bert, tiny_vit  # noqa: E402
+from tests.conftest import LABELS, make_args, on_device, tiny_bert, tiny_vit  # noqa: E402
 
 INTERMEDIATE = dict(hidden_state_loss="mse", attention_loss="kl", hidden_state_weight=0.5, attention_weight=2.0)
 
@@ -119,7 +119,7 @@ def _kl64(student_logits, teacher_logits, temperature):
 def test_loss_between_widths_matches_float64_reference(tmp_path, data):
     trainer = intermediate_trainer(tmp_path, data, alpha=0.3, layer_map="0:1,1:3")
     assert trainer.objective.terms[0].projections is not None  # 16 -> 32
-    batch = trainer._prepare_inputs(trainer.data_collator([data[i] for i in range(8)]))
+    batch = on_device(trainer, trainer.data_collator([data[i] for i in range(8)]))
     trainer.model.eval()
     with torch.no_grad():
         loss = trainer.compute_loss(trainer.model, batch)

@@ -3,7 +3,7 @@ import torch
 
 from hf_distill.losses import kl_divergence_loss
 from hf_distill.teachers.ensemble import combine_teacher_logits, named_teachers, parse_teacher_weights
-from tests.conftest import permuted_teacher, tiny_bert, tiny_text_dataset, trainer_for, varied_bert
+from tests.conftest import on_device, permuted_teacher, tiny_bert, tiny_text_dataset, trainer_for, varied_bert
 
 
 @pytest.mark.parametrize("classes", [2, 10, 1000])
@@ -66,7 +66,7 @@ from hf_distill.teachers.ensemble import PeftBaseTeacher, TeacherEnsemble  # noq
 
 def loss_and_grads(trainer, data):
     """The training loss of the first 8 rows and the gradients it gives the trainable parameters."""
-    batch = trainer._prepare_inputs(trainer.data_collator([data[i] for i in range(8)]))
+    batch = on_device(trainer, trainer.data_collator([data[i] for i in range(8)]))
     trainer.model.train()
     trainer.model.zero_grad()
     loss = trainer.compute_loss(trainer.model, batch)

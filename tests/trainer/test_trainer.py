@@ -7,7 +7,7 @@ from safetensors.torch import load_file
 from transformers import TrainingArguments
 
 from hf_distill import DataCollatorForDistillation, DistillationTrainer, precompute_teacher_logits
-from tests.conftest import LABELS, make_args, permuted_teacher, tiny_bert, tiny_text_dataset, trainer_for
+from tests.conftest import LABELS, make_args, on_device, permuted_teacher, tiny_bert, tiny_text_dataset, trainer_for
 
 
 def collate(trainer, dataset, n=8):
@@ -18,7 +18,7 @@ def collate(trainer, dataset, n=8):
 def batch_loss(trainer, batch):
     trainer.model.eval()
     with torch.no_grad():
-        loss = trainer.compute_loss(trainer.model, trainer._prepare_inputs(batch))
+        loss = trainer.compute_loss(trainer.model, on_device(trainer, batch))
     trainer.loss_log.pop("eval")
     return loss
 
