@@ -6,7 +6,7 @@ reporting medians:
 - ``ce``: the student fine-tuned on labels with a plain `transformers.Trainer`;
 - ``kd_precomputed``: `DistillationTrainer` reading teacher logits from a dataset column;
 - ``kd_python_lists``: the same, with the logits reaching the collator as Python lists of floats, one example at a
-  time (the data path before `hf_distill.logit_columns.LogitColumns`), to show what the column read costs;
+  time (the data path before `hf_distill.data.logit_columns.LogitColumns`), to show what the column read costs;
 - ``kd_in_batch``: `DistillationTrainer` running the teacher in the loop (``--teacher_dtype``, ``--teacher_compile``);
 - ``tutorial``: the common tutorial trainer (fp32 teacher moved with ``.to(device)``, ``no_grad``, no autocast,
   ``F.kl_div(log_softmax, softmax)``);

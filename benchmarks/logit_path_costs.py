@@ -1,7 +1,7 @@
 """What a distillation step adds to a plain fine-tuning step at 1000 classes and batch 256, part by part, in CPU ms.
 
 Timed with `torch.utils.benchmark` on one thread (process CPU time is what other jobs on a shared machine do not
-inflate): reading a batch of logits from Arrow through `hf_distill.logit_columns` (full float32, float16, 8 views)
+inflate): reading a batch of logits from Arrow through `hf_distill.data.logit_columns` (full float32, float16, 8 views)
 against the Python-list path, and the loss (`distillation_loss`, forward and backward) against plain cross-entropy.
 Compare the sums with a plain step (``256 / ce_examples_per_cpu_s`` of `distillation_throughput.py`).
 
@@ -21,7 +21,7 @@ from datasets import Dataset, Features, List, Value
 from torch.utils import benchmark
 
 from hf_distill import distillation_loss
-from hf_distill.logit_columns import LogitColumns
+from hf_distill.data.logit_columns import LogitColumns
 
 
 def cpu_ms(stmt: str, **env: object) -> float:

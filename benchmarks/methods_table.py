@@ -37,7 +37,7 @@ from hf_distill import (
     DistillationTrainingArguments,
     precompute_teacher_logits,
 )
-from hf_distill.metrics import compute_metrics_fn
+from hf_distill.evaluation.metrics import compute_metrics_fn
 
 # Each method: flags on top of the shared budget (alpha 0.5, T 2, kl). Fractions of training are filled per task.
 METHODS: dict[str, list[str]] = {
@@ -127,7 +127,7 @@ def tweets_setup(ns: argparse.Namespace):
 
 
 def fmnist_setup(ns: argparse.Namespace):
-    from hf_distill.teacher import load_teacher
+    from hf_distill.teachers.loading import load_teacher
     from hf_distill.vision import (
         DistillationImageTransform,
         ImageDataArguments,

@@ -35,9 +35,9 @@ from hf_distill import (
     DistillationTrainingArguments,
     precompute_teacher_logits,
 )
-from hf_distill.data_collator import pad_features
-from hf_distill.metrics import accuracy, agreement, mean_kl
-from hf_distill.top_k import indices_column
+from hf_distill.data.data_collator import pad_features
+from hf_distill.data.top_k import indices_column
+from hf_distill.evaluation.metrics import accuracy, agreement, mean_kl
 
 NOISE_START = 25  # token ids 5..14 are the tens keywords, 15..24 the units keywords, the rest noise
 

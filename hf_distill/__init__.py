@@ -13,22 +13,22 @@ __version__ = "0.1.0"
 
 # Public name -> the submodule that defines it.
 _EXPORTS = {
-    "ComparisonReport": "compare",
-    "ModelResult": "compare",
-    "compare_models": "compare",
-    "DataCollatorForDistillation": "data_collator",
-    "label_names": "labels",
-    "teacher_to_student_permutation": "labels",
+    "ComparisonReport": "evaluation.compare",
+    "ModelResult": "evaluation.model_result",
+    "compare_models": "evaluation.compare",
+    "DataCollatorForDistillation": "data.data_collator",
+    "label_names": "data.labels",
+    "teacher_to_student_permutation": "data.labels",
     "available_losses": "losses",
     "distillation_loss": "losses",
     "get_loss": "losses",
     "register_loss": "losses",
-    "precompute_teacher_logits": "precompute",
-    "TeacherLogitsInfo": "provenance",
-    "read_logits_info": "provenance",
+    "precompute_teacher_logits": "data.precompute",
+    "TeacherLogitsInfo": "data.provenance",
+    "read_logits_info": "data.provenance",
     "DistillationTrainer": "trainer",
     "DistillationTrainingArguments": "training_args",
-    "combine_labeled_and_unlabeled": "unlabeled",
+    "combine_labeled_and_unlabeled": "data.unlabeled",
 }
 __all__ = [
     "combine_labeled_and_unlabeled",
@@ -50,15 +50,16 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from .compare import ComparisonReport, ModelResult, compare_models
-    from .data_collator import DataCollatorForDistillation
-    from .labels import label_names, teacher_to_student_permutation
+    from .data.data_collator import DataCollatorForDistillation
+    from .data.labels import label_names, teacher_to_student_permutation
+    from .data.precompute import precompute_teacher_logits
+    from .data.provenance import TeacherLogitsInfo, read_logits_info
+    from .data.unlabeled import combine_labeled_and_unlabeled
+    from .evaluation.compare import ComparisonReport, compare_models
+    from .evaluation.model_result import ModelResult
     from .losses import available_losses, distillation_loss, get_loss, register_loss
-    from .precompute import precompute_teacher_logits
-    from .provenance import TeacherLogitsInfo, read_logits_info
     from .trainer import DistillationTrainer
     from .training_args import DistillationTrainingArguments
-    from .unlabeled import combine_labeled_and_unlabeled
 
 
 def __getattr__(name: str) -> Any:

@@ -16,14 +16,17 @@ from .workflow.console import run_reporting_errors
 # Command -> ("module:function" taking the command's own argv, one-line help).
 COMMANDS = {
     "compare": (
-        "hf_distill.compare_command:compare_command",
+        "hf_distill.evaluation.compare_command:compare_command",
         "a teacher against its students: accuracy, agreement, KL, calibration, size, latency, throughput",
     ),
     "sweep": (
-        "hf_distill.sweep:sweep_command",
+        "hf_distill.workflow.sweep:sweep_command",
         "a resumable grid of recipe runs from a YAML config (recipes/studies/)",
     ),
-    "sweep-table": ("hf_distill.sweep:table_command", "mean +- std over runs, with a Welch t-test for two groups"),
+    "sweep-table": (
+        "hf_distill.workflow.sweep:table_command",
+        "mean +- std over runs, with a Welch t-test for two groups",
+    ),
 }
 
 

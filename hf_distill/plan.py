@@ -8,7 +8,7 @@ logits source, and resolves the rules that need two things:
 - the student: a single-label classifier; its label names order every teacher logit;
 - the teacher: label permutation, several teachers with the loss (and, in the loop, one vocabulary), a teacher that
   shares the student's weights, intermediate-layer losses (one teacher, run in the loop, projections not sharded);
-- each dataset (:mod:`hf_distill.dataset_checks`): a logits column's label order (one per column across datasets;
+- each dataset (:mod:`hf_distill.data.dataset_checks`): a logits column's label order (one per column across datasets;
   an unknown order beside a known other one is refused), top-k storage against every temperature the run trains at
   and the loss, stored logits or teacher-prefixed inputs (another tokenizer) with an intermediate-layer term, a
   dataset with neither logits nor a teacher, and labels for every alpha the schedule reaches and for the methods
@@ -26,15 +26,15 @@ from typing import Any
 import torch
 from transformers import TrainerCallback, TrainerControl, TrainerState
 
-from .dataset_checks import ColumnFindings, DatasetFindings, inspect_dataset
-from .intermediate import IntermediateDistillation
-from .labels import label_names, teacher_to_student_permutation
+from .data.dataset_checks import ColumnFindings, DatasetFindings, inspect_dataset
+from .data.labels import label_names, teacher_to_student_permutation
+from .data.top_k import check_top_k_temperature, indices_column
 from .losses import DistillationObjective
-from .schedules import TwoStageCallback
-from .sources import InLoopTeacher, StoredColumns, TeacherLogitsSource
-from .teacher import unwrap
-from .teachers import TeacherEnsemble, build_teacher, check_ensemble_loss
-from .top_k import check_top_k_temperature, indices_column
+from .methods.intermediate import IntermediateDistillation
+from .methods.schedules import TwoStageCallback
+from .teachers.ensemble import TeacherEnsemble, build_teacher, check_ensemble_loss
+from .teachers.loading import unwrap
+from .teachers.sources import InLoopTeacher, StoredColumns, TeacherLogitsSource
 from .training_args import DistillationTrainingArguments, parse_teacher_weights
 
 

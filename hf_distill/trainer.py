@@ -4,12 +4,12 @@ The trainer keeps Trainer's hooks and hands each job to an object with one job:
 
 - :class:`~hf_distill.plan.DistillationPlan`: the rules between the arguments, the models, the datasets and the
   run's length, resolved once before the first step; it builds the teacher, the objective and the logits source;
-- :class:`~hf_distill.sources.TeacherLogitsSource`: a batch's teacher logits in the student's label order (stored
+- :class:`~hf_distill.teachers.sources.TeacherLogitsSource`: a batch's teacher logits in the student's label order (stored
   columns, top-k, or a teacher in the loop) and, for the objective's terms, the teacher's outputs;
 - :class:`~hf_distill.losses.DistillationObjective`: the loss parts, with the extra terms' optimizer groups,
   checkpoint state and callbacks;
 - :class:`~hf_distill.loss_log.LossLog`: loss parts recorded per step, reduced at logging time, and the finite guard;
-- :class:`~hf_distill.teacher_metrics.TeacherMetrics`: the teacher's metrics per evaluation set.
+- :class:`~hf_distill.evaluation.teacher_metrics.TeacherMetrics`: the teacher's metrics per evaluation set.
 """
 
 from __future__ import annotations
@@ -24,17 +24,17 @@ from transformers import EvalPrediction, PreTrainedModel, Trainer
 from transformers.modelcard import TrainingSummary
 from transformers.trainer_utils import has_length
 
-from .compare import ComparisonReport
-from .logit_columns import LogitColumns, with_logit_columns
+from .data.logit_columns import LogitColumns, with_logit_columns
+from .data.provenance import stored_teacher
+from .evaluation.compare import ComparisonReport
+from .evaluation.metrics import classification_metrics
+from .evaluation.model_card import StudentRun, distillation_model_card
+from .evaluation.teacher_metrics import TeacherMetrics, evaluation_set_key
 from .loss_log import LossLog
 from .losses import IGNORE_INDEX, DistillationObjective, LossParts, TopKLogits
-from .metrics import classification_metrics
-from .model_card import StudentRun, distillation_model_card
+from .methods.schedules import ObjectiveSchedule, objective_schedule
 from .plan import DistillationPlan
-from .provenance import stored_teacher
-from .schedules import ObjectiveSchedule, objective_schedule
-from .teacher import forward_input_names, model_name
-from .teacher_metrics import TeacherMetrics, evaluation_set_key
+from .teachers.loading import forward_input_names, model_name
 from .training_args import DistillationTrainingArguments
 
 
@@ -51,7 +51,7 @@ class DistillationTrainer(Trainer):
 
     The loss is ``self.objective`` (:class:`~hf_distill.losses.DistillationObjective`, configured from the arguments:
     loss, hyperparameters, teacher corrections, extra terms), called with the scheduled alpha and temperature of each
-    step (see :mod:`hf_distill.schedules`); in the CE phase of "KD then CE" the teacher is not run during training.
+    step (see :mod:`hf_distill.methods.schedules`); in the CE phase of "KD then CE" the teacher is not run during training.
     ``self.plan`` (:class:`~hf_distill.plan.DistillationPlan`) holds the resolved run.
 
     Logs every loss part (``loss_ce``, ``loss_kd``, ...) and the ``alpha`` and ``temperature`` of the last step beside
@@ -339,10 +339,10 @@ class DistillationTrainer(Trainer):
         """Write ``README.md`` in ``output_dir``: a distillation card (``push_to_hub(**kwargs)`` passes kwargs here).
 
         Takes Trainer's arguments plus ``teacher_model_name`` (default: the teacher's name or path, or the one
-        recorded with precomputed logits), ``comparison`` (a :class:`~hf_distill.compare.ComparisonReport` or its JSON
+        recorded with precomputed logits), ``comparison`` (a :class:`~hf_distill.evaluation.compare.ComparisonReport` or its JSON
         path, for the speed and size columns), ``reproduce_command`` (default: this command line, tokens removed) and
         ``method`` (further settings of the method to record, such as cached views or augmentation).
-        See :func:`hf_distill.model_card.distillation_model_card`.
+        See :func:`hf_distill.evaluation.model_card.distillation_model_card`.
         """
         if not self.is_world_process_zero():
             return

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from hf_distill.sweep import METRICS_FILE, SEED, paired_differences, summary_markdown
+from hf_distill.workflow.sweep import METRICS_FILE, SEED, paired_differences, summary_markdown
 
 
 def seed_table(runs: list[str], baseline: str, metrics: list[str]) -> str:

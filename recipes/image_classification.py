@@ -27,10 +27,10 @@ from datasets import DatasetDict
 from transformers import DeiTForImageClassificationWithTeacher, set_seed
 
 from hf_distill import DataCollatorForDistillation, DistillationTrainer, DistillationTrainingArguments
-from hf_distill.labels import count_labeled, encode_label_column, encoding_order, label_names
-from hf_distill.metrics import compute_metrics_fn
-from hf_distill.teacher import load_teacher
-from hf_distill.unlabeled import check_alpha_for_unlabeled, training_data_summary
+from hf_distill.data.labels import count_labeled, encode_label_column, encoding_order, label_names
+from hf_distill.data.unlabeled import check_alpha_for_unlabeled, training_data_summary
+from hf_distill.evaluation.metrics import compute_metrics_fn
+from hf_distill.teachers.loading import load_teacher
 from hf_distill.vision import (
     IMAGE_MODEL_PRESETS,
     DeiTDistillationTrainer,

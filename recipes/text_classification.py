@@ -31,11 +31,12 @@ from hf_distill import (
     DistillationTrainingArguments,
     precompute_teacher_logits,
 )
-from hf_distill.labels import count_labeled, encoding_order, label_names
-from hf_distill.metrics import compute_metrics_fn
-from hf_distill.model_card import command_line
-from hf_distill.pruning import PruningArguments, prune_student
-from hf_distill.teacher import load_classifier
+from hf_distill.data.labels import count_labeled, encoding_order, label_names
+from hf_distill.data.unlabeled import check_alpha_for_unlabeled, training_data_summary
+from hf_distill.evaluation.metrics import compute_metrics_fn
+from hf_distill.evaluation.model_card import command_line
+from hf_distill.methods.pruning import PruningArguments, prune_student
+from hf_distill.teachers.loading import load_classifier
 from hf_distill.text.augment import TextAugmentationArguments, mask_token_of
 from hf_distill.text.data import TextDataArguments, label_list, tokenize_for_distillation
 from hf_distill.text.students import (
@@ -47,7 +48,6 @@ from hf_distill.text.students import (
     unused_student_options,
 )
 from hf_distill.text.transfer import assemble_training_set
-from hf_distill.unlabeled import check_alpha_for_unlabeled, training_data_summary
 from hf_distill.workflow.arguments import ModelLoadingArguments, RecipeArgumentParser, parse_arguments, setup_logging
 from hf_distill.workflow.console import run_reporting_errors
 from hf_distill.workflow.hub import check_hub_access

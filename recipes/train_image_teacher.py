@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from transformers import Trainer, set_seed
 
 from hf_distill import DataCollatorForDistillation
-from hf_distill.metrics import compute_metrics_fn
+from hf_distill.evaluation.metrics import compute_metrics_fn
 from hf_distill.vision import (
     IMAGE_MODEL_PRESETS,
     DistillationImageTransform,

@@ -26,7 +26,8 @@ from transformers import (
     set_seed,
 )
 
-from hf_distill.metrics import compute_metrics_fn
+from hf_distill.data.labels import label_config
+from hf_distill.evaluation.metrics import compute_metrics_fn
 from hf_distill.text.data import TextDataArguments, label_list, tokenize_for_distillation
 from hf_distill.workflow.arguments import (
     ModelLoadingArguments,
@@ -79,9 +80,7 @@ def main(argv: list[str] | None = None) -> dict:
     tokenizer = AutoTokenizer.from_pretrained(model_args.tokenizer_name or model_args.model_name_or_path, **hub)
     config = AutoConfig.from_pretrained(
         model_args.config_name or model_args.model_name_or_path,
-        num_labels=len(labels),
-        id2label=dict(enumerate(labels)),
-        label2id={name: i for i, name in enumerate(labels)},
+        **label_config(labels),
         **hub,
     )
     with quiet_transformers():  # transformers' load report becomes the line below

@@ -14,7 +14,7 @@ from PIL import Image
 from transformers import BertModel, TrainerCallback
 
 from hf_distill import DataCollatorForDistillation, DistillationTrainer, precompute_teacher_logits
-from hf_distill.teacher import load_teacher
+from hf_distill.teachers.loading import load_teacher
 from hf_distill.text.data import TextDataArguments, load_text_dataset, tokenize_for_distillation
 from hf_distill.vision import ImageDataArguments, prepare_image_splits
 from hf_distill.workflow.checkpoints import resolve_checkpoint

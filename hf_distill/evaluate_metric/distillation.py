@@ -10,7 +10,7 @@ metric.compute(predictions=student_logits, references=teacher_logits, labels=lab
 import datasets
 import evaluate
 
-from hf_distill.metrics import classification_metrics, expected_calibration_error, teacher_student_metrics
+from hf_distill.evaluation.metrics import classification_metrics, expected_calibration_error, teacher_student_metrics
 
 _DESCRIPTION = """Top-1 agreement and mean KL(teacher || student) of a student's logits against its teacher's
 (Hinton et al., 2015); with labels, also the student's accuracy, macro-F1 and expected calibration error

@@ -12,6 +12,15 @@ function (keyword-only parameters are hyperparameters, filled from the training 
 A feature method (hidden states, attention maps, ...) is an objective term (see ``ObjectiveTerm``): it returns its own
 weighted parts and carries its forward flags, optimizer groups, checkpoint state and callbacks, which the trainer
 gathers through :class:`DistillationObjective` without a branch of its own.
+
+- ``registry``: the registry (``register_loss``, ``get_loss``) and each loss's hyperparameters.
+- ``logit``: Hinton KL, logit MSE, hard (teacher top-1) distillation, the hard-label cross-entropy.
+- ``divergence``: reverse KL and the generalized Jensen-Shannon divergence (GKD).
+- ``dkd``: Decoupled Knowledge Distillation.
+- ``dist``: DIST, distillation by correlation.
+- ``top_k``: KL from a teacher's top-k logits plus a "rest" bucket.
+- ``corrections``: corrections of the teacher's logits before any loss.
+- ``objective``: the objective: named, weighted loss parts and the extra terms.
 """
 
 from .corrections import TEACHER_CORRECTIONS, check_teacher_correction, standardize_logits, swap_teacher_mistakes

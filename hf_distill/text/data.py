@@ -12,7 +12,7 @@ import pandas as pd
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Value, load_dataset
 from transformers import PreTrainedTokenizerBase
 
-from ..labels import class_names, count_labeled, label_ids
+from ..data.labels import class_names, count_labeled, label_ids
 
 TWEET_SENTIMENT = "tweet_sentiment"
 logger = logging.getLogger(__name__)
@@ -277,7 +277,7 @@ def check_data_file(path: str) -> None:
 
 def label_list(dataset: DatasetDict, label_column: str = "label") -> list[str]:
     """Class names of the first split that has labelled rows (``train`` first): the `ClassLabel` names, else the
-    sorted distinct labels (see :func:`hf_distill.labels.class_names`)."""
+    sorted distinct labels (see :func:`hf_distill.data.labels.class_names`)."""
     splits = [dataset["train"]] if "train" in dataset else []
     splits += [split for name, split in dataset.items() if name not in ("train", "unlabeled")]
     for split in splits:
@@ -302,7 +302,7 @@ def tokenize_for_distillation(
 ) -> DatasetDict:
     """Tokenize for the student and, when ``teacher_tokenizer`` differs, into ``teacher_``-prefixed columns.
 
-    Labels become integer ids in the order of ``labels`` (the student's ``id2label``; :func:`~hf_distill.labels.label_ids`):
+    Labels become integer ids in the order of ``labels`` (the student's ``id2label``; :func:`~hf_distill.data.labels.label_ids`):
     unlabelled rows (an empty cell, a `ClassLabel`'s -1) get -100; rows whose label is not in ``labels`` raise. Padding is left to the collator (dynamic padding) unless ``pad_to_max_length``. Splits without
     the label column (an unlabelled test file) get no ``labels``. Tokenizing is quick next to training (thousands of
     rows a second): one log line reports it instead of a progress bar per split.

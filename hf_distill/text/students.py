@@ -9,7 +9,8 @@ from typing import Any
 import torch
 from transformers import AutoConfig, AutoModelForSequenceClassification, PretrainedConfig, PreTrainedModel
 
-from ..pruning import load_pruned_model, pruned_heads
+from ..data.labels import label_config
+from ..methods.pruning import load_pruned_model, pruned_heads
 
 STUDENT_INITS = ("teacher_layers", "random", "pretrained")
 # The options of `create_student` that each init uses; the others have no effect.
@@ -193,9 +194,7 @@ def create_student(
             return _pruned_student(name_or_path, labels, layers, num_layers, **from_pretrained_kwargs)
         model = AutoModelForSequenceClassification.from_pretrained(
             name_or_path,
-            num_labels=len(labels),
-            id2label=dict(enumerate(labels)),
-            label2id={name: i for i, name in enumerate(labels)},
+            **label_config(labels),
             ignore_mismatched_sizes=True,
             **from_pretrained_kwargs,
         )
@@ -208,7 +207,7 @@ def create_student(
 def _pruned_student(
     name_or_path: str, labels: list[str], layers: list[int] | None, num_layers: int | None, **from_pretrained_kwargs
 ) -> PreTrainedModel:
-    """A head-pruned classifier as the student (:func:`~hf_distill.pruning.load_pruned_model`; ``from_pretrained``
+    """A head-pruned classifier as the student (:func:`~hf_distill.methods.pruning.load_pruned_model`; ``from_pretrained``
     with ``ignore_mismatched_sizes`` would re-initialise its pruned attention). It keeps its trained head, so its
     labels must be the task's, and its layers are its own."""
     model = load_pruned_model(name_or_path, **from_pretrained_kwargs)

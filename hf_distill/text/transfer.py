@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datasets import DatasetDict
 
-from ..unlabeled import combine_labeled_and_unlabeled, log_label_counts
+from ..data.unlabeled import combine_labeled_and_unlabeled, log_label_counts
 from .augment import TextAugmentationArguments, augmented_copies
 
 

@@ -1,4 +1,15 @@
-"""Image distillation: augmented views shared by teacher and student, K-view teacher caches, DeiT training."""
+"""Image distillation: augmented views shared by teacher and student, K-view teacher caches, DeiT training.
+
+- ``augment``: seeded, reproducible image views (random resized crop and flip).
+- ``transforms``: ``Dataset.set_transform`` callables giving student and teacher inputs of the same view.
+- ``processing``: each model's inputs through its own image processor.
+- ``kview``: teacher logits of K augmented views per image, computed once.
+- ``deit``: DeiT-style distillation through a distillation token.
+- ``datasets``: image classification datasets (Hub, image folders, two offline ones).
+- ``models``: image classifiers from configs and presets, and their image processors.
+- ``channel_pruning``: structured channel pruning of ResNet classifiers.
+- ``recipe``: the image recipes' argument dataclass and data preparation.
+"""
 
 from .augment import RandomResizedCropFlip, crop_view, identity_view, to_pil
 from .channel_pruning import prune_resnet_channels

@@ -32,7 +32,7 @@ def prune_resnet_channels(model: ResNetForImageClassification, share: float) -> 
     if not isinstance(model, ResNetForImageClassification):
         raise ValueError(
             f"Channel pruning supports transformers' ResNetForImageClassification, got {type(model).__name__}; "
-            "BERT-family text classifiers are pruned by hf_distill.pruning (--prune_heads / --prune_ffn)."
+            "BERT-family text classifiers are pruned by hf_distill.methods.pruning (--prune_heads / --prune_ffn)."
         )
     if not 0.0 <= share < 1.0:
         raise ValueError(f"The share of channels to remove must be in [0, 1), got {share}.")

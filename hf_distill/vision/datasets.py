@@ -12,7 +12,7 @@ import numpy as np
 import PIL.Image
 from datasets import Array2D, ClassLabel, Dataset, DatasetDict, Features, Image, load_dataset
 
-from ..labels import class_names  # noqa: F401  (the one label encoder, importable from here too)
+from ..data.labels import class_names  # noqa: F401  (the one label encoder, importable from here too)
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_LABELS = [

@@ -15,8 +15,8 @@ import torch
 from transformers import DeiTForImageClassificationWithTeacher
 
 from ..losses import DistillationObjective, LossParts, TopKLogits, hard_label_cross_entropy
-from ..schedules import ObjectiveSchedule
-from ..teacher import unwrap
+from ..methods.schedules import ObjectiveSchedule
+from ..teachers.loading import unwrap
 from ..trainer import DistillationTrainer
 from ..training_args import DistillationTrainingArguments
 

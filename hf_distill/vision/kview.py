@@ -14,7 +14,7 @@ import torch
 from datasets import Dataset, DatasetDict, List, Value
 from transformers import PreTrainedModel
 
-from ..precompute import TeacherRunner, check_storage_options, teacher_runner, write_teacher_columns
+from ..data.precompute import TeacherRunner, check_storage_options, teacher_runner, write_teacher_columns
 from .augment import VIEW_SIZE, RandomResizedCropFlip, crop_view, identity_view, to_pil
 from .processing import PixelFormat
 from .transforms import VIEWS_COLUMN

@@ -13,7 +13,7 @@ from transformers import (
     PreTrainedModel,
 )
 
-from ..labels import label_names
+from ..data.labels import label_config, label_names
 
 # Named configs for ``model_type``: basic-block ResNets (He et al., "Deep Residual Learning for Image Recognition",
 # 2016): ResNet-18 in the paper's layout, ResNet-10 (one block a stage), and two narrow three-stage ones for small
@@ -64,9 +64,7 @@ def image_model_from_config(
     try:
         config = AutoConfig.for_model(
             model_type,
-            num_labels=len(labels),
-            id2label=dict(enumerate(labels)),
-            label2id={name: i for i, name in enumerate(labels)},
+            **label_config(labels),
             num_channels=num_channels,
             **overrides,
         )
@@ -104,7 +102,6 @@ def pretrained_image_model(name_or_path: str, labels: list[str], **load_kwargs: 
     load_kwargs.setdefault("ignore_mismatched_sizes", True)
     return AutoModelForImageClassification.from_pretrained(
         name_or_path,
-        id2label=dict(enumerate(labels)),
-        label2id={name: i for i, name in enumerate(labels)},
+        **label_config(labels),
         **load_kwargs,
     )

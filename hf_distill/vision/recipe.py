@@ -7,7 +7,7 @@ from pathlib import Path
 
 from datasets import Dataset, DatasetDict, load_dataset
 
-from ..unlabeled import combine_labeled_and_unlabeled, log_label_counts
+from ..data.unlabeled import combine_labeled_and_unlabeled, log_label_counts
 from .augment import RandomResizedCropFlip, to_pil
 from .datasets import BUILTIN_DATASETS, check_images, class_names, eval_split, load_image_dataset
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from ..logit_columns import VIEW_INDEX_KEY
+from ..data.logit_columns import VIEW_INDEX_KEY
 from .augment import RandomResizedCropFlip, crop_view, identity_view, to_pil
 from .processing import PixelFormat
 
@@ -25,7 +25,7 @@ class DistillationImageTransform:
     ``views_column`` and ``K`` logits per image in ``teacher_logits_column``: one of the K stored views is drawn each
     time the row is read (once per epoch) and its logits are passed on, so augmentation needs no teacher in the loop.
     Without the logits column in the batch (`DistillationTrainer` reads it from Arrow, see
-    :class:`~hf_distill.logit_columns.LogitColumns`), the drawn view's index is returned under ``VIEW_INDEX_KEY``.
+    :class:`~hf_distill.data.logit_columns.LogitColumns`), the drawn view's index is returned under ``VIEW_INDEX_KEY``.
 
     Randomness comes from a generator seeded with ``seed`` (and the DataLoader worker's seed in workers), so runs
     repeat exactly. Train with ``remove_unused_columns=False``: the transform needs the raw image column.

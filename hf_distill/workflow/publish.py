@@ -10,8 +10,8 @@ import numpy as np
 from datasets import Dataset
 from transformers import Trainer
 
-from ..labels import label_names
-from ..teacher import unwrap
+from ..data.labels import label_names
+from ..teachers.loading import unwrap
 from .hub import push_or_explain
 
 logger = logging.getLogger(__name__)

@@ -1,0 +1,1 @@
+"""Data: precomputed logits, logit columns, transfer sets, image datasets."""

@@ -1,0 +1,1 @@
+"""Evaluation: hf-distill compare, plots, metrics, model cards."""

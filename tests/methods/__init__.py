@@ -1,0 +1,1 @@
+"""Feature methods: intermediate layers, schedules, pruning."""

@@ -1,0 +1,1 @@
+"""The recipes and the hf-distill command end to end, the README's quickstart, the benchmark scripts."""

@@ -1,0 +1,194 @@
+"""`hf-distill compare` on tiny models and tokenizers saved to disk, and a CSV of raw text."""
+
+import csv
+import importlib.util
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from transformers import BertTokenizerFast
+
+from hf_distill.cli import main
+from hf_distill.evaluation.metrics import accuracy, mean_kl
+from hf_distill.teachers.loading import load_teacher
+from tests.conftest import DIGITS, LABELS, WORDS, tiny_bert, varied_bert
+
+
+def save(model, tokenizer, path):
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return str(path)
+
+
+def test_compare_command_tokenizes_for_each_side(tmp_path, word_tokenizer, capsys):
+    vocab = tmp_path / "teacher_vocab.txt"
+    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *reversed(WORDS)]) + "\n")
+    teacher_tokenizer = BertTokenizerFast(vocab=str(vocab), do_lower_case=True)
+    teacher = varied_bert(seed=1, layers=3, hidden=32)
+    teacher_dir = save(teacher, teacher_tokenizer, tmp_path / "teacher")
+    student_dir = save(tiny_bert(seed=2), word_tokenizer, tmp_path / "student")
+    other_dir = save(varied_bert(seed=3), word_tokenizer, tmp_path / "other")
+
+    texts = ["good movie", "awful food", "the food was ok", "not very good", "great", "bad bad movie", "fine"] * 2
+    labels = [LABELS[i % 3] for i in range(len(texts))]
+    with open(tmp_path / "eval.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["sentence", "sentiment"])
+        writer.writerows(zip(texts, labels, strict=True))
+
+    output = tmp_path / "cmp"
+    has_matplotlib = importlib.util.find_spec("matplotlib") is not None
+    code = main(
+        ["compare", "--teacher_model_name_or_path", teacher_dir, "--student_model_name_or_path",
+         f"distilled={student_dir}", other_dir, "--validation_file", str(tmp_path / "eval.csv"),
+         "--text_columns", "sentence", "--label_column", "sentiment",
+         "--num_threads", "1", "--latency_runs", "3", "--throughput_batch_size", "4", "--throughput_runs", "2",
+         "--warmup_runs", "1", "--output_dir", str(output), *([] if has_matplotlib else ["--no_plot"])]
+    )  # fmt: skip
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "| distilled |" in printed and "| other |" in printed and "torch.set_num_threads(1)" in printed
+    assert (output / "comparison.png").exists() == has_matplotlib
+    assert (output / "comparison.md").read_text() in printed
+    report = json.loads((output / "comparison.json").read_text())
+    assert [r["name"] for r in report["results"]] == ["teacher", "distilled", "other"]
+
+    encoded = teacher_tokenizer(texts, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        predictions = teacher(**encoded).logits.argmax(-1).numpy()
+    expected = accuracy(predictions, [LABELS.index(name) for name in labels])
+    assert report["results"][0]["accuracy"] == pytest.approx(expected)
+
+
+def test_compare_command_refuses_unknown_labels(tmp_path, word_tokenizer):
+    model_dir = save(tiny_bert(seed=2), word_tokenizer, tmp_path / "m")
+    (tmp_path / "eval.csv").write_text("text,label\ngood,happy\n")
+    with pytest.raises(ValueError, match="happy"):
+        main(
+            ["compare", "--teacher_model_name_or_path", model_dir, "--student_model_name_or_path", model_dir,
+             "--validation_file", str(tmp_path / "eval.csv")]
+        )  # fmt: skip
+
+
+def test_compare_command_loads_a_peft_adapter_on_its_base(tmp_path, word_tokenizer):
+    peft = pytest.importorskip("peft")
+    teacher_dir = save(varied_bert(seed=1), word_tokenizer, tmp_path / "teacher")
+    base = varied_bert(seed=3, labels=["a", "b"])  # the student's encoder with a 2-class head that must not be used
+    base_dir = save(base, word_tokenizer, tmp_path / "base")
+    student = peft.get_peft_model(
+        varied_bert(seed=3),
+        peft.LoraConfig(task_type="SEQ_CLS", r=2, target_modules=["query"], init_lora_weights=False),
+    )
+    student.peft_config["default"].base_model_name_or_path = base_dir
+    student.save_pretrained(tmp_path / "adapter")
+    word_tokenizer.save_pretrained(tmp_path / "adapter")
+    (tmp_path / "eval.jsonl").write_text('{"text": "good movie", "label": 0}\n{"text": "bad food", "label": 2}\n')
+    output = tmp_path / "cmp"
+    main(
+        ["compare", "--teacher_model_name_or_path", teacher_dir, "--student_model_name_or_path",
+         f"lora={tmp_path / 'adapter'}", "--validation_file", str(tmp_path / "eval.jsonl"), "--latency_runs", "1", "--throughput_batch_size", "2",
+         "--throughput_runs", "1", "--warmup_runs", "0", "--no_plot", "--output_dir", str(output)]
+    )  # fmt: skip
+    report = json.loads((output / "comparison.json").read_text())
+    expected = student.merge_and_unload()
+    assert report["results"][1]["num_parameters"] == sum(p.numel() for p in expected.parameters())
+    encoded = word_tokenizer(["good movie", "bad food"], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        kl = mean_kl(expected(**encoded).logits.numpy(), load_teacher(teacher_dir)(**encoded).logits.numpy())
+    assert report["results"][1]["mean_kl"] == pytest.approx(kl, rel=1e-4)
+
+
+FAST_FLAGS = ["--latency_runs", "2", "--throughput_batch_size", "4", "--throughput_runs", "1", "--warmup_runs", "0",
+              "--bootstrap_resamples", "100", "--num_threads", "1", "--no_plot"]  # fmt: skip
+
+
+def test_compare_command_loads_a_builtin_image_set_as_the_recipe_does(tmp_path):
+    """sklearn digits split and subsampled as image_classification.py does; a grey teacher and an RGB student
+    each get their own processor's pixels; the student also runs in ONNX Runtime, fp32 and int8."""
+    pytest.importorskip("sklearn")
+    pytest.importorskip("onnxruntime")
+    from transformers import ResNetConfig, ResNetForImageClassification, ViTConfig, ViTForImageClassification
+
+    from hf_distill.vision import ImageDataArguments, default_image_processor, prepare_image_splits
+
+    torch.manual_seed(0)
+    label_kwargs = dict(id2label=dict(enumerate(DIGITS)), label2id={d: i for i, d in enumerate(DIGITS)})
+    teacher = ResNetForImageClassification(
+        ResNetConfig(num_channels=1, embedding_size=8, hidden_sizes=[8], depths=[1], **label_kwargs)
+    ).eval()
+    teacher.save_pretrained(tmp_path / "teacher")
+    default_image_processor((8, 8), num_channels=1).save_pretrained(tmp_path / "teacher")
+    student = ViTForImageClassification(
+        ViTConfig(image_size=8, patch_size=4, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                  intermediate_size=32, **label_kwargs)
+    ).eval()  # fmt: skip
+    student.save_pretrained(tmp_path / "vit")
+    default_image_processor((8, 8)).save_pretrained(tmp_path / "vit")
+    output = tmp_path / "cmp"
+    main(
+        ["compare", "--teacher_model_name_or_path", str(tmp_path / "teacher"), "--student_model_name_or_path",
+         f"vit={tmp_path / 'vit'}", "--dataset_name", "sklearn_digits", "--max_eval_samples", "20", "--seed", "3",
+         "--backend", "pytorch,onnxruntime", "--quantize", "dynamic", "--output_dir", str(output), *FAST_FLAGS]
+    )  # fmt: skip
+    report = json.loads((output / "comparison.json").read_text())
+    assert [r["name"] for r in report["results"]] == ["teacher", "vit", "vit (onnxruntime)", "vit (onnxruntime int8)"]
+    assert (output / "onnx" / "vit.onnx").exists() and (output / "onnx" / "vit.int8.onnx").exists()
+    splits, _ = prepare_image_splits(ImageDataArguments(dataset_name="sklearn_digits", max_eval_samples=20), seed=3)
+    images, labels = splits["validation"]["image"], np.asarray(splits["validation"]["label"])
+    with torch.no_grad():
+        grey = torch.tensor(np.asarray(images), dtype=torch.float32)[:, None] / 255 * 2 - 1
+        expected = accuracy(teacher(pixel_values=grey).logits.argmax(-1).numpy(), labels)
+        rgb = grey.expand(-1, 3, -1, -1)
+        expected_student = accuracy(student(pixel_values=rgb).logits.argmax(-1).numpy(), labels)
+    assert report["results"][0]["accuracy"] == pytest.approx(expected)
+    assert report["results"][1]["accuracy"] == pytest.approx(expected_student)
+    assert report["results"][2]["accuracy"] == report["results"][1]["accuracy"]
+
+
+def test_compare_command_help_uses_the_recipes_names(capsys):
+    with pytest.raises(SystemExit):
+        main(["compare", "--help"])
+    text = capsys.readouterr().out
+    for flag in ("--teacher_model_name_or_path", "--dataset_name", "--max_eval_samples", "--max_seq_length",
+                 "--output_dir", "--backend", "--quantize"):  # fmt: skip
+        assert flag in text
+    assert "(default: validation, else test)." in text and "(default: None)" not in text
+
+
+def test_top_level_help_loads_neither_torch_nor_transformers():
+    code = (
+        "import sys\nfrom hf_distill.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "print(sorted(m for m in ('torch', 'transformers', 'datasets') if m in sys.modules))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "compare" in proc.stdout and "sweep-table" in proc.stdout
+    assert proc.stdout.splitlines()[-1] == "[]"
+
+
+def test_console_errors_are_one_line_unless_asked(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("HF_DISTILL_TRACEBACK", raising=False)
+    argv = ["sweep-table", f"kd={tmp_path / 'missing'}", "--metrics", "eval_accuracy"]
+    with pytest.raises(ValueError):  # called with an argv list (tests, scripts): raised
+        main(argv)
+    monkeypatch.setattr(sys, "argv", ["hf-distill", *argv])  # the console script: one line, status 1
+    assert main() == 1
+    err = capsys.readouterr().err
+    assert err.startswith("hf-distill sweep-table: error: ") and "Traceback" not in err
+    monkeypatch.setenv("HF_DISTILL_TRACEBACK", "1")
+    with pytest.raises(ValueError):
+        main()
+
+
+def test_traceback_is_asked_for_by_environment_or_debug_log_level(monkeypatch):
+    from hf_distill.workflow.console import wants_traceback
+
+    monkeypatch.delenv("HF_DISTILL_TRACEBACK", raising=False)
+    assert not wants_traceback(["--log_level", "info", "--alpha", "0.5"])
+    assert wants_traceback(["--log_level", "debug"]) and wants_traceback(["--log_level=debug"])
+    monkeypatch.setenv("HF_DISTILL_TRACEBACK", "0")
+    assert not wants_traceback([])
+    monkeypatch.setenv("HF_DISTILL_TRACEBACK", "1")
+    assert wants_traceback([])

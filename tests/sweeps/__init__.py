@@ -1,0 +1,1 @@
+"""Sweeps: hf-distill sweep and the study configs."""

@@ -1,0 +1,1 @@
+"""Teachers: several teachers, self-distillation, teachers in another label order."""

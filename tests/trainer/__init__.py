@@ -1,0 +1,1 @@
+"""The trainer: arguments, the training step, teacher metrics in evaluation, streamed and multi-process runs."""
