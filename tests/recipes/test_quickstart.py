@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-# The README that holds the quickstart (README.draft.md until it replaces README.md).
-README = ROOT / "README.draft.md"
+# The README that holds the quickstart.
+README = ROOT / "README.md"
 QUICKSTART = ROOT / "examples" / "quickstart.py"
 
 
