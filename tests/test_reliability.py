@@ -352,7 +352,7 @@ def test_random_datasets_and_arguments_train_right_or_fail_before_the_first_step
 def method_reference(student, teachers, weights, batch, loss, temperature, args, top_k=None):
     """The distillation term in float64: ``loss`` between the student and the teachers' weighted average
     distribution (one teacher: its own), or, with ``top_k``, the KL over the teacher's top-k classes and the rest."""
-    from tests.test_method_losses import dist_reference, dkd_reference, jsd_reference, kl64, probs
+    from tests.references import dist_reference, dkd_reference, jsd_reference, kl64, probs
 
     inputs = {k: v for k, v in batch.items() if k != "labels"}
     with torch.no_grad():
