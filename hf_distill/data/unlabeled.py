@@ -64,8 +64,13 @@ def log_label_counts(dataset: Dataset, label_column: str = "label", name: str = 
 
 
 def training_data_summary(labelled: int, unlabelled: int) -> str:
-    """The model card's line, e.g. ``distilled on 2,000 labelled and 18,000 unlabelled examples``."""
-    return f"distilled on {labelled:,} labelled and {unlabelled:,} unlabelled examples"
+    """The model card's ``training_data`` row, e.g. ``2,000 labelled and 18,000 unlabelled examples``.
+
+    Worded without a verb: the same row serves a distilled student and a CE-only baseline (which has no unlabelled
+    rows; :func:`check_alpha_for_unlabeled` refuses them)."""
+    if not unlabelled:
+        return f"{labelled:,} labelled examples"
+    return f"{labelled:,} labelled and {unlabelled:,} unlabelled examples"
 
 
 def check_alpha_for_unlabeled(labelled: int, unlabelled: int, alpha: float, alpha_end: float | None = None) -> None:

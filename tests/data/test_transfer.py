@@ -287,7 +287,7 @@ def test_recipe_distils_on_unlabelled_rows_and_the_card_records_the_counts(asset
         )
     )
     card = (assets / "student" / "README.md").read_text()
-    assert "distilled on 24 labelled and 8 unlabelled examples" in card
+    assert "| training_data | 24 labelled and 8 unlabelled examples |" in card
     assert "24 labelled and 8 unlabelled rows" in caplog.text
     with pytest.raises(ValueError, match="8 unlabelled rows, but alpha=1"):
         recipe.main(_transfer_flags(assets, "refused", "--alpha", "1", "--max_unlabeled_samples", "8"))
@@ -337,7 +337,7 @@ def test_image_recipe_distils_on_an_unlabelled_folder_with_cached_views(tmp_path
         recipe.main([*flags, "--output_dir", str(tmp_path / "refused"), "--alpha", "1"])
     metrics = recipe.main([*flags, "--output_dir", str(tmp_path / "out"), "--alpha", "0.5"])
     assert "8 labelled and 6 unlabelled rows" in caplog.text
-    assert "distilled on 8 labelled and 6 unlabelled examples" in (tmp_path / "out" / "README.md").read_text()
+    assert "8 labelled and 6 unlabelled examples" in (tmp_path / "out" / "README.md").read_text()
     history = json.loads((tmp_path / "out" / "trainer_state.json").read_text())["log_history"]
     assert all(entry["loss_ce"] > 0 and entry["loss_kd"] >= 0 for entry in history if "loss_ce" in entry)
     assert 0 <= metrics["eval_accuracy"] <= 1
