@@ -71,7 +71,7 @@ def test_stream_without_logits_or_teacher_is_refused(tmp_path):
 
 
 def test_nan_in_a_streamed_column_after_the_checked_rows_names_the_stored_logits(tmp_path):
-    from hf_distill.dataset_checks import STREAM_CHECK_ROWS
+    from hf_distill.data.dataset_checks import STREAM_CHECK_ROWS
 
     n = STREAM_CHECK_ROWS + 16
     data = precompute_teacher_logits(varied_bert(seed=1), tiny_text_dataset(n), batch_size=16)
