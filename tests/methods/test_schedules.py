@@ -68,18 +68,23 @@ def test_objective_schedule_switches_at_the_epoch_boundary(tmp_path):
     assert objective_schedule(args, state) == (1.0, args.temperature, False)
 
 
-def test_two_stage_freezes_the_backbone_bit_for_bit_in_stage_1(tmp_path, data):
-    trainer = trainer_for(
+def two_stage_trainer(tmp_path, data, max_steps: int):
+    """A tiny student whose first 3 steps train the classifier head alone."""
+    return trainer_for(
         tmp_path,
         tiny_bert(seed=2),
         data,
         tiny_bert(seed=1),
-        max_steps=4,
+        max_steps=max_steps,
         two_stage_steps=3,
         weight_decay=0.1,
         learning_rate=1e-2,
         alpha=0.5,
     )
+
+
+def test_two_stage_freezes_the_backbone_bit_for_bit_in_stage_1(tmp_path, data):
+    trainer = two_stage_trainer(tmp_path, data, max_steps=4)
     head, backbone = head_and_backbone(trainer.model)
     before = [p.detach().clone() for p in backbone]
     head_before = [p.detach().clone() for p in head]
@@ -103,17 +108,7 @@ def test_two_stage_freezes_the_backbone_bit_for_bit_in_stage_1(tmp_path, data):
 
 
 def test_two_stage_trains_everything_in_stage_2_with_fresh_optimizer_state(tmp_path, data):
-    trainer = trainer_for(
-        tmp_path,
-        tiny_bert(seed=2),
-        data,
-        tiny_bert(seed=1),
-        max_steps=5,
-        two_stage_steps=3,
-        weight_decay=0.1,
-        learning_rate=1e-2,
-        alpha=0.5,
-    )
+    trainer = two_stage_trainer(tmp_path, data, max_steps=5)
     head, backbone = head_and_backbone(trainer.model)
     before = [p.detach().clone() for p in backbone]
     trainer.train()
