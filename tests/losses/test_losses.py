@@ -33,6 +33,23 @@ def test_kl_loss_matches_float64_reference(alpha, temperature):
     torch.testing.assert_close(out.kd.double(), ref_kd, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("temperature", [0.5, 2.0, 8.0])
+def test_kl_gradient_matches_float64_reference_and_leaves_the_teacher_alone(temperature):
+    g = torch.Generator().manual_seed(3)
+    student, teacher = torch.randn(8, 1000, generator=g) * 4, torch.randn(8, 1000, generator=g) * 4
+    teacher.requires_grad_(True)
+    reference = student.double().requires_grad_(True)
+    _, _, ref_kd = reference_loss(reference, teacher.detach(), torch.zeros(8, dtype=torch.long), 0.0, temperature)
+    ref_kd.backward()
+    fast = student.clone().requires_grad_(True)
+    get_loss("kl")(fast, teacher, temperature).backward()
+    torch.testing.assert_close(fast.grad.double(), reference.grad, rtol=1e-4, atol=1e-7)
+    assert teacher.grad is None
+    low = student.bfloat16().requires_grad_(True)
+    get_loss("kl")(low, teacher.half(), temperature).backward()
+    assert low.grad.dtype == torch.bfloat16
+
+
 def test_half_precision_logits_give_float32_loss_close_to_reference():
     g = torch.Generator().manual_seed(1)
     student, teacher = torch.randn(4, 7, generator=g), torch.randn(4, 7, generator=g)
