@@ -301,7 +301,8 @@ def tokenize_for_distillation(
     num_proc: int | None = None,
     load_from_cache_file: bool | None = None,
 ) -> DatasetDict:
-    """Tokenize for the student and, when ``teacher_tokenizer`` differs, into ``teacher_``-prefixed columns.
+    """Tokenize for the student and, when ``teacher_tokenizer`` encodes differently (:func:`same_tokenizer`), into
+    ``teacher_``-prefixed columns.
 
     Labels become integer ids in the order of ``labels`` (the student's ``id2label``; :func:`~hf_distill.data.labels.label_ids`):
     unlabelled rows (an empty cell, a `ClassLabel`'s -1) get -100; rows whose label is not in ``labels`` raise. Padding is left to the collator (dynamic padding) unless ``pad_to_max_length``. Splits without

@@ -73,6 +73,24 @@ def test_compare_command_refuses_unknown_labels(tmp_path, word_tokenizer):
         )  # fmt: skip
 
 
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        ([], r"1 rows have no 'label'; drop them from the evaluation set"),
+        (["--dataset_name", "tweet_sentiment"], "Give --dataset_name or --validation_file, not both"),
+    ],
+    ids=["unlabelled row", "two sources"],
+)
+def test_compare_command_refuses_an_evaluation_set_it_cannot_score(tmp_path, word_tokenizer, flags, message):
+    model_dir = save(tiny_bert(seed=2), word_tokenizer, tmp_path / "m")
+    (tmp_path / "eval.csv").write_text("text,label\ngood,positive\nbad,\n")
+    with pytest.raises(ValueError, match=message):
+        main(
+            ["compare", "--teacher_model_name_or_path", model_dir, "--student_model_name_or_path", model_dir,
+             "--validation_file", str(tmp_path / "eval.csv"), *flags]
+        )  # fmt: skip
+
+
 def test_compare_command_loads_a_peft_adapter_on_its_base(tmp_path, word_tokenizer):
     peft = pytest.importorskip("peft")
     teacher_dir = save(varied_bert(seed=1), word_tokenizer, tmp_path / "teacher")
