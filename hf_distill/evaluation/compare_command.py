@@ -8,17 +8,17 @@ reads one JSON or YAML file of them.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import Field, dataclass, field
 from pathlib import Path
 
 import datasets
 import transformers
-from transformers import AutoTokenizer, HfArgumentParser, PreTrainedModel
+from transformers import AutoTokenizer, HfArgumentParser, PreTrainedModel, PreTrainedTokenizerBase
 
 from ..data.data_collator import DataCollatorForDistillation
-from ..data.labels import count_labeled, encode_label_column
+from ..data.labels import count_labeled, encode_label_column, label_names
 from ..teachers.loading import auto_class_for, load_teacher, unwrap
-from ..text.data import FILE_BUILDERS, TWEET_SENTIMENT, load_text_dataset
+from ..text.data import FILE_BUILDERS, TWEET_SENTIMENT, TextDataArguments, same_tokenizer, tokenize_for_distillation
 from ..workflow.arguments import RUN_CLASSIFICATION_ALIASES, RecipeArgumentParser, parse_arguments
 from .compare import BACKENDS, compare_models
 from .model_card import record_comparison
@@ -41,9 +41,15 @@ class CompareModelArguments:
     )
 
 
+def _text_recipe_field(name: str) -> Field:
+    """The text recipes' field ``name`` (:class:`~hf_distill.text.data.TextDataArguments`): same default and help."""
+    recipe = TextDataArguments.__dataclass_fields__[name]
+    return field(default=recipe.default, metadata=recipe.metadata)
+
+
 @dataclass
 class CompareDataArguments:
-    """The evaluation set, loaded as the recipes load it."""
+    """The evaluation set, loaded as the recipes load it; the text fields are the text recipes' own."""
 
     dataset_name: str | None = field(
         default=None,
@@ -52,17 +58,17 @@ class CompareDataArguments:
             f"{TWEET_SENTIMENT!r} (text), 'fashion_mnist', 'sklearn_digits' (images)."
         },
     )
-    dataset_config_name: str | None = field(default=None, metadata={"help": "The Hub dataset's configuration."})
+    dataset_config_name: str | None = _text_recipe_field("dataset_config_name")
     data_dir: str | None = field(default=None, metadata={"help": "data_dir passed to datasets.load_dataset."})
     validation_file: str | None = field(
         default=None, metadata={"help": f"A text file to evaluate on ({', '.join(sorted(FILE_BUILDERS))})."}
     )
     validation_dir: str | None = field(default=None, metadata={"help": "A folder of images, one folder a class."})
     eval_split: str | None = field(default=None, metadata={"help": "Split to use (default: validation, else test)."})
-    text_columns: str = field(default="text", metadata={"help": "Comma-separated text column(s): 'text' or 'a,b'."})
+    text_columns: str | None = _text_recipe_field("text_columns")
     label_column: str = field(default="label", metadata={"help": "Labels: class ids or label names."})
     image_column_name: str = field(default="image", metadata={"help": "The column holding the images."})
-    max_seq_length: int = field(default=128, metadata={"help": "Truncation length when tokenizing."})
+    max_seq_length: int = _text_recipe_field("max_seq_length")
     max_eval_samples: int | None = field(
         default=None, metadata={"help": "Evaluate on N examples (text: the first N; images: a seeded random N)."}
     )
@@ -70,6 +76,26 @@ class CompareDataArguments:
         default=0.15, metadata={"help": "Images: share of train held out when there is no validation split."}
     )
     seed: int = field(default=42, metadata={"help": "The recipes' --seed: it fixes the built-in splits."})
+    split_seed: int | None = _text_recipe_field("split_seed")
+
+    def text_arguments(self) -> TextDataArguments:
+        """The text recipes' data arguments for this evaluation set (it loads and names the text columns)."""
+        if self.dataset_name and self.validation_file:
+            raise ValueError("Give --dataset_name or --validation_file, not both.")
+        if not (self.dataset_name or self.validation_file):
+            raise ValueError(
+                f"Give the evaluation set: --dataset_name (a Hub id, a save_to_disk folder or {TWEET_SENTIMENT!r}) "
+                "or --validation_file."
+            )
+        return TextDataArguments(
+            dataset_name=self.dataset_name,
+            dataset_config_name=self.dataset_config_name,
+            validation_file=self.validation_file,
+            text_columns=self.text_columns,
+            label_column=self.label_column,
+            max_seq_length=self.max_seq_length,
+            split_seed=self.split_seed,
+        )
 
 
 @dataclass
@@ -126,15 +152,12 @@ def compare_command(argv: list[str]) -> int:
     teacher = load_teacher(models.teacher_model_name_or_path)
     students = dict(_load_student(spec, teacher) for spec in models.student_model_name_or_path)
     student_paths = [_split_spec(spec)[1] for spec in models.student_model_name_or_path]
-    label2id = unwrap(next(iter(students.values()))).config.label2id
+    labels = label_names(unwrap(next(iter(students.values()))).config)
     if unwrap(teacher).main_input_name == "pixel_values":
-        dataset = _image_eval_set(data, label2id, teacher, students, models.teacher_model_name_or_path, student_paths)
+        dataset = _image_eval_set(data, labels, teacher, students, models.teacher_model_name_or_path, student_paths)
         collator = DataCollatorForDistillation()
     else:
-        dataset = _encode_labels(_load_text_eval_set(data), data.label_column, label2id)
-        collator = DataCollatorForDistillation()
-        if not {"input_ids", "pixel_values"} & set(dataset.column_names):
-            dataset, collator = _tokenize(dataset, data, models.teacher_model_name_or_path, student_paths)
+        dataset, collator = _text_eval_set(data, labels, models.teacher_model_name_or_path, student_paths)
     output = Path(run.output_dir)
     report = compare_models(
         teacher,
@@ -214,20 +237,51 @@ def _pick_split(loaded: datasets.Dataset | datasets.DatasetDict, data: CompareDa
     return loaded[split]
 
 
-def _load_text_eval_set(data: CompareDataArguments) -> datasets.Dataset:
+def _text_eval_set(
+    data: CompareDataArguments, labels: list[str], teacher_path: str, student_paths: list[str]
+) -> tuple[datasets.Dataset, DataCollatorForDistillation]:
+    """The evaluation texts as the text recipes load and tokenize them (:class:`~hf_distill.text.data.TextDataArguments`,
+    :func:`~hf_distill.text.data.tokenize_for_distillation`): for the students' shared tokenizer and, when the
+    teacher's differs, into ``teacher_`` columns. A ``save_to_disk`` folder may hold the set already tokenized."""
+    text_args = data.text_arguments()
     if data.dataset_name and Path(data.dataset_name).is_dir():
         loaded = datasets.load_from_disk(data.dataset_name)
-    elif data.validation_file:
-        loaded = load_text_dataset(validation_file=data.validation_file)
     else:
-        loaded = load_text_dataset(data.dataset_name, data.dataset_config_name, seed=data.seed)
-    loaded = _pick_split(loaded, data, data.dataset_name or data.validation_file)
+        loaded = text_args.load(seed=data.seed)
+    dataset = _pick_split(loaded, data, data.dataset_name or data.validation_file)
     if data.max_eval_samples is not None:
-        loaded = loaded.select(range(min(data.max_eval_samples, len(loaded))))
-    return loaded
+        dataset = dataset.select(range(min(data.max_eval_samples, len(dataset))))
+    if {"input_ids", "pixel_values"} & set(dataset.column_names):  # tokenized already
+        return _encode_labels(dataset, data.label_column, labels), DataCollatorForDistillation()
+    _refuse_unlabeled(dataset, data.label_column)
+    tokenizer = _students_tokenizer(student_paths)
+    teacher_tokenizer = AutoTokenizer.from_pretrained(teacher_path)
+    evaluation = datasets.DatasetDict(evaluation=dataset)
+    tokenized = tokenize_for_distillation(
+        evaluation,
+        tokenizer,
+        text_columns=text_args.columns(evaluation),
+        labels=_label_order(dataset, data.label_column, labels),
+        label_column=data.label_column,
+        teacher_tokenizer=teacher_tokenizer,
+        max_length=data.max_seq_length,
+    )["evaluation"]
+    return tokenized, DataCollatorForDistillation(tokenizer=tokenizer, teacher_tokenizer=teacher_tokenizer)
 
 
-def _image_eval_set(data: CompareDataArguments, label2id, teacher, students, teacher_path, student_paths):
+def _students_tokenizer(student_paths: list[str]) -> PreTrainedTokenizerBase:
+    """The students' tokenizer: one tokenized set feeds them all, so they must share it
+    (:func:`~hf_distill.text.data.same_tokenizer`)."""
+    tokenizers = [AutoTokenizer.from_pretrained(path) for path in student_paths]
+    for path, tokenizer in zip(student_paths[1:], tokenizers[1:], strict=True):
+        if not same_tokenizer(tokenizers[0], tokenizer):
+            raise ValueError(
+                f"Students {student_paths[0]} and {path} use different tokenizers; compare them in separate runs."
+            )
+    return tokenizers[0]
+
+
+def _image_eval_set(data: CompareDataArguments, labels: list[str], teacher, students, teacher_path, student_paths):
     """The evaluation images as the image recipe splits and subsamples them, turned into ``pixel_values`` by the
     students' image processor and, when the teacher's differs, ``teacher_pixel_values`` by the teacher's."""
     from ..vision import DistillationImageTransform, ImageDataArguments, load_image_processor, pixel_format_for
@@ -238,7 +292,8 @@ def _image_eval_set(data: CompareDataArguments, label2id, teacher, students, tea
         if data.image_column_name != "image":
             dataset = dataset.rename_column(data.image_column_name, "image")
         if data.max_eval_samples is not None and data.max_eval_samples < len(dataset):
-            dataset = dataset.shuffle(seed=data.seed).select(range(data.max_eval_samples))
+            seed = data.seed if data.split_seed is None else data.split_seed  # as prepare_image_splits
+            dataset = dataset.shuffle(seed=seed).select(range(data.max_eval_samples))
     else:
         image_args = ImageDataArguments(
             dataset_name=data.dataset_name,
@@ -249,10 +304,11 @@ def _image_eval_set(data: CompareDataArguments, label2id, teacher, students, tea
             label_column_name=data.label_column,
             train_val_split=data.train_val_split,
             max_eval_samples=data.max_eval_samples,
+            split_seed=data.split_seed,
         )
         splits, _ = prepare_image_splits(image_args, data.seed)
         dataset = _pick_split(splits, data, data.dataset_name or data.validation_dir)
-    dataset = _encode_labels(dataset, "label", label2id)
+    dataset = _encode_labels(dataset, "label", labels)
     height = image_shape(dataset)[0]
     formats = [
         pixel_format_for(unwrap(model).config, load_image_processor(path), default_size=height)
@@ -267,50 +323,25 @@ def _image_eval_set(data: CompareDataArguments, label2id, teacher, students, tea
     return dataset.map(transform, batched=True, remove_columns=dataset.column_names, desc="Preparing images")
 
 
-def _encode_labels(dataset: datasets.Dataset, column: str, label2id: dict[str, int]) -> datasets.Dataset:
-    """Labels named ``label``, as class ids of the first student (:func:`~hf_distill.data.labels.encode_label_column`);
-    an evaluation set must be labelled throughout."""
+def _encode_labels(dataset: datasets.Dataset, column: str, labels: list[str]) -> datasets.Dataset:
+    """``column`` as class ids named ``label`` (:func:`~hf_distill.data.labels.encode_label_column`); an evaluation
+    set must be labelled throughout."""
     if column not in dataset.column_names:
         return dataset
-    missing = count_labeled(dataset, column)[1]
+    _refuse_unlabeled(dataset, column)
+    return encode_label_column(dataset, column, _label_order(dataset, column, labels))
+
+
+def _refuse_unlabeled(dataset: datasets.Dataset, column: str) -> None:
+    missing = count_labeled(dataset, column)[1] if column in dataset.column_names else 0
     if missing:
         raise ValueError(f"{missing} rows have no {column!r}; drop them from the evaluation set.")
-    feature = dataset.features[column]
-    if not isinstance(feature, datasets.ClassLabel) and feature.dtype.startswith("int"):  # the student's class ids
-        return dataset.rename_column(column, "label") if column != "label" else dataset
-    return encode_label_column(dataset, column, sorted(label2id, key=label2id.get))
 
 
-def _tokenize(dataset: datasets.Dataset, data: CompareDataArguments, teacher_path: str, student_paths: list[str]):
-    """Tokenize for the students (one tokenizer, checked) and, when its vocabulary differs, for the teacher."""
-    tokenizers = [AutoTokenizer.from_pretrained(path) for path in student_paths]
-    student_tokenizer = tokenizers[0]
-    for path, tokenizer in zip(student_paths[1:], tokenizers[1:], strict=True):
-        if tokenizer.get_vocab() != student_tokenizer.get_vocab():
-            raise ValueError(
-                f"Students {student_paths[0]} and {path} use different tokenizers; compare them in separate runs."
-            )
-    teacher_tokenizer = AutoTokenizer.from_pretrained(teacher_path)
-    separate = teacher_tokenizer.get_vocab() != student_tokenizer.get_vocab()
-    columns = [c.strip() for c in data.text_columns.split(",")]
-    missing = [c for c in columns if c not in dataset.column_names]
-    if missing or len(columns) > 2:
-        raise ValueError(
-            f"--text_columns must name one or two of the columns {dataset.column_names}, got {data.text_columns!r}."
-        )
-
-    def encode(batch):
-        texts = [batch[c] for c in columns]
-        encoded = dict(student_tokenizer(*texts, truncation=True, max_length=data.max_seq_length))
-        if separate:
-            for key, value in teacher_tokenizer(*texts, truncation=True, max_length=data.max_seq_length).items():
-                encoded["teacher_" + key] = value
-        return encoded
-
-    dataset = dataset.map(
-        encode, batched=True, remove_columns=[c for c in dataset.column_names if c != "label"], desc="Tokenizing"
-    )
-    collator = DataCollatorForDistillation(
-        tokenizer=student_tokenizer, teacher_tokenizer=teacher_tokenizer if separate else None
-    )
-    return dataset, collator
+def _label_order(dataset: datasets.Dataset, column: str, labels: list[str]) -> list[str]:
+    """The label names that encode ``column`` (:func:`~hf_distill.data.labels.label_ids`): the first student's
+    ``labels``, except that plain integer labels are the student's class ids themselves."""
+    feature = dataset.features[column] if column in dataset.column_names else None
+    if isinstance(feature, datasets.Value) and feature.dtype.startswith("int"):
+        return [str(i) for i in range(len(labels))]
+    return labels

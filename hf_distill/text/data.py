@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -159,7 +160,7 @@ class TextDataArguments:
     def columns(self, dataset: DatasetDict) -> list[str]:
         """``--text_columns``, or the columns :func:`detect_text_columns` finds (the recipes log them)."""
         if self.text_columns:
-            return self.text_columns.split(",")
+            return [column.strip() for column in self.text_columns.split(",")]
         columns = detect_text_columns(dataset, self.label_column)
         return columns
 
@@ -300,7 +301,8 @@ def tokenize_for_distillation(
     num_proc: int | None = None,
     load_from_cache_file: bool | None = None,
 ) -> DatasetDict:
-    """Tokenize for the student and, when ``teacher_tokenizer`` differs, into ``teacher_``-prefixed columns.
+    """Tokenize for the student and, when ``teacher_tokenizer`` encodes differently (:func:`same_tokenizer`), into
+    ``teacher_``-prefixed columns.
 
     Labels become integer ids in the order of ``labels`` (the student's ``id2label``; :func:`~hf_distill.data.labels.label_ids`):
     unlabelled rows (an empty cell, a `ClassLabel`'s -1) get -100; rows whose label is not in ``labels`` raise. Padding is left to the collator (dynamic padding) unless ``pad_to_max_length``. Splits without
@@ -308,11 +310,13 @@ def tokenize_for_distillation(
     rows a second): one log line reports it instead of a progress bar per split.
     """
     split = next(iter(dataset.values()))
+    if not 1 <= len(text_columns) <= 2:
+        raise ValueError(f"Give one text column or a pair (--text_columns a or a,b), got {text_columns}.")
     missing = [c for c in text_columns if c not in split.column_names]
     if missing:
         raise ValueError(f"Text columns {missing} are not in the dataset; its columns are {split.column_names}.")
     padding = "max_length" if pad_to_max_length else False
-    separate_teacher = teacher_tokenizer is not None and not _same_tokenizer(tokenizer, teacher_tokenizer)
+    separate_teacher = teacher_tokenizer is not None and not same_tokenizer(tokenizer, teacher_tokenizer)
 
     def encode(batch: dict[str, list], indices: list[int], label_feature: object = None) -> dict[str, list]:
         texts = [batch[c] for c in text_columns]
@@ -360,5 +364,29 @@ def _sizes(dataset: DatasetDict) -> str:
     return ", ".join(f"{name} {len(split):,}" for name, split in dataset.items())
 
 
-def _same_tokenizer(a: PreTrainedTokenizerBase, b: PreTrainedTokenizerBase) -> bool:
-    return a is b or (a.name_or_path == b.name_or_path and a.get_vocab() == b.get_vocab())
+def same_tokenizer(a: PreTrainedTokenizerBase, b: PreTrainedTokenizerBase) -> bool:
+    """Whether ``a`` and ``b`` encode text identically, wherever each was loaded from, so that one tokenization
+    serves both: :func:`tokenize_for_distillation` then writes no ``teacher_`` columns, and the students of
+    ``hf-distill compare`` must pass it."""
+    return a is b or _encoding(a) == _encoding(b)
+
+
+def _encoding(tokenizer: PreTrainedTokenizerBase) -> tuple:
+    """What decides a tokenizer's model inputs: its class, input names, sides and special tokens, and its pipeline (a
+    fast tokenizer's normaliser, pre-tokeniser, vocabulary, post-processor and added tokens; a slow one's vocabulary
+    and settings), without the folder it came from."""
+    if tokenizer.is_fast:
+        pipeline = json.loads(tokenizer.backend_tokenizer.to_str())
+        for per_call in ("truncation", "padding"):  # left by the last call, not part of the tokenizer
+            pipeline.pop(per_call, None)
+    else:
+        settings = {k: str(v) for k, v in tokenizer.init_kwargs.items() if k != "name_or_path" and "_file" not in k}
+        pipeline = (tokenizer.get_vocab(), settings)
+    return (
+        type(tokenizer),
+        list(tokenizer.model_input_names),
+        tokenizer.padding_side,
+        tokenizer.truncation_side,
+        tokenizer.special_tokens_map,
+        pipeline,
+    )

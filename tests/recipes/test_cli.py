@@ -73,6 +73,24 @@ def test_compare_command_refuses_unknown_labels(tmp_path, word_tokenizer):
         )  # fmt: skip
 
 
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        ([], r"1 rows have no 'label'; drop them from the evaluation set"),
+        (["--dataset_name", "tweet_sentiment"], "Give --dataset_name or --validation_file, not both"),
+    ],
+    ids=["unlabelled row", "two sources"],
+)
+def test_compare_command_refuses_an_evaluation_set_it_cannot_score(tmp_path, word_tokenizer, flags, message):
+    model_dir = save(tiny_bert(seed=2), word_tokenizer, tmp_path / "m")
+    (tmp_path / "eval.csv").write_text("text,label\ngood,positive\nbad,\n")
+    with pytest.raises(ValueError, match=message):
+        main(
+            ["compare", "--teacher_model_name_or_path", model_dir, "--student_model_name_or_path", model_dir,
+             "--validation_file", str(tmp_path / "eval.csv"), *flags]
+        )  # fmt: skip
+
+
 def test_compare_command_loads_a_peft_adapter_on_its_base(tmp_path, word_tokenizer):
     peft = pytest.importorskip("peft")
     teacher_dir = save(varied_bert(seed=1), word_tokenizer, tmp_path / "teacher")
@@ -192,3 +210,69 @@ def test_traceback_is_asked_for_by_environment_or_debug_log_level(monkeypatch):
     assert not wants_traceback([])
     monkeypatch.setenv("HF_DISTILL_TRACEBACK", "1")
     assert wants_traceback([])
+
+
+def test_compare_command_finds_and_tokenizes_a_text_pair_as_the_text_recipe_does(tmp_path, word_tokenizer):
+    """No --text_columns: the pair columns are found as run_glue.py (and the recipes) find them, and both sides are
+    tokenized as pairs by tokenize_for_distillation, the teacher with its own tokenizer."""
+    from datasets import DatasetDict
+
+    from hf_distill.text.data import TextDataArguments, tokenize_for_distillation
+
+    vocab = tmp_path / "teacher_vocab.txt"
+    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *reversed(WORDS)]) + "\n")
+    teacher_tokenizer = BertTokenizerFast(vocab=str(vocab), do_lower_case=True)
+    teacher = varied_bert(seed=1, layers=2, hidden=32)
+    student = varied_bert(seed=2)
+    teacher_dir = save(teacher, teacher_tokenizer, tmp_path / "teacher")
+    student_dir = save(student, word_tokenizer, tmp_path / "student")
+    premises = ["good movie", "awful food", "the food was ok", "not very good", "great", "bad bad movie", "fine"]
+    hypotheses = ["bad", "the food was great", "ok", "not good", "awful movie", "fine food", "very very good"]
+    labels = [LABELS[i % 3] for i in range(len(premises))]
+    with open(tmp_path / "eval.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["premise", "hypothesis", "label"])
+        writer.writerows(zip(premises, hypotheses, labels, strict=True))
+
+    output = tmp_path / "cmp"
+    main(
+        ["compare", "--teacher_model_name_or_path", teacher_dir, "--student_model_name_or_path", student_dir,
+         "--validation_file", str(tmp_path / "eval.csv"), "--output_dir", str(output), *FAST_FLAGS]
+    )  # fmt: skip
+    report = json.loads((output / "comparison.json").read_text())
+
+    text_args = TextDataArguments(validation_file=str(tmp_path / "eval.csv"))
+    raw = text_args.load()
+    assert text_args.columns(raw) == ["premise", "hypothesis"]
+    recipe = tokenize_for_distillation(
+        DatasetDict(raw), word_tokenizer, text_columns=["premise", "hypothesis"], labels=LABELS,
+        teacher_tokenizer=teacher_tokenizer,
+    )["validation"]  # fmt: skip
+    assert recipe["input_ids"][0] == word_tokenizer("good movie", "bad")["input_ids"]
+    with torch.no_grad():
+        student_logits = student(**word_tokenizer(premises, hypotheses, padding=True, return_tensors="pt")).logits
+        teacher_logits = teacher(**teacher_tokenizer(premises, hypotheses, padding=True, return_tensors="pt")).logits
+    expected = accuracy(teacher_logits.argmax(-1).numpy(), recipe["labels"])
+    assert report["results"][0]["accuracy"] == pytest.approx(expected)
+    kl = mean_kl(student_logits.numpy(), teacher_logits.numpy())
+    assert report["results"][1]["mean_kl"] == pytest.approx(kl, rel=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("words", "lowercase"), [(list(reversed(WORDS)), True), (WORDS, False)], ids=["another vocabulary", "cased"]
+)
+def test_compare_command_refuses_students_that_tokenize_differently(tmp_path, word_tokenizer, words, lowercase):
+    """One tokenized set feeds every student: a second student whose tokenizer encodes differently (another
+    vocabulary, or the same vocabulary without lowercasing) is refused before anything is measured."""
+    vocab = tmp_path / "other_vocab.txt"
+    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]) + "\n")
+    other_tokenizer = BertTokenizerFast(vocab=str(vocab), do_lower_case=lowercase)
+    model_dir = save(tiny_bert(seed=2), word_tokenizer, tmp_path / "student")
+    other_dir = save(tiny_bert(seed=3), other_tokenizer, tmp_path / "other")
+    (tmp_path / "eval.csv").write_text("text,label\nGood movie,positive\n")
+    with pytest.raises(ValueError, match="use different tokenizers; compare them in separate runs"):
+        main(
+            ["compare", "--teacher_model_name_or_path", model_dir, "--student_model_name_or_path", model_dir,
+             other_dir, "--validation_file", str(tmp_path / "eval.csv"), "--output_dir", str(tmp_path / "cmp")]
+        )  # fmt: skip
+    assert not (tmp_path / "cmp").exists()
