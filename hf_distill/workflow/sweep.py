@@ -14,7 +14,9 @@ trial that fails before any trial of the study has finished stops the sweep with
 every trial the same way), as does an ``objective`` that the finished trial did not write. Objectives named
 ``*loss*`` are minimised (the snapshot report names the snapshot with the lowest), others maximised. At the end every finished
 trial's metric file (``all_results.json``, written by the recipe) is collected into ``results.csv``, a markdown table
-of mean +- std over seeds (``results.md``) and a plot (``results.png``).
+of mean +- std over seeds (``results.md``) and a plot (``results.png``); trials run with ``eval_strategy: epoch`` also
+give each cell's validation ``curve_metric`` per epoch (``learning_curves.md``, :mod:`.curves`; the default is the
+objective when it is an ``eval_*`` metric, else ``eval_accuracy``).
 
 A config (YAML) names the recipe, its fixed flags and a ``grid``. Each grid entry is a flag with a list of values,
 a named dimension mapping names to sets of flags (``recovery: {ce: {alpha: 1.0}, kd: {alpha: 0.5}}``), or
@@ -79,6 +81,7 @@ class SweepConfig:
     metrics: list[str] = field(default_factory=list)
     plot_x: str | None = None
     baseline: dict[str, Any] | None = None
+    curve_metric: str | None = None
 
     def __post_init__(self) -> None:
         if not self.grid:
@@ -100,6 +103,9 @@ class SweepConfig:
         if self.plot_x is not None and self.plot_x not in self.grid:
             raise ValueError(f"plot_x={self.plot_x!r} is not a grid entry ({list(self.grid)}).")
         self.metrics = self.metrics or [self.objective]
+        self.curve_metric = self.curve_metric or (
+            self.objective if self.objective.startswith("eval_") else "eval_accuracy"
+        )
         for name, value in (self.baseline or {}).items():
             if name == SEED or name not in self.grid or value not in self.grid[name]:
                 raise ValueError(
@@ -415,13 +421,19 @@ def _run_trial(config: SweepConfig, params: dict[str, Any]) -> tuple[dict[str, f
     return metrics, seconds, returncode
 
 
+def finished_trials(config: SweepConfig) -> Iterator[tuple[dict[str, Any], Path]]:
+    """The parameters and folder of each finished trial (its run ended well and wrote its metric file), in grid
+    order."""
+    for params in config.points():
+        trial_dir = config.trial_dir(params)
+        if (trial_dir / TRIAL_FILE).is_file() and (trial_dir / METRICS_FILE).is_file():
+            yield params, trial_dir
+
+
 def collect_results(config: SweepConfig) -> pd.DataFrame:
     """One row per finished trial: its parameters, ``wall_seconds`` and every metric of its own metric file."""
     rows = []
-    for params in config.points():
-        trial_dir = config.trial_dir(params)
-        if not (trial_dir / TRIAL_FILE).is_file() or not (trial_dir / METRICS_FILE).is_file():
-            continue
+    for params, trial_dir in finished_trials(config):
         record = json.loads((trial_dir / TRIAL_FILE).read_text())
         rows.append(
             {**params, "wall_seconds": record["wall_seconds"], **json.loads((trial_dir / METRICS_FILE).read_text())}
@@ -456,18 +468,23 @@ def summarize(
     return grouped[metrics].mean(), grouped[metrics].std(ddof=1), grouped.size()
 
 
-def summary_markdown(results: pd.DataFrame, by: list[str], metrics: list[str]) -> str:
-    """A markdown table: one row per group of ``by``, each metric as ``mean +- std`` over the group's runs."""
+def summary_markdown(
+    results: pd.DataFrame, by: list[str], metrics: list[str], extra: dict[str, pd.Series] | None = None
+) -> str:
+    """A markdown table: one row per group of ``by``, each metric as ``mean +- std`` over the group's runs, then the
+    ``extra`` columns (a value per group, indexed like :func:`summarize`'s results)."""
     mean, std, size = summarize(results, by, metrics)
+    extra = extra or {}
     names = by or ["runs"]
     lines = [
-        "| " + " | ".join([*names, "n", *mean.columns]) + " |",
-        "|" + "---|" * (len(names) + 1 + len(mean.columns)),
+        "| " + " | ".join([*names, "n", *mean.columns, *extra]) + " |",
+        "|" + "---|" * (len(names) + 1 + len(mean.columns) + len(extra)),
     ]
     display = [_display_names(results[name]) for name in by]
     for group in mean.index:
         labels = [names[v] for names, v in zip(display, _as_tuple(group), strict=False)] if by else [str(group)]
         cells = [_mean_std(mean.loc[group, m], std.loc[group, m]) for m in mean.columns]
+        cells += [str(column[group]) for column in extra.values()]
         lines.append("| " + " | ".join([*labels, str(size[group]), *cells]) + " |")
     return "\n".join(lines) + "\n"
 
@@ -484,12 +501,17 @@ def _as_tuple(group: Any) -> tuple:
 
 
 def _mean_std(mean: float, std: float) -> str:
+    if math.isnan(mean):
+        return "-"  # no run of the group has the metric
     digits = 1 if abs(mean) >= 10 else 4
     return f"{mean:.{digits}f}" if math.isnan(std) else f"{mean:.{digits}f} +- {std:.{digits}f}"
 
 
 def write_report(config: SweepConfig, results: pd.DataFrame, log=print) -> None:
-    """``results.csv``, ``results.md`` (mean +- std over seeds) and ``results.png`` in the sweep's output_dir."""
+    """``results.csv``, ``results.md`` (mean +- std over seeds), ``results.png`` and, where trials logged per-epoch
+    evaluations, ``learning_curves.md`` in the sweep's output_dir."""
+    from .curves import write_learning_curves  # builds on this module's tables
+
     output = Path(config.output_dir)
     if results.empty:
         log("No finished trials yet.")
@@ -504,11 +526,15 @@ def write_report(config: SweepConfig, results: pd.DataFrame, log=print) -> None:
         table += "\n" + best_snapshot(results, config) + "\n"
     (output / "results.md").write_text(table)
     log(table)
+    written = [output / "results.csv", output / "results.md"]
     try:
         plot_results(config, results, output / "results.png")
+        written.append(output / "results.png")
     except ImportError:
         log("matplotlib is not installed: no plot.")
-    log(f"Wrote {output / 'results.csv'}, {output / 'results.md'} and {output / 'results.png'}")
+    curves = write_learning_curves(config, log=log)
+    written += [curves] if curves else []
+    log(f"Wrote {', '.join(map(str, written))}")
 
 
 def paired_differences(results: pd.DataFrame, by: list[str], baseline: dict[str, Any], metrics: list[str]) -> str:
@@ -611,7 +637,8 @@ def sweep_command(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="hf-distill sweep",
         description="Run a grid of recipe runs from a YAML config, one folder per trial, resumable through an Optuna "
-        "SQLite study; write results.csv, results.md (mean +- std over seeds) and results.png.",
+        "SQLite study; write results.csv, results.md (mean +- std over seeds), results.png and, for trials run "
+        "with eval_strategy epoch, learning_curves.md (each cell's validation metric per epoch).",
     )
     parser.add_argument("config", help="The sweep's YAML file (see recipes/studies/).")
     parser.add_argument("--output_dir", default=None, help="Override the config's output_dir.")
