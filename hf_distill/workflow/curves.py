@@ -2,20 +2,19 @@
 
 A study's budget is justified by its CE cells' curves (the budget where validation accuracy stops rising). A trial run
 with ``eval_strategy: epoch`` leaves ``trainer_state.json`` (``trainer.save_state()``), whose ``log_history`` holds one
-evaluation per epoch; ``learning_curves.md`` tables them over the grid as ``results.md`` tables the final metrics.
+evaluation per epoch; ``learning_curves.md`` tables them over the grid (:func:`hf_distill.workflow.sweep.write_report`) as ``results.md`` tables the final metrics.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
-from .sweep import SEED, SweepConfig, finished_trials, lower_is_better, summarize, summary_markdown
-
 STATE_FILE = "trainer_state.json"
-CURVES_FILE = "learning_curves.md"
 EPOCH = "epoch "
 
 
@@ -34,46 +33,14 @@ def epoch_curve(trial_dir: Path, metric: str) -> dict[int, float]:
     return curve
 
 
-def learning_curves(config: SweepConfig) -> pd.DataFrame:
-    """One row per finished trial with a curve: its parameters and one ``epoch N`` column of ``curve_metric`` per
-    epoch, in epoch order."""
+def learning_curves(trials: Iterable[tuple[dict[str, Any], Path]], metric: str) -> pd.DataFrame:
+    """One row per trial (its parameters and folder) with a curve: its parameters and one ``epoch N`` column of
+    ``metric`` per epoch, in epoch order."""
     rows = []
-    for params, trial_dir in finished_trials(config):
-        curve = epoch_curve(trial_dir, config.curve_metric)
+    for params, trial_dir in trials:
+        curve = epoch_curve(trial_dir, metric)
         if curve:
             rows.append({**params, **{f"{EPOCH}{epoch}": value for epoch, value in curve.items()}})
     curves = pd.DataFrame(rows)
     epochs = sorted((c for c in curves.columns if c.startswith(EPOCH)), key=lambda c: int(c.removeprefix(EPOCH)))
     return curves[[c for c in curves.columns if c not in epochs] + epochs]
-
-
-def curves_markdown(config: SweepConfig, curves: pd.DataFrame) -> str:
-    """:func:`summary_markdown` of the curves over the grid's cells (seeds pooled), plus each cell's best epoch: the
-    one with the highest mean (the lowest for a loss)."""
-    by = [name for name in config.search_space if name != SEED]
-    epochs = [c for c in curves.columns if c.startswith(EPOCH)]
-    mean, _, _ = summarize(curves, by, epochs)
-    lower = lower_is_better(config.curve_metric)
-    best = (mean.idxmin(axis=1) if lower else mean.idxmax(axis=1)).str.removeprefix(EPOCH)
-    title = (
-        f"Validation {config.curve_metric} per epoch (mean +- std over {SEED}s; n: trials with a curve; best epoch: "
-        f"the {'lowest' if lower else 'highest'} mean):\n\n"
-    )
-    return title + summary_markdown(curves, by, epochs, extra={"best epoch": best})
-
-
-def write_learning_curves(config: SweepConfig, log=print) -> Path | None:
-    """Write ``output_dir/learning_curves.md`` and log its table; return its path, or ``None`` (with a line saying
-    why) when no finished trial logged ``curve_metric`` per epoch."""
-    curves = learning_curves(config)
-    if curves.empty:
-        log(
-            f"No finished trial logged {config.curve_metric} per epoch in its {STATE_FILE}, so no {CURVES_FILE}: set "
-            "`eval_strategy: epoch` in the config's args to record the learning curves."
-        )
-        return None
-    table = curves_markdown(config, curves)
-    path = Path(config.output_dir) / CURVES_FILE
-    path.write_text(table)
-    log(table)
-    return path

@@ -59,12 +59,15 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from .curves import EPOCH, STATE_FILE, learning_curves
+
 METRICS_FILE = "all_results.json"
 TRIAL_FILE = "sweep_trial.json"
 SEED = "seed"
 SNAPSHOT_METRIC = "snapshot_eval_accuracy"
 LOCK_FILE = "sweep.lock"
 LOG_TAIL_LINES = 20
+CURVES_FILE = "learning_curves.md"
 
 
 @dataclass
@@ -510,8 +513,6 @@ def _mean_std(mean: float, std: float) -> str:
 def write_report(config: SweepConfig, results: pd.DataFrame, log=print) -> None:
     """``results.csv``, ``results.md`` (mean +- std over seeds), ``results.png`` and, where trials logged per-epoch
     evaluations, ``learning_curves.md`` in the sweep's output_dir."""
-    from .curves import write_learning_curves  # builds on this module's tables
-
     output = Path(config.output_dir)
     if results.empty:
         log("No finished trials yet.")
@@ -535,6 +536,38 @@ def write_report(config: SweepConfig, results: pd.DataFrame, log=print) -> None:
     curves = write_learning_curves(config, log=log)
     written += [curves] if curves else []
     log(f"Wrote {', '.join(map(str, written))}")
+
+
+def curves_markdown(config: SweepConfig, curves: pd.DataFrame) -> str:
+    """:func:`summary_markdown` of the learning curves over the grid's cells (seeds pooled), plus each cell's best
+    epoch: the one with the highest mean (the lowest for a loss)."""
+    by = [name for name in config.search_space if name != SEED]
+    epochs = [c for c in curves.columns if c.startswith(EPOCH)]
+    mean, _, _ = summarize(curves, by, epochs)
+    lower = lower_is_better(config.curve_metric)
+    best = (mean.idxmin(axis=1) if lower else mean.idxmax(axis=1)).str.removeprefix(EPOCH)
+    title = (
+        f"Validation {config.curve_metric} per epoch (mean +- std over {SEED}s; n: trials with a curve; best epoch: "
+        f"the {'lowest' if lower else 'highest'} mean):\n\n"
+    )
+    return title + summary_markdown(curves, by, epochs, extra={"best epoch": best})
+
+
+def write_learning_curves(config: SweepConfig, log=print) -> Path | None:
+    """Write ``output_dir/learning_curves.md`` and log its table; return its path, or ``None`` (with a line saying
+    why) when no finished trial logged ``curve_metric`` per epoch."""
+    curves = learning_curves(finished_trials(config), config.curve_metric)
+    if curves.empty:
+        log(
+            f"No finished trial logged {config.curve_metric} per epoch in its {STATE_FILE}, so no {CURVES_FILE}: set "
+            "`eval_strategy: epoch` in the config's args to record the learning curves."
+        )
+        return None
+    table = curves_markdown(config, curves)
+    path = Path(config.output_dir) / CURVES_FILE
+    path.write_text(table)
+    log(table)
+    return path
 
 
 def paired_differences(results: pd.DataFrame, by: list[str], baseline: dict[str, Any], metrics: list[str]) -> str:
