@@ -74,8 +74,10 @@ def tiny_overrides(config: dict, assets: Path) -> None:
     args = config["args"]
     common = {"use_cpu": True, "per_device_train_batch_size": 8, "per_device_eval_batch_size": 8, "warmup_steps": 0}
     if config["script"].endswith("text_classification.py"):
-        args.pop("dataset_name")
+        args.pop("dataset_name", None)
         args |= common | {"train_file": str(assets / "train.csv"), "validation_file": str(assets / "validation.csv")}
+        if "test_file" in args:
+            args["test_file"] = str(assets / "validation.csv")
         args |= {"student_model_name_or_path": str(assets / "pretrained"), "max_seq_length": 16}
         args |= {"pruning_samples": 8, "pruning_batch_size": 4, "latency_seconds": 0.01}
         if "teacher_model_name_or_path" in config["grid"]:
@@ -90,11 +92,13 @@ def tiny_overrides(config: dict, assets: Path) -> None:
             args["student_config_overrides"] = {"patch_size": 4, "hidden_size": 16, "num_hidden_layers": 1}
             args["student_config_overrides"] |= {"num_attention_heads": 2, "intermediate_size": 16}
         config["objective"] = "eval_accuracy"  # the digits have no test split
-    for cell in config["grid"].get("stages", {}).values():  # the tiny run is 6 steps: switch inside it (else refused)
-        if "two_stage_steps" in cell:
-            cell["two_stage_steps"] = 2
-        if "two_stage_epochs" in cell:
-            cell["two_stage_epochs"] = 0.5
+    for dimension in config["grid"].values():  # one epoch per trial; stage switches inside its 6 steps (else refused)
+        for cell in dimension.values() if isinstance(dimension, dict) else ():
+            if not isinstance(cell, dict):
+                continue
+            for key, tiny in (("num_train_epochs", 1), ("two_stage_steps", 2), ("two_stage_epochs", 0.5)):
+                if key in cell:
+                    cell[key] = tiny
     config["output_dir"] = str(assets / "study")
 
 
