@@ -96,7 +96,12 @@ def tiny_overrides(config: dict, assets: Path) -> None:
         for cell in dimension.values() if isinstance(dimension, dict) else ():
             if not isinstance(cell, dict):
                 continue
-            for key, tiny in (("num_train_epochs", 1), ("two_stage_steps", 2), ("two_stage_epochs", 0.5)):
+            for key, tiny in (
+                ("num_train_epochs", 1),
+                ("two_stage_steps", 2),
+                ("two_stage_epochs", 0.5),
+                ("distillation_epochs", 0.5),
+            ):
                 if key in cell:
                     cell[key] = tiny
     config["output_dir"] = str(assets / "study")
