@@ -45,6 +45,7 @@ class _ForwardKL(torch.autograd.Function):
         teacher, p, log_z_teacher = _softmax_parts(teacher_logits.float() / temperature)
         batch = student_logits.shape[0]
         kl = torch.vdot(p.reshape(-1), teacher.sub_(student).reshape(-1)) - (log_z_teacher - log_z_student).sum()
+        kl = kl.clamp_min(0.0)  # >= 0 by definition; rounding can leave -1e-8 where the distributions nearly agree
         ctx.save_for_backward(q, p)
         ctx.grad_scale, ctx.grad_dtype = temperature / batch, student_logits.dtype
         return kl * (temperature**2 / batch)

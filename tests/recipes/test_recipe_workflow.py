@@ -160,7 +160,12 @@ def test_peft_recipe_self_distils_from_the_frozen_base(assets):
     history = json.loads((assets / "lora-self" / "trainer_state.json").read_text())["log_history"]
     steps = [entry for entry in history if "loss" in entry]
     assert steps[0]["loss_kd"] < 1e-6  # LoRA starts as the identity: the student equals its base, the teacher
-    assert steps[-1]["loss_kd"] > 0  # then the adapter moves away from the base
+    from safetensors.torch import load_file
+
+    adapter = load_file(
+        assets / "lora-self" / "adapter_model.safetensors"
+    )  # then the adapter moves away from the base
+    assert any("lora_B" in name and tensor.abs().sum() > 0 for name, tensor in adapter.items())
     assert "self_distillation" in (assets / "lora-self" / "README.md").read_text()
 
 
