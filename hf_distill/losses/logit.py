@@ -20,9 +20,9 @@ def kl_divergence_loss(
     Hinton, Vinyals & Dean, "Distilling the Knowledge in a Neural Network" (2015). The ``T^2`` factor keeps the
     gradient scale independent of the temperature. Computed in float32 from log-probability differences (as
     ``F.kl_div(..., log_target=True)``), which stay finite where ``log(softmax(x))`` underflows, in one fused step
-    whose gradient is ``T * (softmax(s/T) - softmax(t/T)) / batch``: two exponentials per logit instead of the seven
-    that the composed ``log_softmax`` / ``kl_div`` graph evaluates, which matters at many classes. The teacher's logits
-    are a target: no gradient flows into them.
+    whose gradient is ``T * (softmax(s/T) - softmax(t/T)) / batch``: two exponentials per logit and no autograd graph
+    for the loss's intermediates, which matters at many classes. The teacher's logits are a target: no gradient flows
+    into them.
     """
     return _ForwardKL.apply(student_logits, teacher_logits.detach(), temperature)
 
