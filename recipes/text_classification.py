@@ -69,7 +69,7 @@ class StudentArguments:
     student_preset: str | None = field(
         default=None,
         metadata={
-            "help": f"A deploy-sized random-init student: {', '.join(STUDENT_PRESETS)} (tiny: 2 layers, 128 wide, "
+            "help": f"A deploy-sized random-init student: {', '.join(STUDENT_PRESETS)} (tiny: 1 layer, 128 wide, "
             "~4M parameters, the teacher's tokenizer; train it with lr 1e-3). Sets --student_init random; explicit "
             "size flags win."
         },

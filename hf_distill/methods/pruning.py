@@ -263,7 +263,7 @@ def latency_ms(models: dict[str, nn.Module], batch: dict[str, torch.Tensor], sec
 
     def runner(model: nn.Module):
         def run(inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-            with torch.no_grad():
+            with torch.inference_mode():
                 return model(**inputs).logits
 
         return run

@@ -350,8 +350,8 @@ def test_tiny_preset_is_a_4m_parameter_student_of_the_teachers_config():
 
     teacher_config = BertConfig(hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536)
     student = student_from_config(teacher_config, **preset_sizes("tiny"), seed=0)  # MiniLM-L6's shape, 30,522 tokens
-    assert student.config.num_hidden_layers == 2 and student.config.hidden_size == 128
-    assert 4.0e6 < student.num_parameters() < 4.8e6 and student.config.vocab_size == teacher_config.vocab_size
+    assert student.config.num_hidden_layers == 1 and student.config.hidden_size == 128
+    assert 4.0e6 < student.num_parameters() < 4.4e6 and student.config.vocab_size == teacher_config.vocab_size
     with pytest.raises(ValueError, match="student_preset must be one of tiny"):
         preset_sizes("huge")
 
