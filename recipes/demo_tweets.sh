@@ -33,9 +33,10 @@ SELECT="--eval_strategy epoch --save_strategy epoch --save_total_limit 1 --load_
 STUDENT="--teacher_model_name_or_path $OUT/teacher --precompute_teacher_logits --temperature 2 --log_level warning"
 TINY="--student_preset tiny --learning_rate 1e-3 --warmup_steps 50"
 LAYERS="--student_init teacher_layers --student_num_layers 3 --learning_rate 1e-4 --warmup_steps 50"
-# Transfer-set students see 10x the rows: half the peak learning rate and a 200-step warmup keep every seed stable
+UNLABELED="--unlabeled_file $DATA/unlabeled.parquet"
+# Tiny transfer-set students see 10x the rows: half the peak learning rate and a 200-step warmup keep every seed stable
 # (at lr 1e-3 with 50 warmup steps, one seed of three fell 6 points behind the others).
-UNLABELED="--unlabeled_file $DATA/unlabeled.parquet --learning_rate 5e-4 --warmup_steps 200"
+TINY_TRANSFER="--learning_rate 5e-4 --warmup_steps 200"
 
 echo "== [1/5] The tweets as files: $TRAIN_SAMPLES labelled, $UNLABELED_SAMPLES unlabelled (labels dropped), $EVAL_SAMPLES validation, $EVAL_SAMPLES test =="
 mkdir -p "$DATA"
@@ -84,7 +85,7 @@ task() {  # name seed label flags...: queues one student run
     TASKS+=("$OUT/seed$seed/$name|seed $seed $label|--seed $seed $*")
 }
 for seed in $SEEDS; do
-    task transfer_tiny "$seed" "tiny, + unlabelled tweets" $TINY $SELECT $UNLABELED --alpha 0.5 --num_train_epochs "$TRANSFER_EPOCHS"
+    task transfer_tiny "$seed" "tiny, + unlabelled tweets" $TINY $SELECT $UNLABELED $TINY_TRANSFER --alpha 0.5 --num_train_epochs "$TRANSFER_EPOCHS"
     task ce_tiny "$seed" "tiny, CE on labels" $TINY $SELECT --alpha 1 --num_train_epochs "$LABELLED_EPOCHS"
     task kd_tiny "$seed" "tiny, distilled on labels" $TINY $SELECT --alpha 0.5 --num_train_epochs "$LABELLED_EPOCHS"
 done
