@@ -304,7 +304,7 @@ def test_recipe_distils_from_a_text_only_training_file_at_alpha_0(assets):  # no
     metrics = recipe.main([*flags, "--alpha", "0", "--student_preset", "tiny", "--student_hidden_size", "16"])
     assert "eval_accuracy" in metrics
     config = json.loads((assets / "pure" / "config.json").read_text())
-    assert config["num_hidden_layers"] == 2 and config["hidden_size"] == 16
+    assert config["num_hidden_layers"] == 1 and config["hidden_size"] == 16  # the preset, with its width overridden
 
 
 # ---- the image recipe ----
