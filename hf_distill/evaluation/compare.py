@@ -111,8 +111,8 @@ class ComparisonReport:
             f"({s.get('device_name', '')}) with torch.set_num_threads({s.get('num_threads', '?')}): "
             f"batch-1 latency over {s.get('latency_runs', '?')} runs and batch-{s.get('throughput_batch_size', '?')} "
             f"throughput over {s.get('throughput_runs', '?')} runs, after {s.get('warmup_runs', '?')} warm-up runs, "
-            "models interleaved, timed with torch.utils.benchmark under torch.inference_mode. Speed-up = teacher median latency / model median "
-            "latency; compression = teacher parameters / model parameters. KL is KL(teacher || model) at T=1, ECE over "
+            "models interleaved, timed with torch.utils.benchmark under torch.inference_mode. Speed-up = teacher "
+            "median latency / model median latency; compression = teacher parameters / model parameters. KL is KL(teacher || model) at T=1, ECE over "
             f"{s.get('ece_bins', '?')} bins; CI: percentile bootstrap over the evaluation examples "
             f"({s.get('bootstrap_resamples', '?')} resamples)."
         )
@@ -166,8 +166,8 @@ def compare_models(
     agreement with the teacher (with its interval) and mean KL(teacher || model), parameter count, size on disk
     (``save_pretrained`` to safetensors, or the ONNX file), batch-1 latency (median and p95 over ``latency_runs``
     single examples) and throughput on one batch of ``throughput_batch_size`` examples, each after ``warmup_runs``
-    warm-up calls, timed with ``torch.utils.benchmark`` under ``torch.inference_mode`` with models interleaved so that load drifts hit
-    all alike.
+    warm-up calls, timed with ``torch.utils.benchmark`` under ``torch.inference_mode`` with models interleaved so that load
+    drifts hit all alike.
 
     ``backends`` picks how students run: ``"pytorch"`` and/or ``"onnxruntime"`` (exported with
     :func:`~hf_distill.evaluation.onnx_export.export_onnx` into ``onnx_dir``, default a temporary folder, and run on the CPU);

@@ -24,8 +24,9 @@ STUDENT_INIT_OPTIONS = {
 # `tiny`: 1 layer, 128 wide, 2 heads, 512 feed-forward; about 4.2M parameters with a 30k-token vocabulary (most
 # of them the embedding table). One layer, not two: at batch 1 on a CPU thread a layer this small costs mostly fixed
 # per-call work, so a second one made the student 1.6x slower (15x against 9.6x the speed of the MiniLM-L6 teacher)
-# for no accuracy on the demo's transfer set (measured in docs/transfer.md). Random-init students this small need a larger learning rate than a fine-tuned
-# encoder: lr 1e-3 with warmup, 2 to 4 epochs over a 20k-row transfer set (measured in docs/transfer.md).
+# for no accuracy on the demo's transfer set. Random-init students this small need a larger learning rate than a
+# fine-tuned encoder: lr 1e-3 with warmup, 3 to 4 epochs over a 20k-row transfer set (both measured in
+# docs/transfer.md).
 STUDENT_PRESETS: dict[str, dict[str, int]] = {
     "tiny": {"num_layers": 1, "hidden_size": 128, "num_attention_heads": 2, "intermediate_size": 512},
 }
