@@ -158,9 +158,9 @@ class LogitColumns(torch.utils.data.Dataset):
         rows = self.rows.__getitems__(indices) if self.rows is not None else [{} for _ in indices]
         views = [row.pop(VIEW_INDEX_KEY, None) for row in rows]
         arrays = self.take(indices, None if not views or views[0] is None else np.asarray(views))
-        for i, row in enumerate(rows):
-            for column, values in arrays.items():
-                row[column] = values[i]
+        for column, values in arrays.items():
+            for row, value in zip(rows, values, strict=True):
+                row[column] = value
         return rows
 
     def take(self, indices: Sequence[int], views: np.ndarray | None = None) -> dict[str, np.ndarray]:

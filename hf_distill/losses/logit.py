@@ -24,36 +24,85 @@ def kl_divergence_loss(
     for the loss's intermediates, which matters at many classes. The teacher's logits are a target: no gradient flows
     into them.
     """
-    return _ForwardKL.apply(student_logits, teacher_logits.detach(), temperature)
+    return _CrossEntropyAndKL.apply(student_logits, teacher_logits.detach(), None, temperature, 0.0)[1]
 
 
-def _softmax_parts(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``logits - max`` (modified in place), the softmax, and ``log(sum(exp(logits - max)))`` per row."""
-    shifted = logits.sub_(logits.amax(-1, keepdim=True))
-    probs = shifted.exp()
-    total = probs.sum(-1, keepdim=True)
-    return shifted, probs.div_(total), total.log_()
+def cross_entropy_and_kl(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    labels: torch.Tensor,
+    temperature: float,
+    label_smoothing: float = 0.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`hard_label_cross_entropy` and :func:`kl_divergence_loss` of ``(batch, classes)`` logits in one step, the
+    default objective's two parts: the student's logits are read once for both and the gradient is one tensor, with
+    three exponentials per logit where the two losses apart take four (cross-entropy's backward recomputes its
+    softmax)."""
+    return _CrossEntropyAndKL.apply(student_logits, teacher_logits.detach(), labels, temperature, label_smoothing)
 
 
-class _ForwardKL(torch.autograd.Function):
-    """:func:`kl_divergence_loss` with its gradient written out: ``sum p (log p - log q)`` where ``log p - log q`` is
-    ``(t - max_t) - (s - max_s) - (log z_t - log z_s)`` per row, in float32."""
+def _log_sum_exp(logits_max: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
+    """``logsumexp`` per row from the row's max and its softmax, whose largest entry is ``1 / sum(exp(x - max))``:
+    no second pass with an exponential."""
+    return logits_max - probs.amax(-1).log()
+
+
+class _CrossEntropyAndKL(torch.autograd.Function):
+    """The cross-entropy (``labels`` given) and forward KL of :func:`cross_entropy_and_kl`, gradients written out, in
+    float32. KL per row: ``sum p (t - s) - (lse_t - lse_s)`` for the scaled logits ``s``, ``t`` and their softmaxes
+    ``q``, ``p``; cross-entropy per labelled row: ``lse(x) - x[label]`` on the unscaled logits ``x`` (with label
+    smoothing ``e``: ``(1 - e)`` of it plus ``e * (lse(x) - mean(x))``), averaged over the rows not labelled ``-100``.
+    """
 
     @staticmethod
-    def forward(ctx, student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
-        student, q, log_z_student = _softmax_parts(student_logits.float() / temperature)
-        teacher, p, log_z_teacher = _softmax_parts(teacher_logits.float() / temperature)
+    def forward(
+        ctx,
+        student_logits: torch.Tensor,
+        teacher_logits: torch.Tensor,
+        labels: torch.Tensor | None,
+        temperature: float,
+        label_smoothing: float,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = student_logits.float()
+        logits_max = logits.amax(-1)
+        ce = probs = labelled = count = target = None
+        if labels is not None:
+            labelled = labels != IGNORE_INDEX
+            count = labelled.sum().clamp(min=1)
+            target = torch.where(labelled, labels, 0).unsqueeze(-1)  # any other label stays out of range: an error
+            probs = logits.softmax(-1)
+            lse = _log_sum_exp(logits_max, probs)
+            nll = lse - logits.gather(-1, target).squeeze(-1)
+            if label_smoothing:
+                nll = (1 - label_smoothing) * nll + label_smoothing * (lse - logits.mean(-1))
+            ce = torch.where(labelled, nll, 0.0).sum() / count
+        scale = 1.0 / temperature  # a multiplication: vector division is several times slower on CPUs
+        student, teacher = logits * scale, teacher_logits.float() * scale
+        q, p = student.softmax(-1), teacher.softmax(-1)
+        lse_student = _log_sum_exp(logits_max * scale, q)
+        lse_teacher = _log_sum_exp(teacher.amax(-1), p)
         batch = student_logits.shape[0]
-        kl = torch.vdot(p.reshape(-1), teacher.sub_(student).reshape(-1)) - (log_z_teacher - log_z_student).sum()
+        kl = torch.vdot(p.reshape(-1), teacher.sub_(student).reshape(-1)) - (lse_teacher - lse_student).sum()
         kl = kl.clamp_min(0.0)  # >= 0 by definition; rounding can leave -1e-8 where the distributions nearly agree
-        ctx.save_for_backward(q, p)
-        ctx.grad_scale, ctx.grad_dtype = temperature / batch, student_logits.dtype
-        return kl * (temperature**2 / batch)
+        ctx.save_for_backward(q, p, probs, labelled, count, target)
+        ctx.temperature, ctx.label_smoothing, ctx.grad_dtype = temperature, label_smoothing, student_logits.dtype
+        if ce is None:
+            ce = kl.new_zeros(())
+        return ce, kl * (temperature**2 / batch)
 
     @staticmethod
-    def backward(ctx, grad_output: torch.Tensor) -> tuple[torch.Tensor, None, None]:
-        q, p = ctx.saved_tensors
-        return (q - p).mul_(grad_output * ctx.grad_scale).to(ctx.grad_dtype), None, None
+    def backward(ctx, grad_ce: torch.Tensor, grad_kl: torch.Tensor) -> tuple[torch.Tensor, None, None, None, None]:
+        q, p, probs, labelled, count, target = ctx.saved_tensors
+        scale = grad_kl * (ctx.temperature / q.shape[0])
+        if probs is None:
+            return (q - p).mul_(scale).to(ctx.grad_dtype), None, None, None, None
+        row = (grad_ce / count) * labelled  # d CE / d logits = row * (softmax - smoothed one-hot)
+        grad = probs * row.unsqueeze(-1)
+        grad.scatter_add_(-1, target, -(1 - ctx.label_smoothing) * row.unsqueeze(-1))
+        if ctx.label_smoothing:
+            grad.sub_((ctx.label_smoothing / probs.shape[-1]) * row.unsqueeze(-1))
+        grad.addcmul_(q, scale).addcmul_(p, -scale)
+        return grad.to(ctx.grad_dtype), None, None, None, None
 
 
 @register_loss("mse")

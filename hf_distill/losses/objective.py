@@ -15,7 +15,7 @@ from typing import Any, Protocol
 import torch
 
 from .corrections import TEACHER_CORRECTIONS, check_teacher_correction, standardize_logits
-from .logit import hard_label_cross_entropy
+from .logit import cross_entropy_and_kl, hard_label_cross_entropy, kl_divergence_loss
 from .registry import LossFn, get_loss
 from .top_k import TopKLogits, top_k_kl_loss
 
@@ -135,19 +135,27 @@ class DistillationObjective:
         temperature: float,
     ) -> torch.Tensor:
         """The distillation part alone: corrections, then the loss."""
-        if self.teacher_correction is not None or self.logit_standardization:
-            if isinstance(teacher_logits, TopKLogits):
-                raise ValueError(
-                    "teacher_correction and logit_standardization need every teacher logit, but the teacher logits "
-                    "are stored as top-k. Precompute the full logits (top_k=None) or drop the correction."
-                )
-            if self.teacher_correction is not None:
-                teacher_logits = TEACHER_CORRECTIONS[self.teacher_correction](teacher_logits, labels)
-            if self.logit_standardization:
-                student_logits, teacher_logits = standardize_logits(student_logits), standardize_logits(teacher_logits)
+        student_logits, teacher_logits = self._corrected(student_logits, teacher_logits, labels)
         return distillation_term(
             self.loss, student_logits, teacher_logits, temperature, labels, **self.hyperparameters
         )
+
+    def _corrected(
+        self, student_logits: torch.Tensor, teacher_logits: torch.Tensor | TopKLogits, labels: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor | TopKLogits]:
+        """The logits the distillation loss compares: the teacher's corrected, both standardized if asked."""
+        if self.teacher_correction is None and not self.logit_standardization:
+            return student_logits, teacher_logits
+        if isinstance(teacher_logits, TopKLogits):
+            raise ValueError(
+                "teacher_correction and logit_standardization need every teacher logit, but the teacher logits "
+                "are stored as top-k. Precompute the full logits (top_k=None) or drop the correction."
+            )
+        if self.teacher_correction is not None:
+            teacher_logits = TEACHER_CORRECTIONS[self.teacher_correction](teacher_logits, labels)
+        if self.logit_standardization:
+            student_logits, teacher_logits = standardize_logits(student_logits), standardize_logits(teacher_logits)
+        return student_logits, teacher_logits
 
     def __call__(
         self,
@@ -214,6 +222,10 @@ class DistillationObjective:
                 f"alpha={alpha} weighs a hard-label cross-entropy, but the batch has no `labels`. "
                 "Add a label column, or set alpha=0 for pure distillation."
             )
+        if self._fuses(student_logits, teacher_logits, labels):  # Hinton's objective: both parts in one step
+            _, teacher_logits = self._corrected(student_logits, teacher_logits, labels)
+            ce, kd = cross_entropy_and_kl(student_logits, teacher_logits, labels, temperature, self.label_smoothing)
+            return LossParts({"loss_ce": ce, "loss_kd": kd}, {"loss_ce": alpha, "loss_kd": 1.0 - alpha})
         parts, weights = {}, {}
         if labels is not None:
             ce = hard_label_cross_entropy(student_logits, labels, self.label_smoothing)
@@ -224,6 +236,25 @@ class DistillationObjective:
         elif alpha != 1.0:
             raise ValueError(f"alpha={alpha} weighs a distillation term, but no teacher logits were given.")
         return LossParts(parts, weights)
+
+    def _fuses(
+        self,
+        student_logits: torch.Tensor,
+        teacher_logits: torch.Tensor | TopKLogits | None,
+        labels: torch.Tensor | None,
+    ) -> bool:
+        """Whether the CE and the ``kl`` loss read the same ``(batch, classes)`` student logits, so that
+        :func:`~hf_distill.losses.logit.cross_entropy_and_kl` computes both."""
+        return (
+            self.loss in ("kl", kl_divergence_loss)
+            and not self.hyperparameters  # the loss refuses them
+            and isinstance(teacher_logits, torch.Tensor)
+            and teacher_logits.shape == student_logits.shape
+            and labels is not None
+            and not self.logit_standardization
+            and student_logits.dim() == 2
+            and labels.dim() == 1
+        )
 
 
 def _call(term: Any, method: str, default: Any, *args: Any) -> Any:

@@ -50,6 +50,36 @@ def test_kl_gradient_matches_float64_reference_and_leaves_the_teacher_alone(temp
     assert low.grad.dtype == torch.bfloat16
 
 
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
+@pytest.mark.parametrize("labels", [[0, 999, -100, 2, 5, 7, 1, 3], [-100] * 8])
+def test_ce_and_kl_in_one_step_match_float64_gradients(label_smoothing, labels):
+    """The default objective computes CE and KL in one step; its values and gradient match float64 references of both
+    parts, with label smoothing and ``-100`` labels (a batch with none labelled gets the KL's gradient only)."""
+    g = torch.Generator().manual_seed(4)
+    student, teacher = torch.randn(8, 1000, generator=g) * 4, torch.randn(8, 1000, generator=g) * 4
+    labels = torch.tensor(labels)
+    reference = student.double().requires_grad_(True)
+    _, _, ref_kd = reference_loss(reference, teacher, labels, 0.0, 2.0)
+    ce_terms = torch.nn.functional.cross_entropy(reference, labels, label_smoothing=label_smoothing, reduction="sum")
+    ref_ce = ce_terms / (labels != -100).sum().clamp(min=1)
+    (0.3 * ref_ce + 0.7 * ref_kd).backward()
+    fast = student.clone().requires_grad_(True)
+    out = distillation_loss(fast, teacher, labels, alpha=0.3, temperature=2.0, label_smoothing=label_smoothing)
+    out.loss.backward()
+    torch.testing.assert_close(out.ce.double(), ref_ce.detach(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(out.kd.double(), ref_kd.detach(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(fast.grad.double(), reference.grad, rtol=1e-4, atol=1e-7)
+    low = student.bfloat16().requires_grad_(True)
+    distillation_loss(low, teacher.half(), labels, alpha=0.3, temperature=2.0).loss.backward()
+    assert low.grad.dtype == torch.bfloat16
+
+
+def test_a_label_outside_the_classes_is_an_error_not_a_class():
+    for label in (5, -1):
+        with pytest.raises((IndexError, RuntimeError)):
+            distillation_loss(torch.randn(2, 5), torch.randn(2, 5), torch.tensor([0, label]), alpha=0.5, temperature=2)
+
+
 def test_half_precision_logits_give_float32_loss_close_to_reference():
     g = torch.Generator().manual_seed(1)
     student, teacher = torch.randn(4, 7, generator=g), torch.randn(4, 7, generator=g)

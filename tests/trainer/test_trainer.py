@@ -52,7 +52,8 @@ def test_gradient_accumulation_matches_a_full_batch(tmp_path, data):
         logs.append(trainer.state.log_history[0])
     full, accumulated = logs
     for key in ("loss", "grad_norm", "loss_ce", "loss_kd"):
-        assert accumulated[key] == pytest.approx(full[key], rel=1e-4), key
+        # abs: the two tiny random models' KL is ~5e-6, where float32 rounding of two batchings differs by ~1e-9
+        assert accumulated[key] == pytest.approx(full[key], rel=1e-4, abs=1e-8), key
 
 
 def test_logits_column_survives_remove_unused_columns(tmp_path):
