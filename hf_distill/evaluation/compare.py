@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import psutil
 import torch
 from datasets import Dataset
 from tqdm.auto import tqdm
@@ -133,6 +134,12 @@ def _fmt(value: float | None) -> str:
     return "—" if value is None else f"{value:.4f}"
 
 
+def busy_cpus(window_s: float = 0.25) -> float:
+    """How many CPUs other work keeps busy now: the machine's CPU use over ``window_s`` seconds (not the load average,
+    which still counts jobs that ended in the last minute)."""
+    return psutil.cpu_percent(interval=window_s) / 100 * (os.cpu_count() or 1)
+
+
 def compare_models(
     teacher: PreTrainedModel | torch.nn.Module | str,
     students: Mapping[str, PreTrainedModel | torch.nn.Module | str] | PreTrainedModel | torch.nn.Module | str,
@@ -224,13 +231,13 @@ def compare_models(
 
     previous_threads = torch.get_num_threads()
     threads = num_threads or previous_threads
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
-    if device.type == "cpu" and load is not None and load + threads > (os.cpu_count() or 1) + 0.5:
+    busy = busy_cpus() if device.type == "cpu" else 0.0
+    if busy + threads > (os.cpu_count() or 1) + 0.5:
         advice = (
             "Run on a quiet machine." if threads == 1 else "Use fewer threads (--num_threads 1) or a quiet machine."
         )
         logger.warning(
-            f"Load average {load:.1f} on {os.cpu_count()} CPUs: {threads} torch thread(s) will contend with other "
+            f"{busy:.1f} of {os.cpu_count()} CPUs are busy: {threads} torch thread(s) will contend with other "
             f"processes and latency will be inflated and noisy. {advice}"
         )
     with tempfile.TemporaryDirectory() as scratch:
@@ -290,7 +297,7 @@ def compare_models(
         "device": device.type,
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name(),
         "num_threads": threads,
-        "load_average_1min": load,
+        "busy_cpus": round(busy, 2),
         "num_examples": len(dataset),
         "labelled": labels is not None,
         "latency_runs": latency_runs,

@@ -236,3 +236,13 @@ def test_a_head_pruned_student_given_as_a_path_is_compared(models, tmp_path):
     assert row.num_parameters == pruned.num_parameters() < teacher.num_parameters()
     logits, labels = direct_logits(pruned, dataset)
     assert row.accuracy == pytest.approx(accuracy(logits.argmax(-1).numpy(), labels))
+
+
+@pytest.mark.parametrize("percent, warned", [(100.0, True), (0.0, False)])
+def test_warns_when_other_work_keeps_the_cpus_busy_now(models, monkeypatch, caplog, percent, warned):
+    """The warning reads the CPU use of the moment, not the load average (which still counts jobs that just ended)."""
+    teacher, student, _ = models
+    monkeypatch.setattr("hf_distill.evaluation.compare.psutil.cpu_percent", lambda interval: percent)
+    with caplog.at_level("WARNING"):
+        compare_models(teacher, student, tiny_text_dataset(8), **FAST)
+    assert ("CPUs are busy" in caplog.text) is warned
