@@ -7,6 +7,7 @@ from safetensors.torch import load_file
 from transformers import TrainingArguments
 
 from hf_distill import DataCollatorForDistillation, DistillationTrainer, precompute_teacher_logits
+from hf_distill.loss_log import all_finite
 from tests.conftest import LABELS, make_args, on_device, permuted_teacher, tiny_bert, tiny_text_dataset, trainer_for
 
 
@@ -314,3 +315,14 @@ def test_plain_torch_dataset_with_a_column_in_another_label_order_is_reordered_o
         trainer_for(tmp_path, tiny_bert(seed=2), stored).evaluate(Rows())
     plain = trainer_for(tmp_path, tiny_bert(seed=2), Rows())  # alone, its logits are taken in the student's order
     assert math.isfinite(plain.evaluate(Rows())["eval_loss"])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_the_teacher_logit_guard_finds_any_nan_or_inf(dtype):
+    """The per-batch guard reads the extremes only; it must agree with ``isfinite(...).all()`` on every case."""
+    for bad in (float("nan"), float("inf"), float("-inf"), None):
+        values = torch.randn(4, 7).to(dtype)
+        if bad is not None:
+            values[2, 3] = bad
+        assert all_finite(values).item() == torch.isfinite(values).all().item() == (bad is None)
+    assert all_finite(torch.empty(0, 7, dtype=dtype)).item()
