@@ -2,7 +2,9 @@
 
 Timed with `torch.utils.benchmark` on one thread (process CPU time is what other jobs on a shared machine do not
 inflate): reading a batch of logits from Arrow through `hf_distill.data.logit_columns` (full float32, float16, 8 views)
-against the Python-list path, and the loss (`distillation_loss`, forward and backward) against plain cross-entropy.
+against the Python-list path; collating a batch of token ids with its logits, as rows that carry them or as one
+gathered array (`BatchLogitsCollator`), against the same rows without logits; and the loss (`distillation_loss`,
+forward and backward) against plain cross-entropy.
 Compare the sums with a plain step (``256 / ce_examples_per_cpu_s`` of `distillation_throughput.py`).
 
     python benchmarks/logit_path_costs.py --output benchmarks/results/logit_path_costs_cpu.json
@@ -20,8 +22,8 @@ import torch.nn.functional as F
 from datasets import Dataset, Features, List, Value
 from torch.utils import benchmark
 
-from hf_distill import distillation_loss
-from hf_distill.data.logit_columns import LogitColumns
+from hf_distill import DataCollatorForDistillation, distillation_loss
+from hf_distill.data.logit_columns import BatchLogitsCollator, LogitColumns
 
 
 def cpu_ms(stmt: str, **env: object) -> float:
@@ -68,6 +70,7 @@ def main() -> None:
             data=data,
             indices=indices,
         )
+    results.update(collate_costs(g, cli.rows, c, indices))
     student = torch.randn(b, c, requires_grad=True)
     teacher, labels = torch.randn(b, c), torch.randint(0, c, (b,))
     results["loss: cross-entropy, forward + backward"] = cpu_ms(
@@ -87,6 +90,30 @@ def main() -> None:
         cli.output.parent.mkdir(parents=True, exist_ok=True)
         args = {k: str(val) if isinstance(val, Path) else val for k, val in vars(cli).items()}
         cli.output.write_text(json.dumps({"args": args, "cpu_ms_per_batch": results}, indent=2) + "\n")
+
+
+def collate_costs(g: np.random.Generator, rows: int, classes: int, indices: list[int]) -> dict[str, float]:
+    """`DataCollatorForDistillation` on a batch of token ids (8 to 32 per row) without logits, with per-row logits,
+    and with the logits as one gathered array."""
+    ids = [g.integers(5, 1000, n).tolist() for n in g.integers(8, 33, rows)]
+    logits = g.standard_normal((rows, classes), np.float32)
+    features = Features({"input_ids": List(Value("int64")), "teacher_logits": List(Value("float32"), length=classes)})
+    data = Dataset.from_dict({"input_ids": ids, "teacher_logits": logits}, features=features)
+    plain, per_row = data.remove_columns("teacher_logits"), LogitColumns(data, ["teacher_logits"])
+    collator = DataCollatorForDistillation()
+    batched = LogitColumns(data, ["teacher_logits"])
+    batch_collator = BatchLogitsCollator(collator, batched)
+    batch_collator(batched.__getitems__(indices))  # the first batch switches the dataset to whole-batch arrays
+    env = {"collator": collator, "batch_collator": batch_collator, "indices": indices}
+    return {
+        "collate token ids, no logits": cpu_ms("collator(plain.__getitems__(indices))", plain=plain, **env),
+        "collate token ids + per-row logits": cpu_ms(
+            "collator(per_row.__getitems__(indices))", per_row=per_row, **env
+        ),
+        "collate token ids + logits as one array": cpu_ms(
+            "batch_collator(batched.__getitems__(indices))", batched=batched, **env
+        ),
+    }
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from transformers import EvalPrediction, PreTrainedModel, Trainer
 from transformers.modelcard import TrainingSummary
 from transformers.trainer_utils import has_length
 
-from .data.logit_columns import LogitColumns, with_logit_columns
+from .data.logit_columns import LogitColumns, with_batch_logits, with_logit_columns
 from .data.provenance import stored_teacher
 from .evaluation.compare import ComparisonReport
 from .evaluation.metrics import classification_metrics
@@ -224,17 +224,17 @@ class DistillationTrainer(Trainer):
 
     def get_train_dataloader(self):
         self.plan.add_dataset(self.train_dataset, training=True)
-        return super().get_train_dataloader()
+        return with_batch_logits(super().get_train_dataloader())
 
     def get_test_dataloader(self, test_dataset: Any):
         self.plan.add_dataset(test_dataset)
-        return super().get_test_dataloader(test_dataset)
+        return with_batch_logits(super().get_test_dataloader(test_dataset))
 
     def get_eval_dataloader(self, eval_dataset: Any = None):
         dataset = self._eval_set(eval_dataset)
         if dataset is not None:
             self.plan.add_dataset(dataset)
-        return super().get_eval_dataloader(eval_dataset)
+        return with_batch_logits(super().get_eval_dataloader(eval_dataset))
 
     def _get_eval_sampler(self, eval_dataset: Any) -> torch.utils.data.Sampler | None:
         """Evaluation and prediction read the rows in order, whatever ``train_sampling_strategy``: transformers 5 groups

@@ -36,9 +36,31 @@ def cross_entropy_and_kl(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`hard_label_cross_entropy` and :func:`kl_divergence_loss` of ``(batch, classes)`` logits in one step, the
     default objective's two parts: the student's logits are read once for both and the gradient is one tensor, with
-    three exponentials per logit where the two losses apart take four (cross-entropy's backward recomputes its
-    softmax)."""
+    two exponentials per logit at a whole temperature up to 4 (three at others) where the two losses apart take four
+    (cross-entropy's backward recomputes its softmax)."""
     return _CrossEntropyAndKL.apply(student_logits, teacher_logits.detach(), labels, temperature, label_smoothing)
+
+
+def _label_softmax(
+    logits: torch.Tensor, logits_max: torch.Tensor, q: torch.Tensor, lse_q: torch.Tensor, temperature: float
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """``softmax(x)`` of the unscaled logits, as ``(weights, row_sums, lse)``: ``softmax(x) = weights / row_sums``
+    (``row_sums`` None: already normalised) and ``lse = logsumexp(x)``.
+
+    At a whole temperature up to 4 (the common ones) it comes from ``q = softmax(x / T)`` and ``lse_q =
+    logsumexp(x / T)`` without an exponential: ``q ** T = exp(x - T lse_q)``, so ``softmax(x) = q ** T / sum(q ** T)``
+    and ``lse = T lse_q + log(sum(q ** T))``. Entries below ~1e-26 (``q ** T`` underflows before ``exp(x - max)``
+    does) become 0, which changes no loss or gradient at float32 precision."""
+    if temperature == 1:
+        return q, None, lse_q
+    if temperature not in (2, 3, 4):
+        probs = logits.softmax(-1)
+        return probs, None, _log_sum_exp(logits_max, probs)
+    weights = q * q
+    for _ in range(int(temperature) - 2):
+        weights.mul_(q)
+    row_sums = weights.sum(-1)
+    return weights, row_sums, temperature * lse_q + row_sums.log()
 
 
 def _log_sum_exp(logits_max: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
@@ -65,17 +87,6 @@ class _CrossEntropyAndKL(torch.autograd.Function):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         logits = student_logits.float()
         logits_max = logits.amax(-1)
-        ce = probs = labelled = count = target = None
-        if labels is not None:
-            labelled = labels != IGNORE_INDEX
-            count = labelled.sum().clamp(min=1)
-            target = torch.where(labelled, labels, 0).unsqueeze(-1)  # any other label stays out of range: an error
-            probs = logits.softmax(-1)
-            lse = _log_sum_exp(logits_max, probs)
-            nll = lse - logits.gather(-1, target).squeeze(-1)
-            if label_smoothing:
-                nll = (1 - label_smoothing) * nll + label_smoothing * (lse - logits.mean(-1))
-            ce = torch.where(labelled, nll, 0.0).sum() / count
         scale = 1.0 / temperature  # a multiplication: vector division is several times slower on CPUs
         student, teacher = logits * scale, teacher_logits.float() * scale
         q, p = student.softmax(-1), teacher.softmax(-1)
@@ -84,7 +95,17 @@ class _CrossEntropyAndKL(torch.autograd.Function):
         batch = student_logits.shape[0]
         kl = torch.vdot(p.reshape(-1), teacher.sub_(student).reshape(-1)) - (lse_teacher - lse_student).sum()
         kl = kl.clamp_min(0.0)  # >= 0 by definition; rounding can leave -1e-8 where the distributions nearly agree
-        ctx.save_for_backward(q, p, probs, labelled, count, target)
+        ce = probs = row_sums = labelled = count = target = None
+        if labels is not None:
+            labelled = labels != IGNORE_INDEX
+            count = labelled.sum().clamp(min=1)
+            target = torch.where(labelled, labels, 0).unsqueeze(-1)  # any other label stays out of range: an error
+            probs, row_sums, lse = _label_softmax(logits, logits_max, q, lse_student, temperature)
+            nll = lse - logits.gather(-1, target).squeeze(-1)
+            if label_smoothing:
+                nll = (1 - label_smoothing) * nll + label_smoothing * (lse - logits.mean(-1))
+            ce = torch.where(labelled, nll, 0.0).sum() / count
+        ctx.save_for_backward(q, p, probs, row_sums, labelled, count, target)
         ctx.temperature, ctx.label_smoothing, ctx.grad_dtype = temperature, label_smoothing, student_logits.dtype
         if ce is None:
             ce = kl.new_zeros(())
@@ -92,12 +113,12 @@ class _CrossEntropyAndKL(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_ce: torch.Tensor, grad_kl: torch.Tensor) -> tuple[torch.Tensor, None, None, None, None]:
-        q, p, probs, labelled, count, target = ctx.saved_tensors
+        q, p, probs, row_sums, labelled, count, target = ctx.saved_tensors
         scale = grad_kl * (ctx.temperature / q.shape[0])
         if probs is None:
             return (q - p).mul_(scale).to(ctx.grad_dtype), None, None, None, None
         row = (grad_ce / count) * labelled  # d CE / d logits = row * (softmax - smoothed one-hot)
-        grad = probs * row.unsqueeze(-1)
+        grad = probs * (row if row_sums is None else row / row_sums).unsqueeze(-1)
         grad.scatter_add_(-1, target, -(1 - ctx.label_smoothing) * row.unsqueeze(-1))
         if ctx.label_smoothing:
             grad.sub_((ctx.label_smoothing / probs.shape[-1]) * row.unsqueeze(-1))

@@ -9,7 +9,9 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pytest
+import torch
 from datasets import Dataset, Features, List, Value, load_from_disk
+from transformers import DataCollatorWithPadding, default_data_collator
 
 from hf_distill import DataCollatorForDistillation, DistillationTrainer
 from hf_distill.data.logit_columns import LogitColumns, column_array
@@ -93,7 +95,8 @@ def test_logit_columns_read_every_chunk_of_a_memory_mapped_cache_without_copying
         assert np.array_equal(row["teacher_logits"], values[row["id"]].astype(np.float32))
     first_chunk = data.data.table.column("teacher_logits").chunks[0].flatten()
     assert wrapped._readers["teacher_logits"].chunks[0].ctypes.data == first_chunk.buffers()[1].address  # a view
-    assert len(pickle.dumps(wrapped)) < values.nbytes / 4  # workers get the file path, not the logits
+    dumped = pickle.dumps(wrapped)  # workers get the file path, not the logits
+    assert len(dumped) < values.nbytes / 3 and values[:4].tobytes() not in dumped
 
 
 def test_logit_columns_of_a_dataset_of_logits_alone():
@@ -179,3 +182,44 @@ def test_logits_with_an_extra_axis_are_refused_before_training_naming_the_shape_
     flat_trainer = trainer(flat)
     flat_trainer.train()
     assert all(np.isfinite(log["loss_kd"]) for log in flat_trainer.state.log_history if "loss" in log)
+
+
+@pytest.mark.parametrize(
+    ("collator", "workers"), [("padding", 0), ("default", 0), ("distillation", 0), ("distillation", 1), ("custom", 0)]
+)
+def test_batches_are_the_collators_own_and_a_custom_collator_sees_the_logits_per_row(
+    tmp_path, word_tokenizer, collator, workers
+):
+    """Around a collator that stacks logit columns unchanged, the rows come without their logits after the first batch
+    and the gathered arrays become the batch's tensors; every batch still equals the collator's own batch of the same
+    rows, in a DataLoader worker too. Any other collator keeps receiving rows that carry their logits."""
+    data = tiny_text_dataset(20, ragged=collator != "default").remove_columns("text")
+    data = data.add_column("teacher_logits", np.random.default_rng(0).standard_normal((20, 3)).tolist())
+    seen = []
+
+    def custom(rows):
+        seen.append(all("teacher_logits" in row for row in rows))
+        return DataCollatorForDistillation()(rows)
+
+    collators = {
+        "padding": DataCollatorWithPadding(word_tokenizer),
+        "default": default_data_collator,
+        "distillation": DataCollatorForDistillation(),
+        "custom": custom,
+    }
+    args = make_args(tmp_path, per_device_eval_batch_size=6, dataloader_num_workers=workers)
+    trainer = DistillationTrainer(
+        model=tiny_bert(), args=args, train_dataset=data, eval_dataset=data, data_collator=collators[collator]
+    )
+    loader = trainer.get_eval_dataloader()
+    batches = list(loader)
+    assert len(batches) == 4
+    for k, batch in enumerate(batches):
+        expected = collators[collator]([data[i] for i in range(6 * k, min(6 * k + 6, 20))])
+        assert set(batch) == set(expected)
+        for key, value in expected.items():
+            assert batch[key].dtype == value.dtype and torch.equal(batch[key], value), (k, key)
+    if workers == 0:
+        assert loader.dataset.batch_arrays == (collator != "custom")
+    if collator == "custom":
+        assert len(seen) == 8 and all(seen)  # 4 batches from the loader, 4 from the check above

@@ -52,19 +52,22 @@ def test_kl_gradient_matches_float64_reference_and_leaves_the_teacher_alone(temp
 
 @pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
 @pytest.mark.parametrize("labels", [[0, 999, -100, 2, 5, 7, 1, 3], [-100] * 8])
-def test_ce_and_kl_in_one_step_match_float64_gradients(label_smoothing, labels):
+@pytest.mark.parametrize(("temperature", "spread"), [(2.0, 4.0), (1.0, 4.0), (3.0, 4.0), (4.0, 30.0), (2.5, 4.0)])
+def test_ce_and_kl_in_one_step_match_float64_gradients(label_smoothing, labels, temperature, spread):
     """The default objective computes CE and KL in one step; its values and gradient match float64 references of both
-    parts, with label smoothing and ``-100`` labels (a batch with none labelled gets the KL's gradient only)."""
+    parts, with label smoothing and ``-100`` labels (a batch with none labelled gets the KL's gradient only), at the
+    temperatures where the label softmax is the tempered one (1), its power (2, 3, 4; with logits 30 apart on
+    average at 4, where powers underflow) or its own exponential (2.5)."""
     g = torch.Generator().manual_seed(4)
-    student, teacher = torch.randn(8, 1000, generator=g) * 4, torch.randn(8, 1000, generator=g) * 4
+    student, teacher = torch.randn(8, 1000, generator=g) * spread, torch.randn(8, 1000, generator=g) * 4
     labels = torch.tensor(labels)
     reference = student.double().requires_grad_(True)
-    _, _, ref_kd = reference_loss(reference, teacher, labels, 0.0, 2.0)
+    _, _, ref_kd = reference_loss(reference, teacher, labels, 0.0, temperature)
     ce_terms = torch.nn.functional.cross_entropy(reference, labels, label_smoothing=label_smoothing, reduction="sum")
     ref_ce = ce_terms / (labels != -100).sum().clamp(min=1)
     (0.3 * ref_ce + 0.7 * ref_kd).backward()
     fast = student.clone().requires_grad_(True)
-    out = distillation_loss(fast, teacher, labels, alpha=0.3, temperature=2.0, label_smoothing=label_smoothing)
+    out = distillation_loss(fast, teacher, labels, alpha=0.3, temperature=temperature, label_smoothing=label_smoothing)
     out.loss.backward()
     torch.testing.assert_close(out.ce.double(), ref_ce.detach(), rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(out.kd.double(), ref_kd.detach(), rtol=1e-5, atol=1e-6)

@@ -31,6 +31,7 @@ def test_distillation_throughput_reports_every_ratio_of_its_tasks(tmp_path):
     assert "kd_in_batch / ideal" in results["tasks"]["text-tiny"]["ratios"]
     many = results["tasks"]["image-8-views-1000-classes"]["ratios"]
     assert all(value > 0 for value in many.values()) and "kd_precomputed / ce, CPU time without full GC" in many
+    assert "kd_precomputed / ce, median step CPU time" in many
     assert "| image-8-views-1000-classes |" in run("distillation_throughput.py", "--table", str(out))
 
 
@@ -39,7 +40,13 @@ def test_logit_path_costs_times_every_part(tmp_path):
     run("logit_path_costs.py", "--classes", "10", "--batch_size", "4", "--views", "2", "--rows", "16",
         "--output", str(out))  # fmt: skip
     costs = json.loads(out.read_text())["cpu_ms_per_batch"]
-    assert len(costs) == 8 and all(ms > 0 for ms in costs.values())
+    assert len(costs) == 11 and all(ms > 0 for ms in costs.values())
+    assert "collate token ids + logits as one array" in costs
+
+
+def test_paired_steps_reports_both_trainers_and_their_difference():
+    out = run("paired_steps.py", "--steps", "4", "--skip", "1")
+    assert "text-1000-classes: ce" in out and "paired difference" in out and "median-step ratio" in out
 
 
 @pytest.fixture
