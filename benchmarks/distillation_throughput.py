@@ -552,6 +552,8 @@ def main() -> None:
         return
     if cli.warmup_steps < 1:
         parser.error("--warmup_steps must be >= 1 (the first timed step needs a start stamp).")
+    if cli.steps < 1:
+        parser.error("--steps must be >= 1: the timed steps after the warm-up.")
 
     results = {
         "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(cli).items()},

@@ -32,6 +32,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--skip", type=int, default=10)
     cli = parser.parse_args()
+    if not 0 <= cli.skip < cli.steps:
+        parser.error(f"--skip ({cli.skip}) must be >= 0 and below --steps ({cli.steps}): the kept steps are timed.")
     torch.set_num_threads(1)
     shape = next(s for s in SHAPES["cpu"] if s.name == cli.task)
     options = argparse.Namespace(

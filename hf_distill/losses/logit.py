@@ -49,8 +49,9 @@ def _label_softmax(
 
     At a whole temperature up to 4 (the common ones) it comes from ``q = softmax(x / T)`` and ``lse_q =
     logsumexp(x / T)`` without an exponential: ``q ** T = exp(x - T lse_q)``, so ``softmax(x) = q ** T / sum(q ** T)``
-    and ``lse = T lse_q + log(sum(q ** T))``. Entries below ~1e-26 (``q ** T`` underflows before ``exp(x - max)``
-    does) become 0, which changes no loss or gradient at float32 precision."""
+    and ``lse = T lse_q + log(sum(q ** T))``. ``q ** T`` underflows before ``exp(x - max)`` does: entries of
+    ``softmax(x)`` below about ``1e-38 * classes ** T`` (1e-26 at 1000 classes and T = 4) become 0 or lose digits,
+    which changes no loss or gradient at float32 precision."""
     if temperature == 1:
         return q, None, lse_q
     if temperature not in (2, 3, 4):

@@ -49,6 +49,19 @@ def test_paired_steps_reports_both_trainers_and_their_difference():
     assert "text-1000-classes: ce" in out and "paired difference" in out and "median-step ratio" in out
 
 
+@pytest.mark.parametrize(
+    ("script", "args", "message"),
+    [
+        ("distillation_throughput.py", ["--steps", "0"], "--steps must be >= 1"),
+        ("paired_steps.py", ["--steps", "4", "--skip", "4"], "--skip (4) must be >= 0 and below --steps (4)"),
+    ],
+)
+def test_benchmarks_refuse_step_counts_that_time_nothing(script, args, message):
+    cmd = [sys.executable, str(ROOT / "benchmarks" / script), *args]
+    proc = subprocess.run(cmd, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True)
+    assert proc.returncode == 2 and message in proc.stderr
+
+
 @pytest.fixture
 def digits_teacher(tmp_path) -> str:
     labels = load_sklearn_digits()["train"].features["label"].names
