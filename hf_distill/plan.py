@@ -78,6 +78,7 @@ class DistillationPlan:
         self._unknown_order: set[str] = set()
         self._findings: list[tuple[DatasetFindings, bool]] = []
         self._inspected: dict[Any, tuple[Any, DatasetFindings | None]] = {}  # keeps each dataset (and its id) alive
+        self.checked_columns: set[str] = set()  # stored columns whose every training value was checked finite
 
     # ---- the objects the trainer runs ----
 
@@ -93,7 +94,8 @@ class DistillationPlan:
 
     def source(self, accelerator: Any, on_teacher_logits: Any = None) -> TeacherLogitsSource:
         """Where each batch's teacher logits come from (made once; stored permutations resolved per column);
-        ``on_teacher_logits`` sees each training batch's teacher logits (the finite guard)."""
+        ``on_teacher_logits`` sees each training batch's teacher logits (the finite guard) that were not all checked
+        before training (:attr:`checked_columns`)."""
         args = self.args
         stored = StoredColumns(
             args.logits_columns,
@@ -102,6 +104,7 @@ class DistillationPlan:
             self.column_weights,
             indices_column(args.teacher_logits_column),
             on_teacher_logits,
+            self.checked_columns,
         )
         teacher = None
         if self.teacher is not None:
@@ -125,17 +128,22 @@ class DistillationPlan:
     # ---- datasets ----
 
     def add_dataset(self, dataset: Any, training: bool = False) -> DatasetFindings | None:
-        """Check ``dataset`` (once per dataset) and resolve its logits columns into the plan; returns the findings."""
+        """Check ``dataset`` (once per dataset) and resolve its logits columns into the plan; returns the findings.
+        The training dataset's findings also say which stored columns its batches need no finite check for."""
         key = (getattr(dataset, "_fingerprint", None) or id(dataset), training)
-        if key in self._inspected:
-            return self._inspected[key][1]
-        args = self.args
-        findings = inspect_dataset(dataset, args.logits_columns, self.student_labels, args.teacher_input_prefix)
-        if findings is not None:
-            self._resolve_columns(findings)
-            self._check_dataset(findings, training)
-            self._findings.append((findings, training))
-        self._inspected[key] = (dataset, findings)
+        if key not in self._inspected:
+            args = self.args
+            findings = inspect_dataset(dataset, args.logits_columns, self.student_labels, args.teacher_input_prefix)
+            if findings is not None:
+                self._resolve_columns(findings)
+                self._check_dataset(findings, training)
+                self._findings.append((findings, training))
+            self._inspected[key] = (dataset, findings)
+        findings = self._inspected[key][1]
+        if training:
+            self.checked_columns.clear()
+            if findings is not None and findings.logits_checked:
+                self.checked_columns.update(findings.columns)
         return findings
 
     def _resolve_columns(self, findings: DatasetFindings) -> None:

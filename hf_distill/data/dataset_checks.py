@@ -44,12 +44,15 @@ class ColumnFindings:
 @dataclass(frozen=True)
 class DatasetFindings:
     """The logits columns a dataset holds (by name), whether it has labels (a label column with at least one label
-    other than -100; ``None``: cannot tell) and the inputs it holds for the teacher alone (``teacher_inputs``: names
-    with ``teacher_input_prefix``, such as ``teacher_input_ids`` for a teacher with another tokenizer)."""
+    other than -100; ``None``: cannot tell), the inputs it holds for the teacher alone (``teacher_inputs``: names
+    with ``teacher_input_prefix``, such as ``teacher_input_ids`` for a teacher with another tokenizer) and whether
+    every logit its rows can give was read and found finite (``logits_checked``: a whole `datasets.Dataset` without a
+    transform, whose batches then need no finite check of their own)."""
 
     columns: dict[str, ColumnFindings] = field(default_factory=dict)
     has_labels: bool | None = None
     teacher_inputs: tuple[str, ...] = ()
+    logits_checked: bool = False
 
 
 def inspect_dataset(
@@ -68,8 +71,11 @@ def inspect_dataset(
     if isinstance(dataset, datasets.Dataset):
         findings = _inspect_arrow(dataset, logits_columns, student_labels)
         names = dataset.column_names
-        if streamed and not findings.has_labels and any(name in names for name in LABEL_COLUMNS):
-            findings = dataclasses.replace(findings, has_labels=None)  # later rows may hold labels
+        if streamed:  # later rows may hold labels, and logits not read yet
+            unlabelled = not findings.has_labels and any(name in names for name in LABEL_COLUMNS)
+            findings = dataclasses.replace(
+                findings, has_labels=None if unlabelled else findings.has_labels, logits_checked=False
+            )
     else:
         inner = getattr(dataset, "datasets", None) or ([dataset.dataset] if hasattr(dataset, "dataset") else None)
         if inner:
@@ -97,7 +103,7 @@ def merge_findings(findings: list[DatasetFindings]) -> DatasetFindings:
     labelled = {found.has_labels for found in findings}
     has_labels = True if True in labelled else (labelled.pop() if len(labelled) == 1 else None)
     teacher_inputs = tuple(dict.fromkeys(name for found in findings for name in found.teacher_inputs))
-    return DatasetFindings(columns, has_labels, teacher_inputs)
+    return DatasetFindings(columns, has_labels, teacher_inputs, all(found.logits_checked for found in findings))
 
 
 def _first_row(dataset: Any) -> dict[str, Any] | None:
@@ -131,7 +137,8 @@ def _inspect_arrow(dataset: datasets.Dataset, logits_columns: list[str], student
     for name in labelled:
         _check_labels(dataset, name, student_labels)
     has_labels = any(pc.any(pc.not_equal(dataset.data.column(name), IGNORE_INDEX)).as_py() for name in labelled)
-    return DatasetFindings(columns, has_labels)
+    # Every stored value was checked (the whole table, whatever `select` maps); a transform may return others.
+    return DatasetFindings(columns, has_labels, logits_checked=dataset.format["type"] != "custom")
 
 
 def _check_logits_column(dataset: datasets.Dataset, column: str, student_labels: list[str]) -> ColumnFindings:

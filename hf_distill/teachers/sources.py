@@ -14,7 +14,7 @@ A batch that carries the stored columns is read from them; otherwise the teacher
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Container, Mapping
 from typing import Any, NamedTuple
 
 import torch
@@ -55,7 +55,9 @@ class StoredColumns:
     """Precomputed teacher logits read from the batch: ``columns`` (several: an ensemble weighted by ``weights``),
     each reordered by its permutation (``permutations`` is the plan's, read live: a dataset checked later adds to
     it); ``indices_column`` holds a top-k column's class indices. ``on_logits(values, stored=True)`` sees each
-    training batch's stored values (the finite guard: a stream is checked before training by its first rows only)."""
+    training batch's stored values (the finite guard) of the columns not in ``checked`` (the plan's, read live: those
+    whose every value in the training dataset was found finite before training; a stream, for one, is checked by its
+    first rows only)."""
 
     def __init__(
         self,
@@ -65,9 +67,11 @@ class StoredColumns:
         weights: list[float] | None = None,
         indices_column: str | None = None,
         on_logits: Any = None,
+        checked: Container[str] = (),
     ):
         self.columns = columns
         self.on_logits = on_logits
+        self.checked = checked
         self.permutations = permutations
         self._tensors: dict[tuple[str, torch.device], torch.Tensor] = {}
         self.num_classes = num_classes
@@ -84,7 +88,7 @@ class StoredColumns:
     ) -> TeacherLogits:
         if training and self.on_logits is not None:  # one tensor op per column, no device sync
             for column in self.columns:
-                if stored.get(column) is not None:
+                if stored.get(column) is not None and column not in self.checked:
                     self.on_logits(stored[column], stored=True)
         if len(self.columns) > 1:
             logits = [self._column(column, stored.get(column)) for column in self.columns]

@@ -14,7 +14,7 @@ from datasets import Dataset, Features, List, Value, load_from_disk
 from transformers import DataCollatorWithPadding, default_data_collator
 
 from hf_distill import DataCollatorForDistillation, DistillationTrainer
-from hf_distill.data.logit_columns import LogitColumns, column_array
+from hf_distill.data.logit_columns import ChunkedColumn, LogitColumns, column_array
 from tests.conftest import make_args, tiny_bert, tiny_text_dataset
 
 SCRIPT = Path(__file__).with_name("dataloader_logits.py")
@@ -93,10 +93,34 @@ def test_logit_columns_read_every_chunk_of_a_memory_mapped_cache_without_copying
     for row in rows:
         assert row["teacher_logits"].dtype == np.float32
         assert np.array_equal(row["teacher_logits"], values[row["id"]].astype(np.float32))
-    first_chunk = data.data.table.column("teacher_logits").chunks[0].flatten()
-    assert wrapped._readers["teacher_logits"].chunks[0].ctypes.data == first_chunk.buffers()[1].address  # a view
+    address = data.data.table.column("teacher_logits").chunks[0].flatten().buffers()[1].address
+    region = wrapped._readers["teacher_logits"].regions[0]  # the first shard file's mapping, not a copy of it
+    assert not region.flags.owndata and region.ctypes.data <= address < region.ctypes.data + region.nbytes
     dumped = pickle.dumps(wrapped)  # workers get the file path, not the logits
     assert len(dumped) < values.nbytes / 3 and values[:4].tobytes() not in dumped
+
+
+@pytest.mark.parametrize("on_disk", [False, True])
+def test_rows_of_many_chunks_are_gathered_from_their_shared_buffer(tmp_path, on_disk):
+    """`map` writes a chunk per batch, in memory or in a cache file; a batch's rows come from any of them, as whole
+    rows or as one stored view of a K-view column."""
+    values = np.random.default_rng(0).standard_normal((300, 3, 4)).astype(np.float32)
+    features = Features({"id": Value("int64"), "teacher_logits": List(List(Value("float32"), length=4), length=3)})
+    data = Dataset.from_dict({"id": range(300)}).map(
+        lambda batch: {"teacher_logits": values[batch["id"]]},
+        batched=True,
+        batch_size=16,
+        writer_batch_size=16,
+        features=features,
+        cache_file_name=str(tmp_path / "cache.arrow") if on_disk else None,
+    )
+    assert bool(data.cache_files) == on_disk and data.data.table.column("teacher_logits").num_chunks > 10
+    reader = ChunkedColumn(data.data.table, "teacher_logits")
+    assert len(reader.regions) == 1
+    rows = np.array([299, 0, 17, 150, 16, 15, 17])
+    assert np.array_equal(reader.take(rows), values[rows])
+    views = np.array([2, 0, 1, 1, 2, 0, 0])
+    assert np.array_equal(reader.take(rows, views), values[rows, views])
 
 
 def test_logit_columns_of_a_dataset_of_logits_alone():

@@ -3,6 +3,7 @@ import torch
 
 from hf_distill.losses import kl_divergence_loss
 from hf_distill.teachers.ensemble import combine_teacher_logits, named_teachers, parse_teacher_weights
+from hf_distill.teachers.sources import StoredColumns
 from tests.conftest import on_device, permuted_teacher, tiny_bert, tiny_text_dataset, trainer_for, varied_bert
 
 
@@ -188,3 +189,14 @@ def test_self_distillation_from_a_checkpoint(tmp_path, data):
         )
     with pytest.raises(TypeError, match="needs a PEFT student"):
         trainer_for(tmp_path, varied_bert(seed=2), data, self_distillation=True)
+
+
+def test_stored_columns_guard_the_training_batches_of_unchecked_columns_only():
+    seen = []
+    source = StoredColumns(
+        ["a", "b"], {}, 3, weights=[0.5, 0.5], on_logits=lambda values, stored: seen.append(values), checked={"a"}
+    )
+    batch = {"a": torch.zeros(2, 3), "b": torch.ones(2, 3)}
+    source(batch, 2.0, training=True)
+    source(batch, 2.0, training=False)
+    assert [values.sum().item() for values in seen] == [6.0]  # column "b", in training only

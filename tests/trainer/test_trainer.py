@@ -1,5 +1,6 @@
 import math
 
+import numpy as np
 import pytest
 import torch
 from datasets import Dataset
@@ -213,6 +214,40 @@ def test_nan_logits_are_refused(tmp_path, data):
     bad = data.add_column("teacher_logits", [[0.0, float("nan"), 1.0]] * len(data))
     with pytest.raises(ValueError, match="NaN or inf teacher logits"):
         trainer_for(tmp_path, tiny_bert(seed=2), bad)
+
+
+def test_batches_are_checked_finite_where_the_dataset_was_not_read_whole_before_training(tmp_path, data):
+    """A whole `datasets.Dataset` has every stored logit checked before training, so its batches skip the per-batch
+    guard; a transform (which may return other values), a stream and a plain torch Dataset keep it."""
+    stored = precompute_teacher_logits(tiny_bert(seed=1), data, batch_size=8)
+    checked = {
+        "arrow": stored,
+        "subset of arrow": torch.utils.data.Subset(stored, range(8)),
+        "torch format": stored.with_format("torch"),
+        "transform": stored.with_transform(lambda batch: batch),
+        "stream": stored.to_iterable_dataset(),
+    }
+    found = {name: trainer_for(tmp_path, tiny_bert(seed=2), d).plan.checked_columns for name, d in checked.items()}
+    assert found == {
+        "arrow": {"teacher_logits"},
+        "subset of arrow": {"teacher_logits"},
+        "torch format": {"teacher_logits"},
+        "transform": set(),
+        "stream": set(),
+    }
+    trainer = trainer_for(tmp_path, tiny_bert(seed=2), stored)
+    trainer.train_dataset = stored.with_transform(lambda batch: batch)  # a new training set is checked anew
+    trainer.get_train_dataloader()
+    assert trainer.plan.checked_columns == set()
+
+    def nan_in_row_3(batch):  # finite in the table, NaN where the transform returns it
+        logits = [[np.nan] * 3 if i == 3 else v for i, v in zip(batch["idx"], batch["teacher_logits"], strict=True)]
+        return {**{k: v for k, v in batch.items() if k != "idx"}, "teacher_logits": logits}
+
+    broken = stored.add_column("idx", list(range(len(stored)))).with_transform(nan_in_row_3)
+    trainer = trainer_for(tmp_path, tiny_bert(seed=2), torch.utils.data.Subset(broken, range(16)), max_steps=2)
+    with pytest.raises(FloatingPointError, match=r"stored teacher logits \(column 'teacher_logits'\)"):
+        trainer.train()
 
 
 def test_nan_from_in_batch_teacher_is_refused(tmp_path, data):
