@@ -2,9 +2,10 @@
 
 Timed with `torch.utils.benchmark` on one thread (process CPU time is what other jobs on a shared machine do not
 inflate): reading a batch of logits from Arrow through `hf_distill.data.logit_columns` (full float32, float16, 8 views)
-against the Python-list path; collating a batch of token ids with its logits, as rows that carry them or as one
-gathered array (`BatchLogitsCollator`), against the same rows without logits; and the loss (`distillation_loss`,
-forward and backward) against plain cross-entropy.
+against the Python-list path; gathering a batch's logits from one Arrow chunk and from a memory-mapped cache file of
+many small chunks (a row per chunk, at worst, in a large shuffled cache); collating a batch of token ids with its
+logits, as rows that carry them or as one gathered array (`BatchLogitsCollator`), against the same rows without
+logits; and the loss (`distillation_loss`, forward and backward) against plain cross-entropy.
 Compare the sums with a plain step (``256 / ce_examples_per_cpu_s`` of `distillation_throughput.py`).
 
     python benchmarks/logit_path_costs.py --output benchmarks/results/logit_path_costs_cpu.json
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +42,7 @@ def main() -> None:
     parser.add_argument("--batch_size", type=int, default=256)
     parser.add_argument("--views", type=int, default=8)
     parser.add_argument("--rows", type=int, default=2048)
+    parser.add_argument("--chunk_rows", type=int, default=64, help="rows per Arrow chunk of the cache file")
     parser.add_argument("--output", type=Path)
     cli = parser.parse_args()
     torch.set_num_threads(1)
@@ -70,6 +73,7 @@ def main() -> None:
             data=data,
             indices=indices,
         )
+    results.update(gather_costs(g, cli.rows, c, indices, cli.chunk_rows))
     results.update(collate_costs(g, cli.rows, c, indices))
     student = torch.randn(b, c, requires_grad=True)
     teacher, labels = torch.randn(b, c), torch.randint(0, c, (b,))
@@ -90,6 +94,34 @@ def main() -> None:
         cli.output.parent.mkdir(parents=True, exist_ok=True)
         args = {k: str(val) if isinstance(val, Path) else val for k, val in vars(cli).items()}
         cli.output.write_text(json.dumps({"args": args, "cpu_ms_per_batch": results}, indent=2) + "\n")
+
+
+def gather_costs(
+    g: np.random.Generator, rows: int, classes: int, indices: list[int], chunk_rows: int
+) -> dict[str, float]:
+    """`LogitColumns.take` of a batch from an in-memory column of one chunk and from a cache file written by ``map``
+    in chunks of ``chunk_rows`` rows."""
+    values = g.standard_normal((rows, classes), np.float32)
+    features = Features({"row": Value("int64"), "teacher_logits": List(Value("float32"), length=classes)})
+    one = Dataset.from_dict({"row": range(rows), "teacher_logits": values}, features=features)
+    with tempfile.TemporaryDirectory() as folder:
+        cached = Dataset.from_dict({"row": range(rows)}).map(
+            lambda batch: {"teacher_logits": values[batch["row"]]},
+            batched=True,
+            batch_size=chunk_rows,
+            writer_batch_size=chunk_rows,
+            features=features,
+            cache_file_name=f"{folder}/logits.arrow",
+        )
+        chunks = cached.data.table.column("teacher_logits").num_chunks
+        return {
+            "gather logits, one chunk": cpu_ms(
+                "columns.take(indices)", columns=LogitColumns(one, ["teacher_logits"]), indices=indices
+            ),
+            f"gather logits, cache file of {chunks} chunks": cpu_ms(
+                "columns.take(indices)", columns=LogitColumns(cached, ["teacher_logits"]), indices=indices
+            ),
+        }
 
 
 def collate_costs(g: np.random.Generator, rows: int, classes: int, indices: list[int]) -> dict[str, float]:

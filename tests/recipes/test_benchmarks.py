@@ -38,9 +38,10 @@ def test_distillation_throughput_reports_every_ratio_of_its_tasks(tmp_path):
 def test_logit_path_costs_times_every_part(tmp_path):
     out = tmp_path / "costs.json"
     run("logit_path_costs.py", "--classes", "10", "--batch_size", "4", "--views", "2", "--rows", "16",
-        "--output", str(out))  # fmt: skip
+        "--chunk_rows", "4", "--output", str(out))  # fmt: skip
     costs = json.loads(out.read_text())["cpu_ms_per_batch"]
-    assert len(costs) == 11 and all(ms > 0 for ms in costs.values())
+    assert len(costs) == 13 and all(ms > 0 for ms in costs.values())
+    assert "gather logits, cache file of 4 chunks" in costs
     assert "collate token ids + logits as one array" in costs
 
 
