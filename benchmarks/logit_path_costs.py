@@ -96,23 +96,31 @@ def main() -> None:
         cli.output.write_text(json.dumps({"args": args, "cpu_ms_per_batch": results}, indent=2) + "\n")
 
 
+def cache_of_chunks(values: np.ndarray, chunk_rows: int, path: str) -> Dataset:
+    """``values`` as a ``teacher_logits`` column (beside a ``row`` number) in a cache file that ``map`` writes in
+    chunks of ``chunk_rows`` rows, as `precompute_teacher_logits` and `datasets` do."""
+    features = Features({"row": Value("int64"), "teacher_logits": List(Value("float32"), length=values.shape[1])})
+    return Dataset.from_dict({"row": range(len(values))}).map(
+        lambda batch: {"teacher_logits": values[batch["row"]]},
+        batched=True,
+        batch_size=chunk_rows,
+        writer_batch_size=chunk_rows,
+        features=features,
+        cache_file_name=path,
+    )
+
+
 def gather_costs(
     g: np.random.Generator, rows: int, classes: int, indices: list[int], chunk_rows: int
 ) -> dict[str, float]:
-    """`LogitColumns.take` of a batch from an in-memory column of one chunk and from a cache file written by ``map``
-    in chunks of ``chunk_rows`` rows."""
+    """`LogitColumns.take` of a batch from an in-memory column of one chunk and from a cache file written in chunks
+    of ``chunk_rows`` rows."""
     values = g.standard_normal((rows, classes), np.float32)
-    features = Features({"row": Value("int64"), "teacher_logits": List(Value("float32"), length=classes)})
-    one = Dataset.from_dict({"row": range(rows), "teacher_logits": values}, features=features)
+    one = Dataset.from_dict(
+        {"teacher_logits": values}, features=Features({"teacher_logits": List(Value("float32"), length=classes)})
+    )
     with tempfile.TemporaryDirectory() as folder:
-        cached = Dataset.from_dict({"row": range(rows)}).map(
-            lambda batch: {"teacher_logits": values[batch["row"]]},
-            batched=True,
-            batch_size=chunk_rows,
-            writer_batch_size=chunk_rows,
-            features=features,
-            cache_file_name=f"{folder}/logits.arrow",
-        )
+        cached = cache_of_chunks(values, chunk_rows, f"{folder}/logits.arrow")
         chunks = cached.data.table.column("teacher_logits").num_chunks
         return {
             "gather logits, one chunk": cpu_ms(

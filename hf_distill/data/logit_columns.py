@@ -140,7 +140,7 @@ class ChunkedColumn:
         offsets = self.offset_of_chunk[chunk] + (rows - self.starts[chunk]) * self.row_size
         if views is not None:
             offsets += np.asarray(views, dtype=np.int64) * width
-        if len(self.regions) == 1:
+        if len(self.regions) == 1:  # indexing copies the rows; np.take would first copy the overlapping window
             out = self._window(0, width)[offsets]
         else:
             region = self.region_of_chunk[chunk]
