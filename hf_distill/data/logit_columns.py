@@ -2,14 +2,14 @@
 
 A ``teacher_logits`` column of 1000 classes reaches a collator as 1000 Python floats per example when read through
 `datasets`' default (Python) formatting, and converting them back costs about as much as a small student's training
-step. :class:`LogitColumns` views each Arrow chunk of those columns as a numpy array once (no copy: the values stay in
-the memory-mapped cache file), follows the dataset's indices mapping (``select``, ``shuffle``, ``train_test_split``),
-and gathers the rows of a whole batch of indices (``__getitems__``) with numpy indexing into float32 (logits) or int64
-(top-k class indices) arrays ``(batch, ..., width)``, which any collator stacks in one call
-(`DataCollatorWithPadding` and `default_data_collator` included). Around a collator known to stack them unchanged,
-:func:`with_batch_logits` skips that second copy too: the rows reach the collator without their logits, and each
-gathered array becomes the batch's tensor as it is (`benchmarks/logit_path_costs.py`: collating 256 rows of token ids
-with 1000 logits each took 0.51 ms more than without the logits as per-row arrays, 0.15 ms as one array).
+step. :class:`LogitColumns` views the Arrow buffer behind those columns' chunks as a numpy array once (no copy: the
+values stay in the memory-mapped cache file), follows the dataset's indices mapping (``select``, ``shuffle``,
+``train_test_split``), and gathers the rows of a whole batch of indices (``__getitems__``) with one numpy indexing
+into float32 (logits) or int64 (top-k class indices) arrays ``(batch, ..., width)``, which any collator stacks in one
+call (`DataCollatorWithPadding` and `default_data_collator` included). Around a collator known to stack them
+unchanged, :func:`with_batch_logits` skips that second copy too: the rows reach the collator without their logits,
+and each gathered array becomes the batch's tensor as it is (`benchmarks/logit_path_costs.py`: collating 256 rows of
+token ids with 1000 logits each took 0.51 ms more than without the logits as per-row arrays, 0.15 ms as one array).
 
 `datasets`' own arrow or numpy formatting does the same work through one slice of the table per row (256 rows of a
 1000-wide shuffled column: 1.4 ms against 0.07 ms here), and its numpy formatting cannot be combined with
