@@ -144,7 +144,7 @@ class ChunkedColumn:
             out = self._window(0, width)[offsets]
         else:
             region = self.region_of_chunk[chunk]
-            out = np.empty((len(rows), width), dtype=self.regions[0].dtype)
+            out = np.empty((len(rows), width), dtype=self.dtype)  # an empty table has no region
             for r in np.unique(region):
                 hit = region == r
                 out[hit] = self._window(r, width)[offsets[hit]]

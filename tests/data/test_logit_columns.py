@@ -121,6 +121,13 @@ def test_rows_of_many_chunks_are_gathered_from_their_shared_buffer(tmp_path, on_
     assert np.array_equal(reader.take(rows), values[rows])
     views = np.array([2, 0, 1, 1, 2, 0, 0])
     assert np.array_equal(reader.take(rows, views), values[rows, views])
+    assert reader.take(np.array([], dtype=np.int64)).shape == (0, 3, 4)
+    empty = Dataset.from_dict(
+        {"teacher_logits": values[:0]}, features=Features({"teacher_logits": features["teacher_logits"]})
+    )
+    assert (
+        ChunkedColumn(empty.data.table, "teacher_logits").take(np.array([], dtype=np.int64)).size == 0
+    )  # no rows, no error
 
 
 def test_logit_columns_of_a_dataset_of_logits_alone():
